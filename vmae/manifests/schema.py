@@ -1,0 +1,44 @@
+"""The manifest: one row per clip, one schema for every step of the data flow."""
+import re
+
+import pyarrow as pa
+
+# Every manifest carries every column; a column that a step knows nothing about is null. Keeping one
+# fixed schema means any step can read any other step's output without negotiating columns.
+SCHEMA = pa.schema([
+    ("key", pa.string()),          # unique, filesystem- and WebDataset-safe (see KEY_PATTERN)
+    ("source", pa.string()),       # k400 | k600 | k700 | ssv2 | ava | webvid | instagram | any import name
+    ("video_id", pa.string()),     # YouTube id, SSV2 id, AVA movie id, WebVid id, ...
+    ("url", pa.string()),          # where download fetches it; null for YouTube ids (URL template)
+    ("path", pa.string()),         # the local clip once it exists
+    ("start_sec", pa.float64()),
+    ("end_sec", pa.float64()),
+    ("start_frame", pa.int64()),   # frame-exact cuts (AVA): first frame and count, instead of seconds
+    ("num_frames", pa.int64()),
+    ("label", pa.string()),        # canonical class name, or null for unlabeled sources
+    ("label_id", pa.int64()),      # index into the manifest's class list (K710 for Kinetics)
+    ("split", pa.string()),        # train | val | test
+    ("stride", pa.int64()),        # temporal sampling stride: 2 for SSV2, 4 otherwise
+    ("fps", pa.float64()),         # probe facts, filled by download / probing
+    ("frames", pa.int64()),
+    ("width", pa.int64()),
+    ("height", pa.int64()),
+    ("duration", pa.float64()),
+    ("codec", pa.string()),
+    ("status", pa.string()),       # null = not processed yet, "ok", or a failure reason
+    ("error", pa.string()),        # the human-readable message behind a failed status
+])
+
+COLUMNS = SCHEMA.names
+REQUIRED = ("key", "source")
+
+# WebDataset splits a member name at its first dot, and keys become file names: letters, digits,
+# '_' and '-' only, and no leading '-' so that no tool reads a key as an option.
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def make_key(*parts) -> str:
+    """Join parts into a safe key: unsafe characters become '_'."""
+    key = "_".join(_UNSAFE.sub("_", str(p)) for p in parts if p is not None and str(p) != "")
+    return key if not key.startswith("-") else "_" + key

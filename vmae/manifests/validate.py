@@ -1,0 +1,55 @@
+"""Row checks shared by every step: a bad row is returned with its reason, never dropped silently."""
+import pandas as pd
+
+from vmae.manifests.schema import KEY_PATTERN
+
+REJECT_COLUMNS = ["file", "line", "key", "reason"]
+
+
+def row_problems(row) -> list:
+    """Every reason why one manifest row (a mapping) is unusable; empty when the row is fine."""
+    problems = []
+    key = row.get("key")
+    if key is None or key == "":
+        problems.append("empty key")
+    elif not KEY_PATTERN.match(str(key)):
+        problems.append(f"key {key!r} has characters other than letters, digits, '_' and '-'")
+    if not row.get("source"):
+        problems.append("empty source")
+    start, end = row.get("start_sec"), row.get("end_sec")
+    if _present(start) and start < 0:
+        problems.append(f"start_sec {start} is negative")
+    if _present(start) and _present(end) and end <= start:
+        problems.append(f"end_sec {end} is not after start_sec {start}")
+    stride = row.get("stride")
+    if _present(stride) and stride < 1:
+        problems.append(f"stride {stride} is below 1")
+    label_id = row.get("label_id")
+    if _present(label_id) and label_id < 0:
+        problems.append(f"label_id {label_id} is negative")
+    return problems
+
+
+def validate(df: pd.DataFrame, file=None, first_line: int = 0):
+    """Split a manifest into (good rows, rejects). Duplicate keys after the first are rejected.
+
+    `first_line` is the file line (or row number) of df's first row, so rejects point into the file.
+    """
+    reasons = {}
+    for i, row in enumerate(df.to_dict("records")):
+        problems = row_problems(row)
+        if problems:
+            reasons[i] = "; ".join(problems)
+    dup = df["key"].notna() & df["key"].duplicated(keep="first")
+    for i in dup.to_numpy().nonzero()[0]:
+        reasons.setdefault(int(i), f"duplicate key {df['key'].iloc[i]!r}")
+    rejects = pd.DataFrame(
+        [{"file": None if file is None else str(file), "line": first_line + i,
+          "key": df["key"].iloc[i], "reason": r} for i, r in sorted(reasons.items())],
+        columns=REJECT_COLUMNS)
+    good = df.drop(index=df.index[sorted(reasons)]).reset_index(drop=True)
+    return good, rejects
+
+
+def _present(value) -> bool:
+    return value is not None and not pd.isna(value)

@@ -1,0 +1,1 @@
+"""WebDataset shards: the sample format, the writer and its index, verification and statistics."""
