@@ -1,0 +1,1 @@
+"""Training half: shard stream, transforms, models, masking, losses, engines and checkpoints."""
