@@ -263,7 +263,7 @@ def cut(src, dst, start_sec=None, end_sec=None, start_frame=None, num_frames=Non
         fps=None, threads=None, src_fps=None, crf=DEFAULT_CRF, preset=DEFAULT_PRESET) -> Path:
     """Cut [start_sec, end_sec) (or num_frames frames from start_frame) of src into an H.264 yuv420p MP4 at
     dst, in one ffmpeg pass, atomically. Frame mode without fps probes src for its frame rate unless
-    src_fps is given. Raises MediaError on failure."""
+    src_fps is given. Raises MediaError on failure, also when ffmpeg decoded past damage in the source."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise MediaError(MISSING_FILE, f"{src}: no such file")
@@ -272,6 +272,9 @@ def cut(src, dst, start_sec=None, end_sec=None, start_frame=None, num_frames=Non
     with atomic_path(dst) as tmp:
         result = _run(cut_command(src, tmp, start_sec, end_sec, start_frame, num_frames, short_side, gop, fps,
                                   src_fps, threads, crf, preset), CUT_FAILED, src)
+        # ffmpeg decodes past damage and still exits 0; a truncated or corrupt source must not pass as ok.
+        if ffmpeg_reason(result.stderr, default="") == DECODE_ERROR:
+            raise MediaError(DECODE_ERROR, f"{src}: {_last_lines(result.stderr)}")
         if _encoded_frames(result.stdout) == 0:
             raise MediaError(TOO_SHORT, f"{src}: the requested range holds no frames (the video is shorter)")
     return dst
