@@ -110,7 +110,8 @@ def _convert_head(state: dict, target: dict, report: LoadReport) -> None:
         if rows == 710 and classes in (400, 600, 700):
             index = torch.tensor(head_map(classes))
             for k in ("head.weight", "head.bias"):
-                state[k] = state[k][index]
+                if k in state:
+                    state[k] = state[k][index]
             report.head = f"converted 710 -> {classes} with label_710to{classes}.json"
             return
         report.head = f"dropped ({rows} classes; the model has {classes}), fresh init"
