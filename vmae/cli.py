@@ -44,3 +44,176 @@ def train():
       vmae-train finetune --shards 'k710/train-{000000..000009}.tar' --init runs/pt/checkpoint-last.pth ...
       vmae-train eval --shards 'k710/val-{000000..000001}.tar' --checkpoint runs/ft/checkpoint-best.pth ...
     """
+
+
+# ---------------------------------------------------------------- curation: ssv2, ava, sample, import, mix
+
+def _executor(executor, workers, unit_index, num_units):
+    from vmae.executors import ExecutorConfig
+    try:
+        return ExecutorConfig(executor=executor, workers=workers, unit_index=unit_index, num_units=num_units)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+
+
+@data.command("ssv2")
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Official annotation JSON, e.g. something-something-v2-train.json.")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The 174-class label file (something-something-v2-labels.json).")
+@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of the extracted videos, named ID.webm.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.parquet).")
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="Split of every row [default: from the annotation file name].")
+@click.option("--ext", default="webm", show_default=True, help="Video file extension.")
+@click.option("--probe", is_flag=True, help="Probe every video now (status ok / reason, probe facts); "
+              "otherwise existing files keep an empty status until download --from-dir or shard checks them.")
+@click.option("--workers", default=1, show_default=True, help="Parallel probes (with --probe).")
+@user_errors
+def ssv2(annotations, labels, videos, out, split, ext, probe, workers):
+    """Something-Something V2 annotations -> a manifest of its .webm videos (stride 2, labels kept).
+
+    Label = the template without brackets, label_id from the label file. Videos that are not in the
+    folder stay in the manifest with status missing-file; unusable entries go to OUT.rejects.csv.
+
+    \b
+    Example:
+      vmae-data ssv2 --annotations something-something-v2-train.json \\
+        --labels something-something-v2-labels.json --videos 20bn-something-something-v2 --out ssv2.parquet
+    """
+    from vmae.curation.ssv2 import ssv2_manifest
+    report = ssv2_manifest(annotations, labels, videos, out, split=split, ext=ext, probe=probe,
+                           executor=_executor("local", workers, None, None))
+    click.echo("\n".join(report.lines()))
+
+
+@data.command("ava")
+@click.option("--file-list", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="ava_file_names_trainval_v2.1.txt: one movie file name per line.")
+@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of the downloaded movies (a listed name with another extension is accepted).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: clips/, parts/ and manifest.parquet.")
+@click.option("--window-start", default=900.0, show_default=True, help="Window start, seconds.")
+@click.option("--window-end", default=1800.0, show_default=True, help="Window end, seconds.")
+@click.option("--clip-frames", default=300, show_default=True, help="Frames per clip.")
+@click.option("--fps", default=30.0, show_default=True, help="Movies are resampled to this constant rate.")
+@click.option("--short-side", type=int, help="Resize clips so the short side is at most this many pixels.")
+@click.option("--stride", default=4, show_default=True, help="Temporal sampling stride written to the manifest.")
+@click.option("--workers", default=1, show_default=True, help="Movies cut in parallel (local executor).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--unit-index", type=int, help="Run only this slice of the movies (Slurm array index) ...")
+@click.option("--num-units", type=int, help="... out of this many slices.")
+@user_errors
+def ava(file_list, videos, out, window_start, window_end, clip_frames, fps, short_side, stride, workers,
+        executor, unit_index, num_units):
+    """Cut AVA movies (900 s to 1800 s) into consecutive 300-frame clips at 30 fps, frame-exact.
+
+    90 clips per full movie, keys ava_MOVIE_000..089, no gaps or overlaps. Movies that are missing or too
+    short are reported with the clips that could be cut; each planned clip has a manifest row with its
+    status. A rerun keeps clips already cut (right frame count) and cuts the rest.
+
+    \b
+    Example:
+      vmae-data ava --file-list ava_file_names_trainval_v2.1.txt --videos ava/movies --out ava/ --workers 8
+    """
+    from vmae.curation.ava import AvaConfig, cut_ava
+    cfg = AvaConfig(window_start=window_start, window_end=window_end, clip_frames=clip_frames, fps=fps,
+                    short_side=short_side, stride=stride)
+    report = cut_ava(file_list, videos, out, cfg, _executor(executor, workers, unit_index, num_units))
+    click.echo("\n".join(report.lines()))
+
+
+@data.command("sample")
+@click.argument("source", type=click.Choice(["webvid", "instagram"]))
+@click.option("--metadata", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="WebVid: the metadata CSV (videoid, contentUrl, duration, ...). "
+                   "Instagram: CSV/TSV/JSONL with id and url and/or path.")
+@click.option("--n", "n", default=250_000, show_default=True, help="Rows to sample.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same sample, on any machine.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.parquet).")
+@user_errors
+def sample(source, metadata, n, seed, out):
+    """A seeded random sample of N usable rows of a WebVid2M or Instagram list (stride 4, unlabeled).
+
+    Rows without a URL, with a bad or non-positive duration, or with an id seen before are excluded
+    before sampling and listed in OUT.rejects.csv. Asking for more rows than are usable is an error.
+
+    \b
+    Example:
+      vmae-data sample webvid --metadata results_2M_train.csv --n 250000 --seed 0 --out webvid.parquet
+    """
+    from vmae.curation.sampling import sample_source
+    click.echo("\n".join(sample_source(source, metadata, n, seed, out).lines()))
+
+
+@data.command("import")
+@click.argument("src", type=click.Path(exists=True))
+@click.option("--source", required=True, help="Source name for the rows and their keys, e.g. ucf101.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.parquet).")
+@click.option("--labels-from", type=click.Choice(["folders", "csv", "none"]),
+              help="Class of each video [default: folders for a folder, csv for a list with a label column].")
+@click.option("--stride", default=4, show_default=True, help="Temporal sampling stride of every row.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="Split of every row.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False),
+              help="Folder that relative paths in a list start from [default: the list's folder].")
+@click.option("--class-list", type=click.Path(exists=True, dir_okay=False),
+              help="Fixed class list (one name per line, id = line from 0), e.g. the train import's "
+                   "OUT.classes.txt when importing its test split.")
+@click.option("--probe", is_flag=True, help="Probe every video now (status ok / reason, probe facts).")
+@click.option("--workers", default=1, show_default=True, help="Parallel probes (with --probe).")
+@user_errors
+def import_(src, source, out, labels_from, stride, split, root, class_list, probe, workers):
+    """Import your own videos: a folder tree (CLASS/VIDEO.ext) or a CSV/TSV of path[,label].
+
+    Writes the manifest, its class list OUT.classes.txt (sorted names, label_id = line from 0) and, for
+    unreadable rows, OUT.rejects.csv with line numbers. Missing files keep a row with status missing-file.
+
+    \b
+    Examples:
+      vmae-data import UCF-101/ --source ucf101 --out ucf101.parquet
+      vmae-data import test.csv --source mine --labels-from csv --class-list train.classes.txt --out test.parquet
+    """
+    from vmae.curation.importer import import_videos
+    report = import_videos(src, source, out, labels_from=labels_from, stride=stride, split=split, root=root,
+                           class_list=class_list, probe=probe, executor=_executor("local", workers, None, None))
+    click.echo("\n".join(report.lines()))
+
+
+@data.group("mix")
+def mix():
+    """Combine per-source manifests into a pretraining mixture."""
+
+
+@mix.command("unlabeled-hybrid")
+@click.option("--k710", type=click.Path(exists=True, dir_okay=False), help="K710 train manifest.")
+@click.option("--ssv2", type=click.Path(exists=True, dir_okay=False), help="SSV2 train manifest.")
+@click.option("--ava", type=click.Path(exists=True, dir_okay=False), help="AVA manifest (vmae-data ava).")
+@click.option("--webvid", type=click.Path(exists=True, dir_okay=False), help="Sampled WebVid2M manifest.")
+@click.option("--instagram", type=click.Path(exists=True, dir_okay=False), help="Sampled Instagram manifest.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Mixed manifest to write.")
+@click.option("--stride", "strides", multiple=True, metavar="SOURCE=N",
+              help="Override a source's stride (default 2 for ssv2, 4 otherwise); repeatable.")
+@user_errors
+def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides):
+    """UnlabeledHybrid: concatenate the given manifests, set strides, drop duplicate keys, compare counts.
+
+    Any source may be left out. Every row is kept whatever its status (shard takes the usable ones);
+    a key already taken drops the later row (listed in OUT.rejects.csv). Prints clips per source next to
+    the paper's Table 2 (K710 658k, SSv2 169k, AVA 21k, WebVid2M 250k, Instagram 250k; 1.35M).
+
+    \b
+    Example:
+      vmae-data mix unlabeled-hybrid --k710 k710/train.parquet --ssv2 ssv2.parquet --ava ava/manifest.parquet \\
+        --webvid webvid.parquet --instagram instagram.parquet --out hybrid.parquet
+    """
+    from vmae.curation.hybrid import mix_unlabeled_hybrid
+    overrides = {}
+    for item in strides:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            raise click.BadParameter(f"{item!r}: expected SOURCE=N, e.g. ssv2=2", param_hint="--stride")
+        overrides[name] = int(value)
+    inputs = {"k710": k710, "ssv2": ssv2, "ava": ava, "webvid": webvid, "instagram": instagram}
+    click.echo("\n".join(mix_unlabeled_hybrid(inputs, out, overrides).lines()))

@@ -1,6 +1,9 @@
 """Row checks shared by every step: a bad row is returned with its reason, never dropped silently."""
+from pathlib import Path
+
 import pandas as pd
 
+from vmae.atomic import atomic_path
 from vmae.manifests.schema import KEY_PATTERN
 
 REJECT_COLUMNS = ["file", "line", "key", "reason"]
@@ -53,3 +56,15 @@ def validate(df: pd.DataFrame, file=None, first_line: int = 0):
 
 def _present(value) -> bool:
     return value is not None and not pd.isna(value)
+
+
+def write_rejects(rejects: pd.DataFrame, manifest_path):
+    """Write rejects next to a manifest as NAME.rejects.csv (atomically); None, and no file, when empty."""
+    path = Path(manifest_path).with_suffix(".rejects.csv")
+    if len(rejects) == 0:
+        if path.exists():
+            path.unlink()  # a stale list from an earlier run would misreport this one
+        return None
+    with atomic_path(path) as tmp:
+        rejects.to_csv(tmp, index=False)
+    return path
