@@ -228,12 +228,15 @@ def _open(sample: dict):
 
 
 def _clips(samples, cfg: StreamConfig, seed_words: tuple):
-    """Decode and cut each sample; failures are logged and counted into the next yielded item's `skipped`."""
+    """Decode and cut each sample into a dict (video, key, source, label). A sample that fails is logged and
+    yields the int 1 instead, so the batching stage can count it."""
     decoder = get_decoder(cfg.decoder)
     labeled = cfg.mode != "pretrain"
-    skipped = failures = 0
+    failures = 0
     for number, sample in enumerate(samples):
         key, url = sample.get("__key__"), sample.get("__url__")
+        # One generator per sample, from (seed, rank, worker, pass, sample number): a sample's augmentation
+        # does not depend on how many samples before it failed.
         rng = np.random.default_rng([*seed_words, number])
         try:
             video, meta, label = _open(sample)
@@ -244,37 +247,51 @@ def _clips(samples, cfg: StreamConfig, seed_words: tuple):
             with decoder.open(video) as reader:
                 views = clip_views(cfg, reader, int(stride), rng)
         except DecodeError as err:
-            skipped += 1
             failures += 1
             log.warning("skipping sample %s from %s: %s", key, url, err)
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(f"{failures} samples in a row failed to decode (last: {key} in {url}); "
                                    "check the shards with `vmae-data verify --decode`") from err
+            yield 1
             continue
         failures = 0
-        yield {"video": views, "key": key, "source": meta.get("source") or "", "label": label,
-               "skipped": skipped}
-        skipped = 0
+        yield {"video": views, "key": key, "source": meta.get("source") or "", "label": label}
 
 
-def collate(samples: list[dict], mode: str) -> dict:
+def _batches(items, cfg: StreamConfig):
+    """Batches of batch_size videos, each carrying the failures counted since the previous batch. One-pass
+    val/test streams end with their partial batch, possibly empty, so no failure goes uncounted; training
+    streams drop a final partial batch (its failures were logged)."""
+    pending, skipped = [], 0
+    for item in items:
+        if isinstance(item, int):
+            skipped += item
+            continue
+        pending.append(item)
+        if len(pending) == cfg.batch_size:
+            yield collate(pending, cfg, skipped)
+            pending, skipped = [], 0
+    if cfg.mode in ("val", "test") and (pending or skipped):
+        yield collate(pending, cfg, skipped)
+
+
+def collate(samples: list[dict], cfg: StreamConfig, skipped: int = 0) -> dict:
     """Views of one video stay adjacent: pretrain/train `video` [B*views, 3, T, S, S] with key/source/label
     repeated per view; val [B, 3, T, S, S]; test [B, V, 3, T, S, S]."""
-    views = [s["video"] for s in samples]
-    per_row = [s["video"].shape[0] for s in samples] if mode in ("pretrain", "train") else [1] * len(samples)
-    if mode in ("pretrain", "train"):
-        video = torch.cat(views)
-    elif mode == "val":
-        video = torch.stack([v[0] for v in views])
+    shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
+    repeat = cfg.views if cfg.mode in ("pretrain", "train") else 1
+    if not samples:
+        video = torch.empty((0, cfg.views, *shape) if cfg.mode == "test" else (0, *shape), dtype=torch.uint8)
+    elif cfg.mode == "test":
+        video = torch.stack([s["video"] for s in samples])
     else:
-        video = torch.stack(views)
+        video = torch.cat([s["video"] for s in samples])  # val: one view per video
     batch = {"video": video,
-             "key": [s["key"] for s, k in zip(samples, per_row) for _ in range(k)],
-             "source": [s["source"] for s, k in zip(samples, per_row) for _ in range(k)],
-             "skipped": sum(s["skipped"] for s in samples)}
-    if mode != "pretrain":
-        batch["label"] = torch.tensor([s["label"] for s, k in zip(samples, per_row) for _ in range(k)],
-                                      dtype=torch.int64)
+             "key": [s["key"] for s in samples for _ in range(repeat)],
+             "source": [s["source"] for s in samples for _ in range(repeat)],
+             "skipped": skipped}
+    if cfg.mode != "pretrain":
+        batch["label"] = torch.tensor([s["label"] for s in samples for _ in range(repeat)], dtype=torch.int64)
     return batch
 
 
@@ -318,9 +335,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         if cfg.mode in ("pretrain", "train") and cfg.shuffle_buffer > 1:
             stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
                                       rng=random.Random(_seed_of(seed_words))))
-        stages += [partial(_clips, cfg=cfg, seed_words=seed_words),
-                   wds.batched(cfg.batch_size, collation_fn=partial(collate, mode=cfg.mode),
-                               partial=cfg.mode in ("val", "test"))]
+        stages += [partial(_clips, cfg=cfg, seed_words=seed_words), partial(_batches, cfg=cfg)]
         self.passes += 1
         return iter(wds.DataPipeline(*stages))
 
