@@ -69,6 +69,8 @@ def test_position_tables_are_non_persistent_buffers_for_any_size():
     buffers = dict(model.named_buffers())
     assert buffers["encoder.pos_embed"].shape == (1, 196, 32) and buffers["pos_embed"].shape == (1, 196, 16)
     assert not [k for k in model.state_dict() if "pos_embed" in k]
+    mask, decode_mask = make_masks(2, model.grid, 0.9, 0.0, torch.Generator().manual_seed(0), "cpu")  # 7x7: v1
+    assert model(torch.randn(2, 3, 8, 112, 112), mask, decode_mask).shape == (2, 4 * 44, 1536)
     model.to(torch.float64)
     assert model.pos_embed.dtype == torch.float64  # moves (and casts) with the module
     ft = create_model("vit_test", num_frames=8, img_size=112, num_classes=3)

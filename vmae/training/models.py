@@ -33,7 +33,8 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 __all__ = ["FINETUNE_MODELS", "PRETRAIN_MODELS", "SIZES", "Attention", "Block", "PatchEmbed",
-           "PretrainVisionTransformer", "Size", "VisionTransformer", "create_model", "sinusoid_table"]
+           "PretrainVisionTransformer", "Size", "VisionTransformer", "create_model", "sinusoid_table",
+           "token_indices"]
 
 LN_EPS = 1e-6
 
@@ -202,10 +203,9 @@ class PretrainEncoder(nn.Module):
         self.checkpoint_activations = checkpoint_activations
         self.apply(_init_pretrain)
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # -> [B, N_vis, E]
-        x = self.patch_embed(video) + self.pos_embed  # [B, N, E]
-        B, _, E = x.shape
-        x = x[~mask].reshape(B, -1, E)  # visible tokens, raster order
+    def forward(self, video: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:  # -> [B, N_vis, E]
+        """visible: [B, N_vis] indices of the tokens the encoder sees, in raster order (see `token_indices`)."""
+        x = _gather(self.patch_embed(video) + self.pos_embed, visible)
         x = _run_blocks(self.blocks, x, self.checkpoint_activations)
         return self.norm(x)
 
@@ -224,15 +224,29 @@ class PretrainDecoder(nn.Module):
         return self.head(self.norm(x[:, -num_queries:]))
 
 
-def _check_masks(mask: torch.Tensor, decode_vis: torch.Tensor, batch: int, num_patches: int) -> None:
+def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # [B, N, C], [B, K] -> [B, K, C]
+    # advanced indexing keeps a [B, K] index, where take_along_dim would expand it to [B, K, C]
+    return x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), index]
+
+
+def token_indices(mask: torch.Tensor, decode_vis: torch.Tensor, num_patches: int) -> tuple:
+    """Raster-ordered indices of the encoder-visible tokens (~mask) and of the decoded tokens (decode_vis), as
+    [B, N_vis] and [B, N_dec]. One host sync reads both counts; every sample must have the same counts (tube and
+    running-cell masks do), since a batch of token sequences cannot be ragged."""
+    batch = mask.shape[0]
     for name, m in (("mask", mask), ("decode_mask", decode_vis)):
         if m.dtype != torch.bool or tuple(m.shape) != (batch, num_patches):
             raise ValueError(f"{name} must be a bool tensor [{batch}, {num_patches}]; got {m.dtype} {list(m.shape)}")
-    # boolean indexing + reshape silently mixes samples when their token counts differ: refuse that
-    counts = torch.stack((mask.sum(1), decode_vis.sum(1)))
-    if bool((counts != counts[:, :1]).any()):
+    visible_counts, decoded_counts = torch.stack(((~mask).sum(1), decode_vis.sum(1))).tolist()
+    if len(set(visible_counts)) > 1 or len(set(decoded_counts)) > 1:
         raise ValueError("every sample must hide the same number of tokens and decode the same number of tokens "
-                         f"(tube and running-cell masks do); per-sample counts: {counts.tolist()}")
+                         f"(tube and running-cell masks do); visible per sample {visible_counts}, decoded "
+                         f"per sample {decoded_counts}")
+
+    def first(selected: torch.Tensor, count: int) -> torch.Tensor:  # a stable sort keeps the raster order
+        return torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :count]
+
+    return first(~mask, visible_counts[0]), first(decode_vis, decoded_counts[0])
 
 
 class PretrainVisionTransformer(nn.Module):
@@ -271,20 +285,17 @@ class PretrainVisionTransformer(nn.Module):
         reconstructed (None: reconstruct exactly the hidden tokens, VideoMAE v1). Returns [B, N_dec, 3*tubelet*p*p]
         in the raster order of the reconstructed tokens. With amp_dtype the encoder runs under autocast and the
         decoder in fp32; without it, any autocast around the call applies to the whole model."""
-        B = video.shape[0]
         decode_vis = mask if decode_mask is None else ~decode_mask
-        _check_masks(mask, decode_vis, B, self.num_patches)
+        visible, decoded = token_indices(mask, decode_vis, self.num_patches)
         device_type = video.device.type
         with torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
-            x_vis = self.encoder(video, mask)  # [B, N_vis, E]
+            x_vis = self.encoder(video, visible)  # [B, N_vis, E]
         with torch.autocast(device_type, enabled=False) if amp_dtype is not None else nullcontext():
             if amp_dtype is not None:
                 x_vis = x_vis.float()
             x_vis = self.encoder_to_decoder(x_vis)  # [B, N_vis, D]
-            D = x_vis.shape[-1]
-            pos = self.pos_embed.expand(B, -1, -1)
-            pos_vis = pos[~mask].reshape(B, -1, D)
-            pos_dec = pos[decode_vis].reshape(B, -1, D)
+            pos = self.pos_embed[0]  # [N, D]
+            pos_vis, pos_dec = pos[visible], pos[decoded]  # [B, N_vis, D], [B, N_dec, D]
             # visible tokens stay in raster order; the queries carry their location through pos_dec only
             x = torch.cat([x_vis + pos_vis, self.mask_token + pos_dec], dim=1)  # [B, N_vis + N_dec, D]
             return self.decoder(x, pos_dec.shape[1])
