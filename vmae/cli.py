@@ -217,3 +217,63 @@ def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides):
         overrides[name] = int(value)
     inputs = {"k710": k710, "ssv2": ssv2, "ava": ava, "webvid": webvid, "instagram": instagram}
     click.echo("\n".join(mix_unlabeled_hybrid(inputs, out, overrides).lines()))
+
+
+@data.command("download")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: clips/xx/KEY.mp4, manifest.parquet, report.json, .units/ (resume state).")
+@click.option("--workers", default=1, show_default=True, help="Units run in parallel (local process pool); each runs its rows in turn.")
+@click.option("--url-template", default="https://www.youtube.com/watch?v={video_id}", show_default=True,
+              help="URL for rows without a url; fields {video_id} {key} {source} {split} {start} {end}.")
+@click.option("--from-dir", type=click.Path(exists=True, file_okay=False),
+              help="Adopt local clips (e.g. a CVDF Kinetics mirror) instead of downloading; missing ones "
+                   "get status missing-file.")
+@click.option("--from-template", default="{video_id}_{start:06d}_{end:06d}.mp4", show_default=True,
+              help="File name inside --from-dir. With {start}/{end} the file is the clip itself; without, "
+                   "[start_sec, end_sec) is cut from it.")
+@click.option("--short-side", default=320, show_default=True,
+              help="Resize so the short side is at most this many pixels (never upscales); 0 keeps the size.")
+@click.option("--gop", default=16, show_default=True, help="Keyframe interval of the cut clips, in frames.")
+@click.option("--retry-failed", is_flag=False, flag_value="all", default=None, metavar="[REASONS]",
+              help="Retry rows that failed in an earlier run: all of them, or only the comma-separated "
+                   "reasons given (e.g. rate-limited,network).")
+@click.option("--cookies", type=click.Path(exists=True, dir_okay=False), help="Cookies file passed to yt-dlp.")
+@click.option("--sleep", default=0.0, show_default=True, help="Seconds between two requests of a worker.")
+@click.option("--backoff", default=10.0, show_default=True,
+              help="First wait after a rate-limited answer, doubled at each of --tries attempts.")
+@click.option("--tries", default=5, show_default=True, help="Attempts per row on rate-limited/network errors.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True)
+@click.option("--unit-index", type=int, help="With --num-units: run only this slice (e.g. $SLURM_ARRAY_TASK_ID).")
+@click.option("--num-units", type=int, help="Number of slices the units are split into.")
+@click.option("--rows-per-unit", default=256, show_default=True,
+              help="Rows per unit of work (and per resume file); keep it the same across reruns.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+@user_errors
+def download_cmd(manifest, out, workers, url_template, from_dir, from_template, short_side, gop, retry_failed,
+                 cookies, sleep, backoff, tries, executor, unit_index, num_units, rows_per_unit, progress):
+    """Fetch (yt-dlp) or adopt (--from-dir) every clip of MANIFEST, cut it frame-accurately to H.264 and
+    record its probe facts and status.
+
+    \b
+    Kinetics from the CVDF mirror, then YouTube for what the mirror lacks:
+      vmae-data download k710/train.parquet --out clips/ --from-dir /data/k400/train --workers 16
+      vmae-data download clips/manifest.parquet --out clips/ --retry-failed missing-file --sleep 2
+
+    A rerun skips finished rows and recorded failures (unless --retry-failed); nothing is fetched twice.
+    """
+    from vmae.curation.download import DownloadConfig, download
+    from vmae.executors import ExecutorConfig
+
+    retry = None if retry_failed is None else (
+        () if retry_failed == "all" else tuple(r.strip() for r in retry_failed.split(",") if r.strip()))
+    try:
+        cfg = DownloadConfig(url_template=url_template, from_dir=from_dir, from_template=from_template,
+                             short_side=short_side or None, gop=gop, retry_failed=retry, cookies=cookies,
+                             sleep=sleep, backoff=backoff, tries=tries, rows_per_unit=rows_per_unit)
+        ex = ExecutorConfig(executor=executor, workers=workers, unit_index=unit_index, num_units=num_units)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    report = download(manifest, out, cfg, ex, progress=progress)
+    for line in report.lines():
+        click.echo(line)

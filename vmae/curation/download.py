@@ -1,0 +1,375 @@
+"""Fetch, cut and check every clip of a manifest: `vmae-data download`.
+
+Each row's source is, in this order: a file in --from-dir named by --from-template, the row's local
+`path`, the row's `url`, or the URL template filled with the row's `video_id` (YouTube by default).
+Remote sources are fetched with yt-dlp into a temporary folder, then one ffmpeg pass cuts [start_sec,
+end_sec) (or the frame range) into OUT/clips/xx/KEY.mp4 (H.264, yuv420p, fixed keyframe interval, no
+audio) and one ffprobe call records the clip's facts. Every row ends with `status` "ok" or a reason of
+the taxonomy in vmae.media, and its `error` message.
+
+Resumable: the rows are split into fixed units; each unit writes OUT/.units/unit-NNNNNN.parquet when it
+is done, and a rerun skips ok rows and recorded failures (unless retried). A clip file already in
+OUT/clips is adopted instead of fetched again, so even a unit killed half way loses no download.
+OUT/manifest.parquet and OUT/report.json are written last, once every unit is done.
+"""
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from string import Formatter
+from typing import Optional
+
+import pandas as pd
+
+from vmae import media
+from vmae.atomic import write_text
+from vmae.executors import ExecutorConfig, my_slice, run_units
+from vmae.manifests import read_manifest, validate, write_manifest
+from vmae.manifests.validate import write_rejects
+from vmae.manifests.errors import ManifestError
+
+log = logging.getLogger(__name__)
+
+YOUTUBE_TEMPLATE = "https://www.youtube.com/watch?v={video_id}"
+CVDF_TEMPLATE = "{video_id}_{start:06d}_{end:06d}.mp4"
+# Video only (the clips carry no audio), at most 720 lines: enough for any short-side resize we use.
+DEFAULT_FORMAT = "bv*[height<=720]/b[height<=720]/bv*/b"
+_RETRIED = (media.RATE_LIMITED, media.NETWORK)
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    url_template: str = YOUTUBE_TEMPLATE
+    from_dir: Optional[str] = None
+    from_template: str = CVDF_TEMPLATE
+    short_side: Optional[int] = 320
+    gop: int = media.DEFAULT_GOP
+    crf: int = media.DEFAULT_CRF
+    preset: str = media.DEFAULT_PRESET
+    threads: Optional[int] = None          # ffmpeg threads per clip; None: cores / workers
+    retry_failed: Optional[tuple] = None   # None: keep recorded failures; (): retry all; else these reasons
+    cookies: Optional[str] = None
+    sleep: float = 0.0                     # seconds between two requests of one worker
+    tries: int = 5                         # attempts per row on rate-limited / network answers
+    backoff: float = 10.0                  # first back-off wait in seconds, doubled at each try
+    socket_timeout: float = 30.0
+    format: str = DEFAULT_FORMAT
+    rows_per_unit: int = 256
+    min_fraction: float = 0.5              # a clip under this share of the requested seconds is too short
+    min_frames: int = 16                   # ... and so is one under this many frames (one model input)
+
+    def __post_init__(self):
+        if self.rows_per_unit < 1:
+            raise ValueError("--rows-per-unit must be at least 1")
+        if self.tries < 1:
+            raise ValueError("tries must be at least 1")
+        if self.sleep < 0 or self.backoff < 0:
+            raise ValueError("--sleep and the back-off must not be negative")
+        bad = [r for r in self.retry_failed or () if r not in media.REASONS]
+        if bad:
+            raise ValueError(f"unknown failure reason(s) {bad} for --retry-failed; choose from {media.REASONS}")
+        for name, template in (("--url-template", self.url_template), ("--from-template", self.from_template)):
+            unknown = template_fields(template) - set(TEMPLATE_FIELDS)
+            if unknown:
+                raise ValueError(f"{name} {template!r} uses unknown field(s) {sorted(unknown)}; "
+                                 f"available: {', '.join(TEMPLATE_FIELDS)}")
+
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    out: str
+    rows: tuple          # row dicts: earlier results for finished rows, input rows for the rest
+    todo: tuple          # positions in rows to process
+    cfg: DownloadConfig
+
+
+@dataclass
+class DownloadReport:
+    rows: int
+    units: int
+    units_run: int = 0
+    units_skipped: int = 0
+    processed: int = 0
+    fetched: int = 0
+    rejected: int = 0
+    counts: dict = field(default_factory=dict)     # status -> rows, over the whole manifest once merged
+    manifest: Optional[str] = None                 # None while units of other slices are missing
+    seconds: float = 0.0
+
+    def lines(self) -> list:
+        out = [f"download: {self.rows} rows in {self.units} units; ran {self.units_run}, "
+               f"skipped {self.units_skipped} already done; processed {self.processed} rows, "
+               f"fetched {self.fetched} from the network in {self.seconds:.1f}s"]
+        if self.rejected:
+            out.append(f"  {self.rejected} invalid rows rejected (see manifest.rejects.csv)")
+        for status, n in sorted(self.counts.items(), key=lambda kv: (kv[0] != media.STATUS_OK, -kv[1])):
+            out.append(f"  {status:<13} {n}")
+        if self.manifest:
+            out.append(f"manifest: {self.manifest}")
+        else:
+            out.append("manifest not written yet: other units are not done (run the remaining --unit-index "
+                       "slices, or rerun without --unit-index to finish and merge)")
+        return out
+
+
+# ---------------------------------------------------------------- pure helpers
+
+TEMPLATE_FIELDS = ("video_id", "key", "source", "split", "label", "start", "end", "start_sec", "end_sec")
+
+
+def template_fields(template: str) -> set:
+    return {name for _, name, _, _ in Formatter().parse(template) if name}
+
+
+def fill_template(template: str, row: dict) -> str:
+    """Fill a URL or file-name template from a row; start/end are whole seconds, as in the CVDF names."""
+    start, end = _value(row.get("start_sec")), _value(row.get("end_sec"))
+    values = {"video_id": row.get("video_id"), "key": row.get("key"), "source": row.get("source"),
+              "split": row.get("split"), "label": row.get("label"), "start_sec": start, "end_sec": end,
+              "start": None if start is None else int(round(start)),
+              "end": None if end is None else int(round(end))}
+    missing = sorted(f for f in template_fields(template) if values.get(f) is None)
+    if missing:
+        raise media.MediaError(media.UNKNOWN, f"row has no {', '.join(missing)} for template {template!r}")
+    return template.format(**values)
+
+
+def clip_path(out, key: str) -> Path:
+    """OUT/clips/xx/KEY.mp4: 256 folders keep directories small at a million clips."""
+    return Path(out) / "clips" / hashlib.md5(key.encode()).hexdigest()[:2] / f"{key}.mp4"
+
+
+def unit_path(out, index: int) -> Path:
+    return Path(out) / ".units" / f"unit-{index:06d}.parquet"
+
+
+def plan_units(n_rows: int, rows_per_unit: int) -> list:
+    """Deterministic row ranges [start, stop) of each unit."""
+    return [(s, min(s + rows_per_unit, n_rows)) for s in range(0, n_rows, rows_per_unit)]
+
+
+def needs_work(result: Optional[dict], retry_failed: Optional[tuple]) -> bool:
+    """Whether a row with this earlier result (None: never processed) must be processed now."""
+    if result is None or result.get("status") is None:
+        return True
+    if result["status"] == media.STATUS_OK:
+        return not (result.get("path") and os.path.exists(result["path"]))
+    return retry_failed is not None and (not retry_failed or result["status"] in retry_failed)
+
+
+def locate(row: dict, cfg: DownloadConfig):
+    """Where a row's video comes from: ("file", path, whole) or ("url", url, False).
+
+    whole=True means the file already is the clip (a mirror named with start/end), so nothing is cut
+    out of it; otherwise [start_sec, end_sec) or the frame range is cut from the source.
+    """
+    if cfg.from_dir:
+        named = Path(cfg.from_dir) / fill_template(cfg.from_template, row)
+        whole = bool(template_fields(cfg.from_template) & {"start", "end", "start_sec", "end_sec"})
+        return "file", named, whole
+    if row.get("path"):
+        return "file", Path(row["path"]), False
+    if row.get("url"):
+        return "url", row["url"], False
+    if not row.get("video_id"):
+        raise media.MediaError(media.UNKNOWN, "row has no path, url or video_id to fetch the video from")
+    return "url", fill_template(cfg.url_template, row), False
+
+
+def shortfall(facts: dict, row: dict, whole: bool, cfg: DownloadConfig) -> Optional[str]:
+    """Why a cut clip is too short, or None. Frame-range rows need every frame; time rows need
+    min_fraction of the requested seconds; every clip needs min_frames frames."""
+    num_frames = _value(row.get("num_frames"))
+    if num_frames is not None and facts["frames"] < num_frames:
+        return f"{facts['frames']} frames of the {num_frames} requested"
+    start, end = _value(row.get("start_sec")), _value(row.get("end_sec"))
+    if not whole and start is not None and end is not None:
+        wanted = end - start
+        if (facts["duration"] or 0) < cfg.min_fraction * wanted:
+            return (f"{facts['duration'] or 0:.2f}s of the {wanted:.2f}s requested "
+                    f"(at least {cfg.min_fraction:.0%} needed)")
+    if facts["frames"] < cfg.min_frames:
+        return f"{facts['frames']} frames (at least {cfg.min_frames} needed)"
+    return None
+
+
+def _value(v):
+    return None if v is None or pd.isna(v) else v
+
+
+# ---------------------------------------------------------------- side effects
+
+class _Logger:
+    """yt-dlp's messages go to our log at debug level; errors come back as exceptions."""
+
+    def debug(self, msg):
+        log.debug(msg)
+
+    info = warning = error = debug
+
+
+def fetch(url: str, folder: Path, cfg: DownloadConfig) -> Path:
+    """Download url with yt-dlp into folder, backing off on rate limits. Raises MediaError."""
+    import yt_dlp
+
+    opts = {"quiet": True, "no_warnings": True, "noprogress": True, "logger": _Logger(),
+            "outtmpl": str(folder / "source.%(ext)s"), "format": cfg.format, "noplaylist": True,
+            "playlist_items": "1", "retries": 2, "fragment_retries": 2, "socket_timeout": cfg.socket_timeout,
+            "overwrites": True, "cachedir": False, "cookiefile": cfg.cookies}
+    for attempt in range(cfg.tries):
+        try:
+            with yt_dlp.YoutubeDL(opts) as ydl:
+                info = ydl.extract_info(url, download=True)
+            break
+        except yt_dlp.utils.DownloadError as e:
+            cause = e.exc_info[1] if e.exc_info else None
+            reason = media.download_reason(str(e), getattr(cause, "status", None))
+            if reason not in _RETRIED or attempt == cfg.tries - 1:
+                raise media.MediaError(reason, f"{url}: {str(e).removeprefix('ERROR: ')}") from None
+            wait = cfg.backoff * 2 ** attempt
+            log.info("%s: %s, retrying in %.1fs", url, reason, wait)
+            time.sleep(wait)
+    files = [Path(d["filepath"]) for d in (info or {}).get("requested_downloads") or [] if d.get("filepath")]
+    files = [f for f in files if f.exists()] or sorted(folder.glob("source.*"))
+    if not files:
+        raise media.MediaError(media.NOT_A_VIDEO, f"{url}: yt-dlp finished but wrote no file")
+    return files[0]
+
+
+def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
+    """Bring one row to a final status; return the row with path, probe facts, status and error set.
+
+    state carries the worker's time of its last request (for --sleep) and its fetch count.
+    """
+    source = row
+    row = dict(row, path=None, fps=None, frames=None, width=None, height=None, duration=None, codec=None,
+               status=None, error=None)
+    clip = clip_path(out, row["key"])
+    tmp = out / ".tmp" / row["key"]
+    try:
+        kind, where, whole = locate(source, cfg)
+        # A clip already there was cut by an earlier run that stopped before recording its unit.
+        if not clip.exists():
+            if kind == "file":
+                if not Path(where).is_file():
+                    raise media.MediaError(media.MISSING_FILE, f"{where} does not exist" + (
+                        "; rerun without --from-dir and with --retry-failed missing-file to download it"
+                        if cfg.from_dir else ""))
+                src = Path(where)
+            else:
+                wait = state["last_request"] + cfg.sleep - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                state["last_request"] = time.monotonic()
+                state["fetched"] += 1
+                tmp.mkdir(parents=True, exist_ok=True)
+                src = fetch(where, tmp, cfg)
+            try:
+                _cut(src, clip, row, whole, cfg)
+            except media.MediaError as e:  # name the URL, not the temporary file that is about to go
+                raise media.MediaError(e.reason, e.message.replace(str(src), str(where))) from None
+        facts = media.probe(clip)
+        problem = shortfall(facts, row, whole, cfg)
+        if problem:
+            clip.unlink()
+            raise media.MediaError(media.TOO_SHORT, f"{row['key']}: the clip has {problem}")
+        row.update(facts, path=str(clip), status=media.STATUS_OK)
+    except media.MediaError as e:
+        row.update(status=e.reason, error=e.message)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return row
+
+
+def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig):
+    start_frame, num_frames = _value(row.get("start_frame")), _value(row.get("num_frames"))
+    frame_mode = not whole and start_frame is not None and num_frames is not None
+    media.cut(src, clip, start_sec=None if whole or frame_mode else _value(row.get("start_sec")),
+              end_sec=None if whole or frame_mode else _value(row.get("end_sec")),
+              start_frame=int(start_frame) if frame_mode else None,
+              num_frames=int(num_frames) if frame_mode else None,
+              short_side=cfg.short_side, gop=cfg.gop, threads=cfg.threads, crf=cfg.crf, preset=cfg.preset)
+
+
+def run_unit(unit: Unit) -> dict:
+    """Process a unit's pending rows and write its result file (the unit's done-marker)."""
+    out = Path(unit.out)
+    rows = list(unit.rows)
+    state = {"last_request": float("-inf"), "fetched": 0}
+    for i in unit.todo:
+        rows[i] = process_row(rows[i], out, unit.cfg, state)
+    write_manifest(pd.DataFrame(rows), unit_path(out, unit.index))
+    return {"counts": Counter(rows[i]["status"] for i in unit.todo), "fetched": state["fetched"]}
+
+
+def _earlier_results(out: Path) -> dict:
+    """key -> row of every unit file an earlier run (or another slice) wrote."""
+    files = sorted((out / ".units").glob("unit-*.parquet"))
+    if not files:
+        return {}
+    done = pd.concat([read_manifest(f) for f in files], ignore_index=True)
+    return {r["key"]: r for r in done.to_dict("records")}
+
+
+def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: ExecutorConfig = ExecutorConfig(),
+             progress: bool = True) -> DownloadReport:
+    """Fetch, cut and probe every row of `manifest` (a path or DataFrame) into folder `out`."""
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    out = Path(out).resolve()
+    df = read_manifest(manifest) if not isinstance(manifest, pd.DataFrame) else manifest
+    df, rejects = validate(df, manifest if not isinstance(manifest, pd.DataFrame) else None)
+    if len(df) == 0:
+        raise ManifestError("no valid rows to download", manifest if isinstance(manifest, (str, Path)) else None)
+    if cfg.from_dir and not Path(cfg.from_dir).is_dir():
+        raise FileNotFoundError(f"--from-dir {cfg.from_dir} is not a folder")
+    if cfg.threads is None:
+        cfg = replace(cfg, threads=media.default_threads(executor.workers))
+    out.mkdir(parents=True, exist_ok=True)
+    write_rejects(rejects, out / "manifest.parquet")
+
+    rows = df.to_dict("records")
+    earlier = _earlier_results(out)
+    plan = plan_units(len(rows), cfg.rows_per_unit)
+    report = DownloadReport(rows=len(rows), units=len(plan), rejected=len(rejects))
+    units = []
+    for index in my_slice(range(len(plan)), executor):
+        start, stop = plan[index]
+        pending = [needs_work(earlier.get(r["key"]), cfg.retry_failed) for r in rows[start:stop]]
+        # Pending rows start again from the input row (its own path or url), the others keep their result.
+        mine = [r if p else earlier[r["key"]] for r, p in zip(rows[start:stop], pending)]
+        todo = tuple(i for i, p in enumerate(pending) if p)
+        if not todo and unit_path(out, index).exists():
+            report.units_skipped += 1
+            continue
+        units.append(Unit(index, str(out), tuple(mine), todo, cfg))
+
+    ok = failed = 0
+    bar = tqdm(total=sum(len(u.todo) for u in units), unit="clip", desc="download", disable=not progress,
+               dynamic_ncols=True)
+    # The slice is taken above, over all units, so that every slice gets the same units on a rerun.
+    for unit, result in run_units(run_unit, units, replace(executor, unit_index=None, num_units=None)):
+        report.units_run += 1
+        report.processed += len(unit.todo)
+        report.fetched += result["fetched"]
+        ok += result["counts"].get(media.STATUS_OK, 0)
+        failed += len(unit.todo) - result["counts"].get(media.STATUS_OK, 0)
+        bar.set_postfix(ok=ok, failed=failed, refresh=False)
+        bar.update(len(unit.todo))
+    bar.close()
+
+    if all(unit_path(out, i).exists() for i in range(len(plan))):
+        merged = pd.concat([read_manifest(unit_path(out, i)) for i in range(len(plan))], ignore_index=True)
+        report.counts = dict(Counter(merged["status"]))
+        report.manifest = str(write_manifest(merged, out / "manifest.parquet"))
+    report.seconds = time.monotonic() - started
+    if report.manifest:
+        write_text(out / "report.json", json.dumps(report.__dict__, indent=2) + "\n")
+    return report
