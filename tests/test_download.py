@@ -238,3 +238,13 @@ def test_killed_process_rerun_fetches_only_what_is_missing(site, tmp_path):
     assert all(site.hits[name] == before[name] == 2 for name in finished)  # finished rows not fetched again
     assert sorted(site.hits) == sorted(f"{i}.mp4" for i in ids)
     assert read_manifest(tmp_path / "o" / "manifest.parquet")["status"].eq("ok").all()
+
+
+def test_changing_rows_per_unit_keeps_results_and_the_manifest_right(site, tmp_path):
+    df = manifest(["a", "b", "c"])
+    download(df, tmp_path, cfg(site), progress=False)  # units [a b] [c]
+    hits = sum(site.hits.values())
+    report = download(df, tmp_path, cfg(site, rows_per_unit=1), progress=False)  # units [a] [b] [c]
+    assert sum(site.hits.values()) == hits and report.fetched == 0
+    got = read_manifest(report.manifest)
+    assert list(got["key"]) == ["k_a", "k_b", "k_c"] and got["status"].eq("ok").all()

@@ -25,12 +25,25 @@ def test_cut_by_seconds_is_frame_exact(v30, tmp_path):
     # a start between two frames keeps the first frame at or after it
     out = media.cut(v30, tmp_path / "d.mp4", start_sec=0.51, end_sec=1.0)
     assert indices(out) == list(range(16, 30))
+    out = media.cut(v30, tmp_path / "e.mp4", start_sec=0.5, end_sec=0.99)  # frame 29 lies at 0.9667
+    assert indices(out) == list(range(15, 30))
+    out = media.cut(v30, tmp_path / "f.mp4", end_sec=0.5)
+    assert indices(out) == list(range(0, 15))
 
 
-@pytest.mark.parametrize("start", [0, 1, 7, 45])
+@pytest.mark.parametrize("start", [0, 1, 7, 30, 31, 45, 70])
 def test_cut_by_frames_is_frame_exact(v30, tmp_path, start):
     out = media.cut(v30, tmp_path / "c.mp4", start_frame=start, num_frames=20)
     assert indices(out) == list(range(start, start + 20))
+
+
+def test_cut_counts_from_the_first_frame_whatever_the_container_start_time(v30, tmp_path):
+    mkv = tmp_path / "offset.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(v30), "-c", "copy", "-output_ts_offset", "1.5", str(mkv)],
+                   check=True)
+    assert media.probe(mkv)["frames"] == 90
+    assert indices(media.cut(mkv, tmp_path / "a.mp4", start_sec=1.0, end_sec=2.0)) == list(range(30, 60))
+    assert indices(media.cut(mkv, tmp_path / "b.mp4", start_frame=50, num_frames=10)) == list(range(50, 60))
 
 
 def test_cut_with_rate_conversion_matches_the_converted_timeline(tmp_path):

@@ -37,6 +37,7 @@ REASONS = (UNAVAILABLE, PRIVATE, REMOVED, GEO_BLOCKED, RATE_LIMITED, NETWORK, NO
 DEFAULT_GOP = 16          # a keyframe every 16 frames: a 16-frame sample never decodes more than 31 frames
 DEFAULT_CRF = 23
 DEFAULT_PRESET = "veryfast"
+_EDGE = 0.001  # seconds; see cut_command
 
 
 class MediaError(Exception):
@@ -242,10 +243,10 @@ def cut_command(src, dst, start_sec=None, end_sec=None, start_frame=None, num_fr
                 gop=None, fps=None, src_fps=None, threads=None, crf=DEFAULT_CRF, preset=DEFAULT_PRESET) -> list:
     """The ffmpeg command that cuts one clip in one pass and re-encodes only that segment.
 
-    Time mode keeps the frames whose timestamps lie in [start_sec, end_sec). Frame mode keeps frames
-    start_frame .. start_frame+num_frames-1 of the video at `fps` (frame rate conversion first) or at the
-    source rate `src_fps`. Timestamps stay absolute (-copyts) so the seek lands on the right frame and the
-    trim filter, not the seek, decides exactly which frames are kept.
+    Time mode keeps the frames whose timestamps lie in [start_sec, end_sec) (input seeking with a
+    re-encode is frame-accurate). Frame mode keeps frames start_frame .. start_frame+num_frames-1 of the
+    video at `fps` (frame rate conversion first) or at the source rate `src_fps`. Times and frame indices
+    count from the file's first frame, whatever its container start time.
     """
     if start_frame is not None or num_frames is not None:
         if start_sec is not None or end_sec is not None:
@@ -255,20 +256,25 @@ def cut_command(src, dst, start_sec=None, end_sec=None, start_frame=None, num_fr
         rate = fps or src_fps
         if not rate:
             raise ValueError("frame mode needs fps or src_fps to place the frames")
-        # Seek one frame early: the decoder lands before the first wanted frame, trim picks it exactly.
-        seek = max(0.0, (start_frame - 1) / rate)
-        filters = [f"fps={rate}", f"trim=start_pts={start_frame}:end_pts={start_frame + num_frames}"]
+        # Seek to a whole frame about a second early: the rate conversion sees the frames on both sides
+        # of the first wanted one, and trim counts output frames from the seek point exactly.
+        skip = max(0, int(start_frame) - math.ceil(rate))
+        seek = skip / rate
+        first = int(start_frame) - skip
+        filters = [f"fps={rate}", f"trim=start_pts={first}:end_pts={first + int(num_frames)}",
+                   "setpts=PTS-STARTPTS"]
     else:
-        seek = start_sec or 0.0
-        trim = [f"start={start_sec}"] if start_sec else []
-        trim += [f"end={end_sec}"] if end_sec is not None else []
-        filters = [f"fps={fps}"] if fps else []
-        filters += [f"trim={':'.join(trim)}"] if trim else []
-    filters += ["setpts=PTS-STARTPTS", scale_filter(short_side)]
+        # Timestamps after the seek are rounded to the stream's time base: a frame lying exactly on start
+        # or end could fall either side. Shifting the window by a millisecond (far below any frame
+        # interval) keeps a frame at start_sec and drops one at end_sec, as [start, end) says.
+        seek = max(0.0, (start_sec or 0.0) - _EDGE)
+        filters = [f"trim=end={end_sec - _EDGE - seek:.6f}"] if end_sec is not None else []
+        filters += ["setpts=PTS-STARTPTS"] + ([f"fps={fps}"] if fps else [])
+    filters.append(scale_filter(short_side))
     gop = int(gop or DEFAULT_GOP)
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y"]
     if seek:
-        cmd += ["-copyts", "-ss", f"{seek:.6f}"]
+        cmd += ["-ss", f"{seek:.6f}"]
     cmd += ["-i", str(src), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", ",".join(filters),
             "-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
             # A fixed keyframe interval and no scene-cut keyframes: random access costs the same everywhere.

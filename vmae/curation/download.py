@@ -227,7 +227,7 @@ def fetch(url: str, folder: Path, cfg: DownloadConfig) -> Path:
             with yt_dlp.YoutubeDL(opts) as ydl:
                 info = ydl.extract_info(url, download=True)
             break
-        except yt_dlp.utils.DownloadError as e:
+        except yt_dlp.utils.YoutubeDLError as e:
             cause = e.exc_info[1] if e.exc_info else None
             reason = media.download_reason(str(e), getattr(cause, "status", None))
             if reason not in _RETRIED or attempt == cfg.tries - 1:
@@ -308,13 +308,14 @@ def run_unit(unit: Unit) -> dict:
     return {"counts": Counter(rows[i]["status"] for i in unit.todo), "fetched": state["fetched"]}
 
 
-def _earlier_results(out: Path) -> dict:
-    """key -> row of every unit file an earlier run (or another slice) wrote."""
-    files = sorted((out / ".units").glob("unit-*.parquet"))
-    if not files:
-        return {}
-    done = pd.concat([read_manifest(f) for f in files], ignore_index=True)
-    return {r["key"]: r for r in done.to_dict("records")}
+def _earlier_results(out: Path):
+    """(key -> row, key -> unit file name) over every unit file an earlier run (or another slice) wrote.
+    Read oldest first, so that after a change of --rows-per-unit the newest result of a key wins."""
+    rows, origin = {}, {}
+    for f in sorted((out / ".units").glob("unit-*.parquet"), key=lambda f: f.stat().st_mtime):
+        for r in read_manifest(f).to_dict("records"):
+            rows[r["key"]], origin[r["key"]] = r, f.name
+    return rows, origin
 
 
 def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: ExecutorConfig = ExecutorConfig(),
@@ -336,7 +337,8 @@ def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: Ex
     write_rejects(rejects, out / "manifest.parquet")
 
     rows = df.to_dict("records")
-    earlier = _earlier_results(out)
+    earlier, origin = _earlier_results(out)
+    file_rows = Counter(origin.values())
     plan = plan_units(len(rows), cfg.rows_per_unit)
     report = DownloadReport(rows=len(rows), units=len(plan), rejected=len(rejects))
     units = []
@@ -346,7 +348,9 @@ def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: Ex
         # Pending rows start again from the input row (its own path or url), the others keep their result.
         mine = [r if p else earlier[r["key"]] for r, p in zip(rows[start:stop], pending)]
         todo = tuple(i for i, p in enumerate(pending) if p)
-        if not todo and unit_path(out, index).exists():
+        name = unit_path(out, index).name
+        # Done only if this unit's file holds exactly these rows (the partition may have changed since).
+        if not todo and file_rows[name] == len(mine) and all(origin[r["key"]] == name for r in mine):
             report.units_skipped += 1
             continue
         units.append(Unit(index, str(out), tuple(mine), todo, cfg))
