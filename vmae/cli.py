@@ -46,6 +46,53 @@ def train():
     """
 
 
+# ---------------------------------------------------------------- curation: build-k710
+
+@data.command("build-k710")
+@click.option("--k400", type=click.Path(path_type=str), metavar="DIR",
+              help="Official K400 annotation folder (train.csv, val.csv, optional test.csv).")
+@click.option("--k600", type=click.Path(path_type=str), metavar="DIR", help="Same for K600.")
+@click.option("--k700", type=click.Path(path_type=str), metavar="DIR", help="Same for K700 (2020).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="OUT",
+              help="Output folder (created; its outputs are replaced only once the build has succeeded).")
+@click.option("--label-aliases", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help='JSON object {"label in a CSV": "K710 name"} for labels the built-in rules do not place.')
+@click.option("--on-unknown-label", type=click.Choice(["error", "drop"]), default="error", show_default=True,
+              help="A label with no K710 class stops the build (error) or its rows are dropped and reported.")
+@click.option("--path-template", default="{video_id}_{start:06d}_{end:06d}.mp4", show_default=True,
+              metavar="TEMPLATE", help="Path of each clip in train.csv/val.csv; fields {video_id} {start} {end} "
+              "{label} {label_id} {source} {split} {key}, Python format specs allowed; {label} is written with "
+              "'_' for spaces.")
+@user_errors
+def build_k710_cmd(k400, k600, k700, out, label_aliases, on_unknown_label, path_template):
+    """Merge the official Kinetics-400/600/700 annotation CSVs into Kinetics-710 ("LabeledHybrid"):
+    train+val of every version, one row per YouTube ID, 710 classes.
+
+    \b
+      vmae-data build-k710 --k400 kinetics400/ --k600 kinetics600/ --k700 kinetics700_2020/ --out k710/
+
+    A version or split that is absent is reported and skipped (a run on val files alone works).
+
+    Labels: exact K710 name, then the official rename table, then the same ignoring case, spaces and
+    underscores, then --label-aliases. Other labels stop the build with a list (label, file, rows) unless
+    --on-unknown-label drop.
+
+    Dedup rule: One row per YouTube ID survives across all versions and splits: a train row beats any val
+    row (so a val video that is in any train list leaves val), then the newest version wins (K700 > K600 >
+    K400), then the first row in its file. The survivor keeps its own segment and label. Videos also in a
+    test file are reported (test leakage), not removed.
+
+    Writes OUT/train.parquet, val.parquet (manifests), train.csv, val.csv (VideoMAE V2 lists: "path
+    label_id"), labels.txt (the 710 names; label_id = line number from 0) and report.json (every count:
+    duplicates by kind, val-in-train, label conflicts, unknown labels, test leakage, classes present).
+    """
+    from vmae.curation.kinetics import BuildK710Config, build_k710, format_summary, load_label_aliases
+
+    aliases = load_label_aliases(label_aliases) if label_aliases else {}
+    config = BuildK710Config(label_aliases=aliases, on_unknown_label=on_unknown_label, path_template=path_template)
+    click.echo(format_summary(build_k710(k400, k600, k700, out, config)))
+
+
 # ---------------------------------------------------------------- curation: ssv2, ava, sample, import, mix
 
 def _executor(executor, workers, unit_index, num_units):

@@ -2,11 +2,13 @@
 
 
 class ManifestError(ValueError):
-    """A bad input file or row: the message names the file, the row and how to fix it."""
+    """A bad input file or row: the message names the file, the line or row, and how to fix it."""
 
-    def __init__(self, message: str, path=None, row=None):
-        where = f"{path}" if path is not None else ""
+    def __init__(self, message: str, path=None, row=None, line=None):
+        where = [str(path)] if path is not None else []
+        if line is not None:
+            where.append(f"line {line}")
         if row is not None:
-            where += f", row {row}"
-        super().__init__(f"{where}: {message}" if where else message)
-        self.path, self.row = path, row
+            where.append(f"row {row}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.path, self.row, self.line = path, row, line

@@ -29,13 +29,24 @@ def conform(df: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(index=df.index)
     for col in COLUMNS:
         values = df[col] if col in df.columns else pd.Series([None] * len(df), index=df.index)
-        if col in _INT:
-            out[col] = pd.array(pd.to_numeric(values, errors="raise"), dtype="Int64")
-        elif col in _FLOAT:
-            out[col] = pd.to_numeric(values, errors="raise").astype("float64")
-        else:
-            out[col] = values.astype(object).where(values.notna(), None)
+        try:
+            if col in _INT:
+                out[col] = pd.array(pd.to_numeric(values, errors="raise"), dtype="Int64")
+            elif col in _FLOAT:
+                out[col] = pd.to_numeric(values, errors="raise").astype("float64")
+            else:
+                out[col] = _strings(values)
+        except (TypeError, ValueError) as e:
+            raise ManifestError(f"column {col!r} does not fit the manifest schema ({e})") from None
     return out.reset_index(drop=True)
+
+
+def _strings(values: pd.Series) -> pd.Series:
+    """Object column of str or None; numbers (e.g. a numeric video_id in JSONL) become their text."""
+    values = values.astype(object).where(values.notna(), None)
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+        values = values.map(lambda v: v if v is None or isinstance(v, str) else str(v))
+    return values
 
 
 def to_table(df: pd.DataFrame) -> pa.Table:
@@ -67,7 +78,7 @@ def read_manifest(path) -> pd.DataFrame:
     df, rejects = read_table(path)
     if len(rejects):
         first = rejects.iloc[0]
-        raise ManifestError(f"{len(rejects)} bad row(s); first: {first['reason']}", path, first["line"])
+        raise ManifestError(f"{len(rejects)} bad row(s); first: {first['reason']}", path, line=first["line"])
     return df
 
 
@@ -84,15 +95,22 @@ def read_table(path):
             for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
                 if line.strip():
                     try:
-                        records.append((n, json.loads(line)))
+                        record = json.loads(line)
                     except json.JSONDecodeError as e:
-                        raise ManifestError(f"invalid JSON ({e.msg})", path, f"line {n}") from None
+                        raise ManifestError(f"invalid JSON ({e.msg})", path, line=n) from None
+                    if not isinstance(record, dict):
+                        raise ManifestError("expected one JSON object per line", path, line=n)
+                    records.append((n, record))
             lines = [n for n, _ in records]
-            raw = pd.DataFrame([r for _, r in records]).astype(object)
+            # object dtype keeps JSON integers as integers (a float column would turn 123 into 123.0)
+            raw = pd.DataFrame([r for _, r in records], dtype=object)
         else:
             sep = "\t" if path.suffix == ".tsv" else ","
-            raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-            lines = list(range(2, len(raw) + 2))
+            # Blank lines are kept while reading and dropped after, so that line numbers stay true.
+            raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
+            raw = raw[(raw != "").any(axis=1)] if len(raw.columns) else raw
+            lines = (raw.index + 2).tolist()
+            raw = raw.reset_index(drop=True)
     except UnicodeDecodeError:
         raise ManifestError("not UTF-8 text; re-save the file as UTF-8", path) from None
     except pd.errors.EmptyDataError:
@@ -114,7 +132,7 @@ def read_table(path):
     bad_rows = sorted({i for i, _ in bad})
     rejects = pd.DataFrame(
         [{"file": str(path), "line": lines[i], "key": raw.get("key", pd.Series([None] * len(raw))).iloc[i],
-          "reason": reason} for i, reason in bad],
+          "reason": reason} for i, reason in sorted(bad, key=lambda b: b[0])],
         columns=["file", "line", "key", "reason"])
     good = raw.drop(index=raw.index[bad_rows]) if bad_rows else raw
     return conform(good), rejects
