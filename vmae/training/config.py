@@ -315,7 +315,7 @@ class DistillConfig(FinetuneConfig):
     Defaults are the paper's Table 10 for K710 (the `distill-ssv2` preset has the SSV2 values).
     """
     teacher: str = ""
-    teacher_model: str = "vit_giant_patch14_224"
+    teacher_model: str | None = None  # None: the name recorded in the teacher checkpoint
     teacher_key: str = "model|module"
     temperature: float = 3.0
     num_classes: int = 710
@@ -338,7 +338,7 @@ class EvalConfig:
     """Multi-view testing: every video decoded once, its segments x crops views cut from that decode."""
     shards: str = ""
     checkpoint: str = ""
-    model: str = "vit_base_patch16_224"
+    model: str | None = None  # None: the name recorded in the checkpoint (vmae config or official args)
     # None: the checkpoint's head size (or the label map's target size).
     num_classes: int | None = None
     label_map: str | None = None
@@ -398,7 +398,7 @@ class FeatureConfig:
     frame. Frames are resized to input_size x input_size (whole frame, as the reference) and ImageNet-normalised.
     """
     checkpoint: str = ""
-    model: str = "vit_giant_patch14_224"
+    model: str | None = None  # None: the name recorded in the checkpoint (pretrain names map to vit_*)
     out: str = ""
     videos: str | None = None
     shards: str | None = None
