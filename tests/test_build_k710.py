@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
@@ -12,7 +13,7 @@ from vmae.cli import data
 from vmae.curation import kinetics
 from vmae.curation.kinetics import (DEDUP_RULE, OUTPUTS, BuildK710Config, build_k710, first_row_of_id,
                                     resolve_label)
-from vmae.manifests import KEY_PATTERN, ManifestError, make_key, read_manifest
+from vmae.manifests import KEY_PATTERN, SCHEMA, ManifestError, make_key, read_manifest
 from vmae.manifests import labels as label_maps
 
 K710 = label_maps.class_ids("k710")
@@ -142,6 +143,7 @@ def test_manifest_columns_keys_and_label_ids(full):
     assert (out / "labels.txt").read_bytes() == label_maps.data_file("label_map_k710.txt").read_bytes()
     assert len(names) == 710
     for split in ("train", "val"):
+        assert pq.read_schema(out / f"{split}.parquet").remove_metadata().equals(SCHEMA)
         m = read_manifest(out / f"{split}.parquet")
         assert (m["split"] == split).all() and (m["stride"] == 4).all()
         assert m["url"].isna().all() and m["path"].isna().all()
@@ -463,6 +465,8 @@ def test_path_template_fields(tmp_path):
     ("{}.mp4", "unknown field(s) ['']"),
     ("{start:q}.mp4", "does not format"),
     ("clips dir/{video_id}.mp4", "has whitespace"),
+    ("{video_id", "does not parse"),
+    ("{split}/{label}.mp4", "gives every clip the same path"),
 ])
 def test_bad_templates_are_refused_before_reading(tmp_path, template, message):
     with pytest.raises(ManifestError, match=re.escape(message)):
@@ -475,7 +479,7 @@ def test_bad_templates_are_refused_before_reading(tmp_path, template, message):
 def test_template_that_pads_with_spaces_is_refused(tmp_path):
     write_split(tmp_path, "k400", "val", [("yoga", A, 0, 10)])
     with pytest.raises(ManifestError, match="puts whitespace into start"):
-        build_k710(tmp_path / "k400", None, None, tmp_path / "out", BuildK710Config(path_template="{start:6d}"))
+        build_k710(tmp_path / "k400", None, None, tmp_path / "out", BuildK710Config(path_template="{video_id}_{start:6d}"))
 
 
 def test_fractional_times(tmp_path):

@@ -35,6 +35,7 @@ import io
 import json
 import re
 import string
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -173,16 +174,21 @@ def load_label_aliases(path) -> dict:
 def check_template(template: str) -> None:
     """The path template may use only TEMPLATE_FIELDS, must format, and may not contain whitespace."""
     try:
-        parts = list(string.Formatter().parse(template))
-        bad = [name for _, name, _, _ in parts if name is not None and name not in TEMPLATE_FIELDS]
-        if bad:
-            raise ManifestError(f"path template {template!r}: unknown field(s) {bad}; use {list(TEMPLATE_FIELDS)}")
+        names = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as e:
+        raise ManifestError(f"path template {template!r} does not parse ({e})") from None
+    bad = [name for name in names if name not in TEMPLATE_FIELDS]
+    if bad:
+        raise ManifestError(f"path template {template!r}: unknown field(s) {bad}; use {list(TEMPLATE_FIELDS)}")
+    try:
         template.format(**_SAMPLE_ROW)
     except (ValueError, KeyError, IndexError) as e:
         raise ManifestError(f"path template {template!r} does not format ({e}); "
                             f"example: {DEFAULT_PATH_TEMPLATE!r}") from None
     if any(ch.isspace() for ch in template):
         raise ManifestError(f"path template {template!r} has whitespace; the list format is space-separated")
+    if not {"video_id", "key"} & set(names):
+        raise ManifestError(f"path template {template!r} gives every clip the same path; use {{video_id}} or {{key}}")
 
 
 def _pyvalue(value):
@@ -191,10 +197,10 @@ def _pyvalue(value):
 
 
 def render(template: str, columns: Mapping, n: int, known: Mapping = None) -> pa.Array:
-    """Format template for n rows; columns are pyarrow string arrays or numpy number arrays.
+    """Format template for n rows; columns are pyarrow string arrays, _Texts or numpy number arrays.
 
-    Each field is formatted once per distinct value; a string field without a format spec passes through
-    as it is (it must be free of whitespace). known: {(field, spec): texts} already made."""
+    Each field is formatted once per distinct value; a pyarrow string column without a format spec passes
+    through as it is (it must be free of whitespace). known: {(field, spec): _Texts} already made."""
     pieces = []
     for literal, name, spec, conv in string.Formatter().parse(template):
         if literal:
@@ -210,21 +216,21 @@ def render(template: str, columns: Mapping, n: int, known: Mapping = None) -> pa
             continue
         fmt = "{0" + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
         try:
-            if isinstance(column, pa.Array):
+            if isinstance(column, _Texts):
+                texts = _Texts([fmt.format(t) for t in column.texts], column.index)
+            elif isinstance(column, pa.Array):
                 codes, uniques = pd.factorize(column.to_numpy(zero_copy_only=False))
-                texts = [fmt.format(u) for u in uniques.tolist()]
+                texts = _Texts([fmt.format(u) for u in uniques.tolist()], codes)
             else:
-                texts, codes = _format_numbers(column, lambda v: fmt.format(_pyvalue(v)))
+                texts = _format_numbers(column, lambda v: fmt.format(_pyvalue(v)))
         except (ValueError, TypeError) as e:
             raise ManifestError(f"path template {template!r} cannot format {name} values ({e}); "
                                 "non-integer times need a float format such as {start:09.3f}") from None
-        if any(ch.isspace() for text in texts for ch in text):
+        if any(ch.isspace() for text in texts.texts for ch in text):
             raise ManifestError(f"path template {template!r} puts whitespace into {name}; "
                                 "the list format is space-separated")
-        pieces.append(_texts(texts, codes))
-    if not any(isinstance(p, pa.Array) for p in pieces):
-        pieces.append(pa.repeat(pa.scalar(""), n))
-    return pc.binary_join_element_wise(*pieces, "")
+        pieces.append(texts)
+    return _join(pieces, n)
 
 
 # ------------------------------------------------------------------------------------------------ input
@@ -300,7 +306,11 @@ def _has_problem(table: pa.Table, split: str) -> bool:
     """Fast vectorised check; _first_problem then finds and explains the first bad row."""
     for chunk in table["youtube_id"].chunks:
         values, offsets = _string_bytes(chunk)
-        if (np.diff(offsets) == 0).any() or _WHITESPACE[values[offsets[0]:offsets[-1]]].any():
+        body = values[offsets[0]:offsets[-1]]
+        if (np.diff(offsets) == 0).any():
+            return True
+        # Whitespace bytes are all <= 0x20: one fast min() clears the usual file.
+        if len(body) and body.min() <= 0x20 and _WHITESPACE[body].any():
             return True
     if split == "test":
         return False
@@ -406,7 +416,7 @@ def _resolve_labels(rows: _Rows, config: BuildK710Config):
     """K710 id per row (-1 = unknown) and the label part of the report."""
     k710 = label_maps.class_ids("k710")
     resolved = [resolve_label(raw, config.label_aliases) for raw in rows.raw_names]
-    id_of_raw = np.array([k710[name] if name else -1 for name, _ in resolved] + [-1], dtype=np.int64)
+    id_of_raw = np.array([k710[name] if name else -1 for name, _ in resolved], dtype=np.int64)
     label_id = id_of_raw[rows.raw]
     counts = np.bincount(rows.raw, minlength=len(rows.raw_names))
     mapped = [{"label": raw, "k710": name, "how": how, "rows": int(n)}
@@ -535,24 +545,84 @@ def _dedup(rows: _Rows, first_of: np.ndarray, label_id: np.ndarray):
     return keep, report
 
 
-def _format_numbers(values: np.ndarray, format_one):
-    """(texts, index): format_one(v) once per distinct value, and for each value the position of its text.
+def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
+    """format_one(v) for every value, computed once per distinct value.
 
-    Whole seconds (the official times) are looked up in a table instead of hashed."""
+    Whole seconds (the official times) are grouped by table lookup instead of hashing."""
     ints = values.astype(np.int64)
     if len(values) and (ints == values).all() and ints.min() >= 0 and ints.max() < 1 << 22:
-        texts = [""] * (int(ints.max()) + 1)
-        present = np.zeros(len(texts), bool)
+        present = np.zeros(int(ints.max()) + 1, bool)
         present[ints] = True
-        for v in np.flatnonzero(present).tolist():
-            texts[v] = format_one(v)
-        return texts, ints
+        used = np.flatnonzero(present)
+        position = np.zeros(len(present), np.int64)
+        position[used] = np.arange(len(used))
+        return _Texts([format_one(v) for v in used.tolist()], position[ints])
     codes, uniques = pd.factorize(values)
-    return [format_one(v) for v in uniques.tolist()], codes
+    return _Texts([format_one(v) for v in uniques.tolist()], codes)
 
 
-def _texts(texts, index) -> pa.Array:
-    return pa.array(texts, pa.string()).take(pa.array(index))
+@dataclass
+class _Texts:
+    """A text column kept as its distinct texts and, per row, the position of its text."""
+    texts: list
+    index: np.ndarray
+
+    def array(self) -> pa.Array:
+        return pa.array(self.texts, pa.string()).take(pa.array(self.index))
+
+    def matrix(self):
+        """(rows, width) bytes when all texts have one width in bytes, else None."""
+        encoded = [t.encode("utf-8") for t in self.texts]
+        widths = {len(e) for e in encoded} or {0}
+        if len(widths) > 1:
+            return None
+        table = np.frombuffer(b"".join(encoded), np.uint8).reshape(len(encoded), widths.pop())
+        return table[self.index]
+
+
+def _byte_matrix(piece, n: int):
+    """(n, width) bytes of a literal, a _Texts or a pyarrow string array of one width; else None."""
+    if isinstance(piece, str):
+        data = np.frombuffer(piece.encode("utf-8"), np.uint8)
+        return np.broadcast_to(data, (n, len(data)))
+    if isinstance(piece, _Texts):
+        return piece.matrix()
+    values, offsets = _string_bytes(piece)
+    width = int(offsets[1] - offsets[0]) if n else 0
+    if (np.diff(offsets) != width).any():
+        return None
+    return values[offsets[0]:offsets[-1]].reshape(n, width)
+
+
+def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
+    """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts); prefix: rows that get '_'.
+
+    Pieces of one width each (YouTube IDs, zero-padded times) are laid side by side in one numpy byte
+    matrix, several times faster than pyarrow's binary_join_element_wise, which does any other case."""
+    matrices = [_byte_matrix(p, n) for p in pieces]
+    if all(m is not None for m in matrices):
+        widths = [m.shape[1] for m in matrices]
+        out = np.empty((n, sum(widths)), np.uint8)
+        for m, start, width in zip(matrices, np.cumsum([0] + widths), widths):
+            out[:, start:start + width] = m
+        data, lengths = out.reshape(-1), np.full(n, sum(widths), np.int64)
+        if prefix is not None:
+            data = np.insert(data, np.flatnonzero(prefix) * sum(widths), ord("_"))
+            lengths = lengths + prefix
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        if offsets[-1] < 2**31:
+            return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+    arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
+    if prefix is not None:
+        arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
+    return pc.binary_join_element_wise(*arrays, "")
+
+
+def _nulls(n: int) -> dict:
+    """An all-null array of n rows per schema type, sharing one zeroed buffer (zero validity bits = null)."""
+    zeros, empty = pa.py_buffer(np.zeros(8 * (n + 1), np.uint8)), pa.py_buffer(b"")
+    return {t: pa.Array.from_buffers(t, n, [zeros, zeros, empty] if pa.types.is_string(t) else [zeros, zeros],
+                                     null_count=n) for t in {f.type for f in SCHEMA}}
 
 
 def _time_text(value) -> str:
@@ -560,16 +630,16 @@ def _time_text(value) -> str:
     return f"{int(value):06d}" if float(value).is_integer() else make_key(f"{value:010.3f}")
 
 
-def _keys(video_id: pa.Array, start_text: pa.Array, end_text: pa.Array) -> pa.Array:
+def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts") -> pa.Array:
     """make_key(video_id, start, end) per row for unique IDs, vectorised for IDs made of safe characters."""
     values, offsets = _string_bytes(video_id)
     body = values[offsets[0]:offsets[-1]]
+    n = len(video_id)
     if _UNSAFE[body].any():  # not YouTube IDs: the general path
         safe = pa.array([make_key(v) for v in video_id.to_pylist()], pa.string())
-        return _unique_keys(pc.binary_join_element_wise(safe, start_text, end_text, "_"))
+        return _unique_keys(_join([safe, "_", start_text, "_", end_text], n))
     dash = body[offsets[:-1] - offsets[0]] == ord("-")  # make_key puts '_' before a leading '-'
-    prefix = pa.array(["", "_"], pa.string()).take(pa.array(dash.astype(np.int8)))
-    keys = pc.binary_join_element_wise(prefix, video_id, "_", start_text, "_", end_text, "")
+    keys = _join([video_id, "_", start_text, "_", end_text], n, prefix=dash if dash.any() else None)
     lengths = np.diff(offsets)
     # Only IDs of different lengths can meet once prefixed ('-x' and '_-x'); YouTube IDs all have 11.
     return _unique_keys(keys) if dash.any() and lengths.min() != lengths.max() else keys
@@ -590,19 +660,25 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     video_id = rows.video_id.take(pa.array(idx))
     start, end, ids = rows.start[idx], rows.end[idx], label_id[idx]
     names = label_maps.class_names("k710")
-    source = pa.array([v for v, _, _ in rows.files], pa.string()).take(pa.array(rows.fid[idx]))
-    start_text, end_text = (_texts(*_format_numbers(t, _time_text)) for t in (start, end))
+    # label, source and split stay dictionary-encoded: Parquet stores them so anyway, and the file is
+    # written without the Arrow schema, so readers see the manifest schema's plain strings.
+    source = pa.DictionaryArray.from_arrays(pa.array(rows.fid[idx], pa.int32()),
+                                            pa.array([v for v, _, _ in rows.files], pa.string()))
+    label = pa.DictionaryArray.from_arrays(pa.array(ids, pa.int32()), pa.array(names, pa.string()))
+    split_column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([split], pa.string()))
+    start_text, end_text = _format_numbers(start, _time_text), _format_numbers(end, _time_text)
     key = _keys(video_id, start_text, end_text)
-    split_column, label_column = pa.repeat(pa.scalar(split), n), pa.array(ids, pa.int64())
+    label_column = pa.array(ids, pa.int64())
     columns = {"key": key, "source": source, "video_id": video_id, "start_sec": pa.array(start, pa.float64()),
-               "end_sec": pa.array(end, pa.float64()), "label": pa.array(names, pa.string()).take(label_column),
-               "label_id": label_column, "split": split_column, "stride": pa.repeat(pa.scalar(config.stride), n)}
-    nulls = {t: pa.nulls(n, t) for t in {f.type for f in SCHEMA}}
-    manifest = pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA], schema=SCHEMA)
-    fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "source": source,
-              "split": split_column, "key": key,
-              # The list is space-separated: class names go into paths with '_' for ' '.
-              "label": pa.array([name.replace(" ", "_") for name in names], pa.string()).take(label_column)}
+               "end_sec": pa.array(end, pa.float64()), "label": label, "label_id": label_column,
+               "split": split_column, "stride": pa.array(np.full(n, config.stride, np.int64))}
+    nulls = _nulls(n)
+    manifest = pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
+    fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key,
+              "source": _Texts([v for v, _, _ in rows.files], rows.fid[idx]), "split": _Texts([split], np.zeros(n, int))}
+    if "label" in {name for _, name, _, _ in string.Formatter().parse(config.path_template)}:
+        # The list is space-separated: class names go into paths with '_' for ' '.
+        fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids)
     # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
     known = {("start", "06d"): start_text, ("end", "06d"): end_text} if (
         (np.round(start) == start).all() and (np.round(end) == end).all()) else {}
@@ -634,7 +710,8 @@ def _leakage(manifests: dict, out_idx: dict, test_first: dict, n: int) -> dict:
 def merge_k710(tables: dict, config: BuildK710Config):
     """The pure core. tables: {(version, split): (path, table)} as read_annotation returns them.
 
-    Returns ({split: manifest table}, {split: list table}, report)."""
+    Returns ({split: manifest table}, {split: list table}, report); the manifest tables have the manifest
+    columns, with label, source and split dictionary-encoded."""
     rows = _concat(tables)
     label_id, label_report = _resolve_labels(rows, config)
     known = label_id >= 0
@@ -701,14 +778,19 @@ def build_k710(k400_dir, k600_dir, k700_dir, out_dir, config: BuildK710Config = 
 def _write_outputs(out_dir: Path, manifests: dict, lists: dict, report: dict) -> None:
     """Write every output under a temporary name; rename them only when all are written (report.json last)."""
     list_options = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
-    with ExitStack() as stack:
-        # ExitStack renames in reverse order of entry: report.json, entered first, appears last.
+    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+        # ExitStack renames in reverse order of entry: report.json, entered first, appears last. The pool
+        # closes first, so nothing is renamed before every write has finished.
         tmp = {name: stack.enter_context(atomic_path(out_dir / name)) for name in reversed(OUTPUTS)}
-        for split in SPLITS:
-            pq.write_table(manifests[split], tmp[f"{split}.parquet"])
-            pcsv.write_csv(lists[split], tmp[f"{split}.csv"], write_options=list_options)
+        # pyarrow writes without holding the GIL: the files are written side by side.
+        jobs = [pool.submit(pq.write_table, manifests[split], tmp[f"{split}.parquet"],
+                            store_schema=False) for split in SPLITS]
+        jobs += [pool.submit(pcsv.write_csv, lists[split], tmp[f"{split}.csv"], write_options=list_options)
+                 for split in SPLITS]
         tmp["labels.txt"].write_bytes(label_maps.data_file("label_map_k710.txt").read_bytes())
         tmp["report.json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        for job in jobs:
+            job.result()
 
 
 # ------------------------------------------------------------------------------------------------ summary
