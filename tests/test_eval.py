@@ -81,8 +81,9 @@ def _eval_options(shards, ckpt, out, **kw):
 def test_eval_writes_scores_predictions_and_confusion(tmp_path, val_shards):
     ckpt = _checkpoint(tmp_path / "ft.pth")
     report = evaluate(eval_config(None, **_eval_options(val_shards, ckpt, tmp_path / "out", views="2x3",
-                                                        confusion=True, save_probs=True)))
+                                                        sparse=True, confusion=True, save_probs=True)))
     assert report["videos"] == 9 and report["skipped"] == 0 and report["repeated_keys"] == []
+    assert report["sampling"] == "sparse"
     pred = pd.read_parquet(tmp_path / "out" / "predictions.parquet")
     assert pred.key.tolist() == [f"val_{i:04d}" for i in range(9)]
     assert pred.label.tolist() == [i % 3 for i in range(9)]

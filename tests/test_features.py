@@ -5,8 +5,10 @@ import pandas as pd
 import pytest
 import torch
 import webdataset as wds
+from click.testing import CliRunner
 
 from videos import index_frames, read_index, write_video
+from vmae.cli import train
 from vmae.shards.format import encode_sample
 from vmae.training.config import FeatureConfig
 from vmae.training.decode import get_decoder
@@ -92,6 +94,16 @@ def test_features_from_a_folder_of_videos(tmp_path, checkpoint):
 
     again = extract_features(_cfg(path, tmp_path / "out", videos=str(videos)))
     assert again["existing"] == 2 and again["ok"] == 0
+
+    args = ["extract-features", "--checkpoint", str(path), "--model", "vit_test", "--videos", str(videos),
+            "--out", str(tmp_path / "cli"), "--num-frames", "4", "--input-size", "32", "--window-stride", "3",
+            "--frame-stride", "2", "--device", "cpu"]
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 0, result.output
+    assert "3 videos: 2 extracted, 0 already there, 1 failed" in result.output and "13 windows" in result.output
+    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "long.npy"), long)
+    result = CliRunner().invoke(train, args[:-2] + ["--shards", "x.tar"])
+    assert result.exit_code == 2 and "exactly one of videos" in result.output
 
 
 def test_features_are_imagenet_normalised(tmp_path, checkpoint):

@@ -118,6 +118,9 @@ def test_schedule_scales_lr_by_videos_and_counts_optimizer_steps():
     sched = make_schedule(cfg, loader_steps=100, world_size=4)  # 100 batches per epoch per process
     assert sched.global_batch == 8 * 4 * 2 and sched.lr == pytest.approx(1e-3 * 64 / 256)
     assert (sched.steps_per_epoch, sched.total_steps, sched.warmup_steps) == (50, 500, 100)
+    assert sched.end_step == 500
+    short = make_schedule(FinetuneConfig(max_steps=30, **REQUIRED), loader_steps=100, world_size=1)
+    assert (short.end_step, short.total_steps) == (30, 3000)  # stops early, the lr schedule is unchanged
     with pytest.raises(ValueError, match="--steps-per-epoch"):
         make_schedule(cfg, loader_steps=None, world_size=1)
     given = FinetuneConfig(steps_per_epoch=14, accum_steps=2, **REQUIRED)  # batches per process per epoch
@@ -252,7 +255,8 @@ def test_cli_finetune_smoke_and_off_switches(tmp_path, shards):
             "--layer-decay", "1", "--mixup", "0", "--cutmix", "0", "--no-tensorboard"]
     result = CliRunner().invoke(train, args)
     assert result.exit_code == 0, result.output
-    assert "2 of 2 steps" in result.output and "checkpoint-00000002.pth (last)" in result.output
+    assert "steps 2 of " in result.output and "no validation" in result.output
+    assert "last checkpoint: " in result.output and "checkpoint-00000002.pth" in result.output
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["randaug"] is None and saved["clip_grad"] is None and saved["layer_decay"] is None
     result = CliRunner().invoke(train, args[:-1] + ["--preset", "k500"])

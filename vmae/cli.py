@@ -681,12 +681,14 @@ def _run_training(fn, cfg):
         report = fn(cfg)
     except (NonFiniteLossError, CheckpointError) as e:
         raise click.ClickException(str(e)) from None
-    if report.get("rank", 0) == 0:
-        val = report["val"] or {}
-        click.echo(f"{report['steps']} of {report['total_steps']} steps, global batch {report['global_batch_videos']} "
-                   f"videos, lr {report['lr']:.4g}; last val top-1 {val.get('top1', float('nan')):.2f} "
-                   f"top-5 {val.get('top5', float('nan')):.2f}; best top-1 {report['best_top1']}")
-        click.echo(f"checkpoints: {report['last_checkpoint']} (last), {report['best_checkpoint']} (best)")
+    if report["rank"] == 0:
+        val = report["val"]
+        scores = (f"last val top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}, best top-1 {report['best_top1']:.2f}"
+                  if val else "no validation (no --val-shards)")
+        click.echo(f"steps {report['steps']} of {report['total_steps']}, global batch {report['global_batch_videos']} "
+                   f"videos, lr {report['lr']:.4g}; {scores}")
+        click.echo(f"last checkpoint: {report['last_checkpoint']}" +
+                   (f"\nbest checkpoint: {report['best_checkpoint']}" if report["best_checkpoint"] else ""))
 
 
 def _presets(kind):

@@ -90,9 +90,11 @@ def _optional(options: dict, cfg, names) -> dict:
 
 @dataclass
 class Schedule:
-    """Optimiser steps per epoch and in total, warmup steps, and the actual (scaled) learning rates."""
+    """Optimiser steps per epoch, in the schedule and in this run (max_steps stops early; the lr schedule
+    still spans every epoch), warmup steps, and the actual (scaled) learning rates."""
     steps_per_epoch: int
     total_steps: int
+    end_step: int
     warmup_steps: int
     lr: float
     min_lr: float
@@ -106,10 +108,9 @@ def make_schedule(cfg: FinetuneConfig, loader_steps: int | None, world_size: int
                          "the shards); pass --steps-per-epoch (batches per process per epoch)")
     per_epoch = max(1, batches // cfg.accum_steps)
     total = per_epoch * cfg.epochs
-    if cfg.max_steps is not None:
-        total = min(total, cfg.max_steps)
+    end = min(total, cfg.max_steps) if cfg.max_steps is not None else total
     batch = cfg.global_batch(world_size)
-    return Schedule(per_epoch, total, min(per_epoch * cfg.warmup_epochs, total), scaled_lr(cfg.base_lr, batch),
+    return Schedule(per_epoch, total, end, per_epoch * cfg.warmup_epochs, scaled_lr(cfg.base_lr, batch),
                     scaled_lr(cfg.min_lr, batch), batch)
 
 
@@ -176,7 +177,7 @@ def _run(cfg: FinetuneConfig, loss_fn: Callable, info) -> dict:
 
     report = {"output_dir": str(out), "global_batch_videos": sched.global_batch,
               "global_batch_clips": sched.global_batch * cfg.num_sample, "lr": sched.lr, "min_lr": sched.min_lr,
-              "steps_per_epoch": sched.steps_per_epoch, "total_steps": sched.total_steps,
+              "steps_per_epoch": sched.steps_per_epoch, "total_steps": sched.total_steps, "end_step": sched.end_step,
               "warmup_steps": sched.warmup_steps, "init": init_note,
               "resumed_from": str(resume_path) if resume_path else None, "rank": info.rank}
     if info.is_main:
@@ -198,7 +199,7 @@ def _run(cfg: FinetuneConfig, loss_fn: Callable, info) -> dict:
         train_model = torch.compile(train_model)
     mixup = make_mixup(cfg)
     erase_gen = torch.Generator(device=info.device)
-    logger = engine.RunLogger(out, info.is_main, sched.total_steps, start_step=step,
+    logger = engine.RunLogger(out, info.is_main, sched.end_step, start_step=step,
                               tensorboard=cfg.tensorboard, desc=type(cfg).__name__.replace("Config", "").lower())
     meter = engine.Throughput()
     batches = iter(loader)
@@ -206,7 +207,7 @@ def _run(cfg: FinetuneConfig, loss_fn: Callable, info) -> dict:
     loss_sum = torch.zeros((), device=info.device, dtype=torch.float64)
     model.train()
     try:
-        while step < sched.total_steps:
+        while step < sched.end_step:
             lr = lr_at(step, sched.lr, sched.min_lr, sched.warmup_steps, sched.total_steps)
             apply_lr(optimizer, lr)
             for micro in range(cfg.accum_steps):
@@ -237,7 +238,7 @@ def _run(cfg: FinetuneConfig, loss_fn: Callable, info) -> dict:
                 ema.update(model, step=step)
             step += 1
             logger.advance()
-            epoch_end = step % sched.steps_per_epoch == 0 or step == sched.total_steps
+            epoch_end = step % sched.steps_per_epoch == 0 or step == sched.end_step
             if step % cfg.log_every == 0 or epoch_end:
                 # one small all-reduce per interval, checked before anything is saved
                 totals = distributed.all_reduce_sum(torch.stack([
