@@ -1,7 +1,44 @@
 #!/usr/bin/env bash
-# The end-to-end demo on generated data: every step a user runs, at tiny sizes.
+# The end-to-end demo on generated data, every step a user runs, at tiny sizes:
+# Kinetics CSVs -> K710 manifests -> clips fetched by yt-dlp from a local HTTP server and cut ->
+# SSV2 + sampled WebVid -> UnlabeledHybrid mixture -> verified shards + stats plot ->
+# pretraining -> fine-tuning -> 5x3 evaluation.
 set -euo pipefail
 OUT=${DEMO_OUT:-demo-out}
+PORT=${DEMO_PORT:-8765}
 rm -rf "$OUT"; mkdir -p "$OUT"
-vmae-data --help >/dev/null
-echo "demo finished: $OUT"
+step() { printf '\n=== %s\n' "$*"; }
+
+step "generate raw inputs (videos, Kinetics CSVs, SSV2 JSON, WebVid metadata)"
+python demo/make_data.py "$OUT/raw" "$PORT"
+python -m http.server "$PORT" --bind 127.0.0.1 --directory "$OUT/raw/www" >"$OUT/http.log" 2>&1 &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+
+step "vmae-data build-k710"
+vmae-data build-k710 --k400 "$OUT/raw/kinetics/k400" --k600 "$OUT/raw/kinetics/k600" \
+    --k700 "$OUT/raw/kinetics/k700" --out "$OUT/k710"
+
+step "vmae-data download (yt-dlp from the local server, frame-accurate cut)"
+for split in train val; do
+  vmae-data download "$OUT/k710/$split.parquet" --out "$OUT/clips-$split" --workers 2 --no-progress \
+      --url-template "http://127.0.0.1:$PORT/{video_id}.mp4"
+done
+
+step "vmae-data ssv2 / sample webvid / download / mix unlabeled-hybrid"
+vmae-data ssv2 --annotations "$OUT/raw/ssv2/train.json" --labels "$OUT/raw/ssv2/labels.json" \
+    --videos "$OUT/raw/ssv2/videos" --out "$OUT/ssv2.parquet" --probe
+vmae-data sample webvid --metadata "$OUT/raw/webvid.csv" --n 6 --seed 0 --out "$OUT/webvid.parquet"
+vmae-data download "$OUT/webvid.parquet" --out "$OUT/clips-webvid" --no-progress
+vmae-data mix unlabeled-hybrid --k710 "$OUT/clips-train/manifest.parquet" --ssv2 "$OUT/ssv2.parquet" \
+    --webvid "$OUT/clips-webvid/manifest.parquet" --out "$OUT/hybrid.parquet"
+
+step "vmae-data shard / verify / stats"
+vmae-data shard unlabeled-hybrid --manifest "$OUT/hybrid.parquet" --out "$OUT/shards/uh" --max-count 8 \
+    --workers 2 --no-progress
+vmae-data shard k710 --manifest "$OUT/clips-train/manifest.parquet" --out "$OUT/shards/k710-train" \
+    --name train --max-count 8 --no-progress
+vmae-data shard k710 --manifest "$OUT/clips-val/manifest.parquet" --out "$OUT/shards/k710-val" \
+    --name val --max-count 8 --no-progress
+for d in uh k710-train k710-val; do vmae-data verify "$OUT/shards/$d" --decode --no-progress; done
+vmae-data stats "$OUT/shards/uh" --plot "$OUT/stats.png"

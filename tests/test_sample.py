@@ -96,16 +96,19 @@ def test_missing_webvid_columns(tmp_path):
 
 def test_instagram_jsonl_and_csv(tmp_path):
     rows = [{"id": f"ig{i}", "url": f"https://ig/{i}.mp4"} for i in range(5)]
-    rows += [{"id": "local1", "path": "/data/ig/local1.mp4"}, {"id": "nothing"}, {"url": "https://ig/x.mp4"}]
+    rows += [{"id": "local1", "path": "/data/ig/local1.mp4"}, {"id": "local2", "path": "clips/local2.mp4"},
+             {"id": "nothing"}, {"url": "https://ig/x.mp4"}]
     jl = tmp_path / "ig.jsonl"
     jl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    report = sample_source("instagram", jl, 6, 1, tmp_path / "ig.parquet")
-    assert (report.rows, report.usable, report.sampled) == (8, 6, 6)
+    report = sample_source("instagram", jl, 7, 1, tmp_path / "ig.parquet")
+    assert (report.rows, report.usable, report.sampled) == (9, 7, 7)
     df = read_manifest(tmp_path / "ig.parquet").set_index("video_id")
     assert df.loc["local1", "path"] == "/data/ig/local1.mp4" and df.loc["local1", "url"] is None
+    assert df.loc["local2", "path"] == str(tmp_path / "clips" / "local2.mp4")  # relative to the list file
+    assert set(df["split"]) == {"train"}
     assert df.loc["ig3", "key"] == "instagram_ig3" and set(df["stride"]) == {4}
     rejects = pd.read_csv(tmp_path / "ig.rejects.csv")
-    assert rejects[["line", "reason"]].values.tolist() == [[7, "neither url nor path"], [8, "empty id"]]
+    assert rejects[["line", "reason"]].values.tolist() == [[8, "neither url nor path"], [9, "empty id"]]
 
     csv = tmp_path / "ig.csv"
     csv.write_text("id,url\n" + "".join(f"{r['id']},{r['url']}\n" for r in rows[:5]))

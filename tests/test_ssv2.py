@@ -68,6 +68,13 @@ def test_manifest(ssv2, tmp_path):
     assert any("missing-file" in line for line in report.lines())
 
 
+
+def test_paths_are_absolute_from_a_relative_folder(ssv2, tmp_path, monkeypatch):
+    ann, labels, videos = ssv2
+    monkeypatch.chdir(tmp_path)
+    ssv2_manifest(ann, labels, "videos", tmp_path / "ssv2.parquet")
+    assert read_manifest(tmp_path / "ssv2.parquet")["path"].iloc[0] == str(videos.resolve() / "1.webm")
+
 def test_test_split_without_templates(ssv2, tmp_path):
     _, labels, videos = ssv2
     ann = tmp_path / "something-something-v2-test.json"

@@ -195,7 +195,7 @@ def cut_movie(job: MovieJob) -> MovieResult:
 def cut_ava(file_list, videos, out, cfg: AvaConfig = AvaConfig(),
             executor: ExecutorConfig = ExecutorConfig()) -> AvaReport:
     """Cut every movie of the file list found in `videos` into `out`/clips and write `out`/manifest.parquet."""
-    videos, out = Path(videos), Path(out)
+    videos, out = Path(videos).resolve(), Path(out).resolve()
     if not videos.is_dir():
         raise FileNotFoundError(f"{videos}: videos folder not found; pass --videos with the AVA movies")
     movies = read_file_list(file_list)

@@ -74,7 +74,7 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
                   root=None, class_list=None, probe: bool = False,
                   executor: ExecutorConfig = ExecutorConfig()) -> ImportReport:
     """Import a folder tree or a path list as manifest `out` and its class list `NAME.classes.txt`."""
-    src = Path(src)
+    src = Path(src).resolve()
     if not src.exists():
         raise FileNotFoundError(f"{src}: not found; pass a folder of videos or a CSV/TSV list")
     if make_key(source) != source:
@@ -88,7 +88,7 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
             raise ManifestError("--labels-from csv needs a CSV/TSV list, not a folder; use folders or none", src)
         entries, ignored = scan_folder(src)
     else:
-        entries, bad, has_label = read_list(src, Path(root) if root else src.parent)
+        entries, bad, has_label = read_list(src, Path(root).resolve() if root else src.parent)
         labels_from = labels_from or ("csv" if has_label else "none")
         if labels_from == "csv" and not has_label:
             raise ManifestError("--labels-from csv but the list has no label column; add one or use "

@@ -101,6 +101,8 @@ def read_instagram(path):
         elif not url and not local:
             bad.append((line, vid, "neither url nor path"))
         else:
+            if local and not Path(local).is_absolute():
+                local = str((path.parent / local).resolve())
             good.append({"line": line, "video_id": vid, "url": url, "path": local, "duration": None})
     return _drop_duplicates(good, bad, path)
 
@@ -132,6 +134,7 @@ def sample_source(source: str, metadata, n: int, seed: int, out) -> SampleReport
         "url": [c["url"] for c in chosen],
         "path": [c["path"] for c in chosen],
         "duration": [c["duration"] for c in chosen],
+        "split": "train",
         "stride": STRIDE,
     })
     clashes = df["key"][df["key"].duplicated()]

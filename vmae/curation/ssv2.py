@@ -84,7 +84,7 @@ def split_from_name(path) -> str | None:
 def ssv2_manifest(annotations, labels, videos, out, split: str | None = None, ext: str = "webm",
                   probe: bool = False, executor: ExecutorConfig = ExecutorConfig()) -> Ssv2Report:
     """Build the SSV2 manifest of one annotation file and write it (and its rejects) to `out`."""
-    annotations, videos = Path(annotations), Path(videos)
+    annotations, videos = Path(annotations), Path(videos).resolve()
     split = split or split_from_name(annotations)
     if split is None:
         raise ManifestError("cannot tell the split from the file name; pass --split train|val|test", annotations)

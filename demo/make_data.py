@@ -1,0 +1,88 @@
+"""Generate the demo's raw inputs: Kinetics-style annotation CSVs, an SSV2-style annotation set,
+a WebVid-style metadata CSV, and the source videos they point at (served later over local HTTP).
+
+Every clip's class is visible (a coloured square moving in a class-specific direction), so the demo's
+fine-tune has something real to learn. Usage: python demo/make_data.py OUT_DIR PORT
+"""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Four real K710 class names; their K400/K600 spellings include one renamed class ("dying hair").
+CLASSES = [("abseiling", "abseiling"), ("zumba", "zumba"), ("dyeing hair", "dying hair"),
+           ("juggling balls", "juggling balls")]
+DIRECTIONS = [(1, 0), (-1, 0), (0, 1), (0, -1)]
+COLOURS = [(230, 60, 60), (60, 200, 60), (60, 90, 230), (230, 200, 40)]
+SIZE, FPS, SECONDS = 64, 15, 12
+
+
+def clip_frames(cls: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = FPS * SECONDS
+    frames = np.full((n, SIZE, SIZE, 3), 20, np.uint8)
+    frames += rng.integers(0, 20, size=(1, SIZE, SIZE, 3), dtype=np.uint8)
+    dx, dy = DIRECTIONS[cls]
+    x, y = rng.integers(8, SIZE - 24, size=2)
+    for i in range(n):
+        px, py = (x + dx * i) % (SIZE - 16), (y + dy * i) % (SIZE - 16)
+        frames[i, py:py + 16, px:px + 16] = COLOURS[cls]
+    return frames
+
+
+def encode(path: Path, frames: np.ndarray, codec=("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")):
+    n, h, w, _ = frames.shape
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}",
+                    "-r", str(FPS), "-i", "-", *codec, str(path)], input=frames.tobytes(), check=True)
+
+
+def main(out: Path, port: int):
+    www = out / "www"
+    www.mkdir(parents=True, exist_ok=True)
+    rows = {}  # (version, split) -> list of csv lines
+    for i in range(32):
+        cls = i % len(CLASSES)
+        vid = f"demo{i:03d}_yt"
+        encode(www / f"{vid}.mp4", clip_frames(cls, seed=i))
+        k710_name, old_name = CLASSES[cls]
+        # Videos 0-23 are K400 train (old class names); 24-31 K400 val; every 3rd also sits in K600 and every 5th in K700,
+        # so the K710 merge has cross-version duplicates and renamed labels to resolve.
+        split = "train" if i < 24 else "val"
+        rows.setdefault(("k400", split), []).append(f'"{old_name}",{vid},1,11,{split},0')
+        if i % 3 == 0:
+            rows.setdefault(("k600", split), []).append(f"{k710_name},{vid},1,11,{split}")
+        if i % 5 == 0:
+            rows.setdefault(("k700", split), []).append(f"{k710_name},{vid},1,11,{split}")
+    for (version, split), lines in rows.items():
+        d = out / "kinetics" / version
+        d.mkdir(parents=True, exist_ok=True)
+        header = "label,youtube_id,time_start,time_end,split" + (",is_cc" if version == "k400" else "")
+        (d / f"{split}.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
+
+    # WebVid-style metadata: the videos live on the local server.
+    webvid = ["videoid,contentUrl,duration,page_dir,name"]
+    for i in range(8):
+        vid = 1000 + i
+        encode(www / f"webvid_{vid}.mp4", clip_frames(i % 4, seed=100 + i))
+        webvid.append(f"{vid},http://127.0.0.1:{port}/webvid_{vid}.mp4,PT00H00M{SECONDS:02d}S,000001_000050,clip {i}")
+    (out / "webvid.csv").write_text("\n".join(webvid) + "\n")
+
+    # SSV2-style: webm videos, the train JSON and the label file.
+    ssv2 = out / "ssv2"
+    (ssv2 / "videos").mkdir(parents=True, exist_ok=True)
+    templates = ["Pushing something from left to right", "Pushing something from right to left"]
+    ann = []
+    for i in range(6):
+        encode(ssv2 / "videos" / f"{500 + i}.webm", clip_frames(i % 2, seed=200 + i)[:48],
+               codec=("-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "200k"))
+        t = templates[i % 2]
+        ann.append({"id": str(500 + i), "label": t.replace("something", "a box").lower(), "template":
+                    t.replace("something", "[something]"), "placeholders": ["a box"]})
+    (ssv2 / "train.json").write_text(json.dumps(ann))
+    (ssv2 / "labels.json").write_text(json.dumps({t: str(k) for k, t in enumerate(templates)}))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), int(sys.argv[2]))
