@@ -38,6 +38,7 @@ import string
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -99,6 +100,13 @@ def _fold(name: str) -> str:
     return " ".join(name.replace("_", " ").split()).casefold()
 
 
+@lru_cache(maxsize=None)
+def _folded():
+    """({folded K710 name: name}, {folded rename-table key: K710 name})."""
+    return ({_fold(n): n for n in label_maps.class_names("k710")},
+            {_fold(old): new for old, new in label_maps.rename_table().items()})
+
+
 def _builtin_label(raw: str):
     """(K710 name, how) by the built-in rules, or (None, None)."""
     k710, renames = label_maps.class_ids("k710"), label_maps.rename_table()
@@ -106,8 +114,7 @@ def _builtin_label(raw: str):
         return raw, "exact"
     if raw in renames:
         return renames[raw], "renamed"
-    folded_names = {_fold(n): n for n in k710}
-    folded_renames = {_fold(old): new for old, new in renames.items()}
+    folded_names, folded_renames = _folded()
     if _fold(raw) in folded_names:
         return folded_names[_fold(raw)], "case_or_spacing"
     if _fold(raw) in folded_renames:
