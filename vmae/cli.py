@@ -548,7 +548,7 @@ def pretrain_cmd(no_tensorboard, compile_, clip_grad, **options):
         raise click.UsageError(str(e)) from None
     try:
         report = pretrain(cfg)
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     if report["rank"] == 0:
         click.echo(f"pretrain: steps {report['start_step']} -> {report['steps']} of {report['total_steps']}, "

@@ -1,4 +1,5 @@
 """Run plumbing shared by every training loop: seeding, mixed precision, logging, checkpoint wrappers."""
+import hashlib
 import json
 import logging
 import math
@@ -166,6 +167,26 @@ class RunLogger:
             self.writer.close()
         if self.file is not None:
             self.file.close()
+
+
+def weights_digest(state_dict: dict) -> str:
+    """sha256 over a state dict's names and tensor bytes: equal digests mean bit-identical weights."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous()
+        digest.update(name.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def check_replicas(model, step: int) -> list[str]:
+    """Every rank's weights digest; raises if DDP replicas have drifted apart (they must stay bit-identical)."""
+    digests = distributed.all_gather_object(weights_digest(model.state_dict()))
+    if len(set(digests)) > 1:
+        raise RuntimeError(f"the {len(digests)} replicas' weights differ at step {step} (digests by rank: "
+                           f"{[d[:12] for d in digests]}): gradients were not averaged the same way on every "
+                           "rank; check that every rank runs the same model, options and number of steps")
+    return digests
 
 
 def gather_rng_state() -> list:
