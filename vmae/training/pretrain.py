@@ -215,4 +215,5 @@ def _pretrain(cfg: PretrainConfig, info) -> dict:
     logger.close()
     return {"output_dir": str(out), "steps": step, "start_step": start_step, "total_steps": total_steps,
             "global_batch": global_batch, "lr": peak_lr, "loss": metrics.get("loss"), "skipped": skipped_total,
-            "checkpoint": str(checkpoint_path) if checkpoint_path else None, "world_size": info.world_size, "rank": info.rank}
+            "checkpoint": str(checkpoint_path) if checkpoint_path else None, "world_size": info.world_size,
+            "rank": info.rank}
