@@ -607,18 +607,21 @@ def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
     Pieces of one width each (YouTube IDs, zero-padded times) are laid side by side in one numpy byte
     matrix, several times faster than pyarrow's binary_join_element_wise, which does any other case."""
     matrices = [_byte_matrix(p, n) for p in pieces]
-    if all(m is not None for m in matrices):
-        widths = [m.shape[1] for m in matrices]
-        out = np.empty((n, sum(widths)), np.uint8)
-        for m, start, width in zip(matrices, np.cumsum([0] + widths), widths):
-            out[:, start:start + width] = m
-        data, lengths = out.reshape(-1), np.full(n, sum(widths), np.int64)
+    width = sum(m.shape[1] for m in matrices if m is not None)
+    if all(m is not None for m in matrices) and (n + 1) * (width + 1) < 2**31:
+        out = np.empty((n, width), np.uint8)
+        column = 0
+        for m in matrices:
+            out[:, column:column + m.shape[1]] = m
+            column += m.shape[1]
+        data, offsets = out.reshape(-1), np.arange(n + 1, dtype=np.int64) * width
         if prefix is not None:
-            data = np.insert(data, np.flatnonzero(prefix) * sum(widths), ord("_"))
-            lengths = lengths + prefix
-        offsets = np.concatenate([[0], np.cumsum(lengths)])
-        if offsets[-1] < 2**31:
-            return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+            # A '_' before each prefixed row: stitch the runs between them (no full-size mask or index).
+            runs = np.split(data, np.flatnonzero(prefix) * width)
+            underscore = np.frombuffer(b"_", np.uint8)
+            data = np.concatenate([runs[0]] + [part for run in runs[1:] for part in (underscore, run)])
+            offsets = offsets + np.concatenate([[0], np.cumsum(prefix)])
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
     arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
     if prefix is not None:
         arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
