@@ -4,7 +4,7 @@ Same model weights, same batch, one process; the two modes alternate step by ste
 both alike, and the median step time of each is compared. Target: dual / v1 step-time ratio <= 0.8 on a
 ViT-B-shaped model.
 
-  python benchmarks/bench_pretrain_step.py            # CPU: ViT-B width/depth, 16 frames, 160 px, batch 4
+  python benchmarks/bench_pretrain_step.py            # CPU: ViT-B width/depth, 16 frames, 160 px, batch 2
   python benchmarks/bench_pretrain_step.py --full     # ViT-B 16x224 (the default on a GPU: bf16, batch 32)
 
 Memory: on a GPU the peak allocated memory of a step; on a CPU the bytes autograd saves for the backward pass
@@ -89,20 +89,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--full", action="store_true", help="ViT-B 16 frames x 224 px (slow on a CPU)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch", type=int, help="clips per step [GPU 32, CPU --full 2, CPU 4]")
+    parser.add_argument("--batch", type=int, help="clips per step [GPU 32, CPU 2]")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per mode")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per mode")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads; 1 keeps timings steady on a shared machine, 0 = torch's default")
     parser.add_argument("--checkpoint-activations", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     gpu = device.type == "cuda"
     frames, size = 16, 224 if (args.full or gpu) else 160
-    batch = args.batch or (32 if gpu else 2 if args.full else 4)
+    batch = args.batch or (32 if gpu else 2)
     amp = "bf16" if gpu else "off"
     t, g = frames // 2, size // 16
     print(f"config: ViT-B/16 (width 768, depth 12, decoder 384 x 4), {frames} frames, {size} px -> {t}x{g}x{g} = "
           f"{t * g * g} tokens, encoder mask 0.9, batch {batch} clips, device {device}, amp {amp}, "
-          f"{args.warmup} warm-up + {args.steps} timed steps per mode, alternating")
+          f"{args.warmup} warm-up + {args.steps} timed steps per mode, alternating"
+          + ("" if gpu else f", {torch.get_num_threads()} CPU thread(s)"))
     if gpu:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
