@@ -1,8 +1,8 @@
 """Generate the demo's raw inputs: Kinetics-style annotation CSVs, an SSV2-style annotation set,
 a WebVid-style metadata CSV, and the source videos they point at (served later over local HTTP).
 
-Every clip's class is visible (a coloured square moving in a class-specific direction), so the demo's
-fine-tune has something real to learn. Usage: python demo/make_data.py OUT_DIR PORT
+Every clip's class is visible (a coloured square moving in a class-specific direction), on a dim background
+of the same colour, so the demo's fine-tune has something real to learn. Usage: python demo/make_data.py OUT_DIR PORT
 """
 import json
 import subprocess
@@ -22,8 +22,9 @@ SIZE, FPS, SECONDS = 64, 15, 12
 def clip_frames(cls: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     n = FPS * SECONDS
-    frames = np.full((n, SIZE, SIZE, 3), 20, np.uint8)
-    frames += rng.integers(0, 20, size=(1, SIZE, SIZE, 3), dtype=np.uint8)
+    # A dim background in the class colour keeps the class visible in every crop the augmentations take.
+    frames = np.empty((n, SIZE, SIZE, 3), np.uint8)
+    frames[:] = np.array(COLOURS[cls]) // 3 + rng.integers(0, 20, size=(SIZE, SIZE, 3))
     dx, dy = DIRECTIONS[cls]
     x, y = rng.integers(8, SIZE - 24, size=2)
     for i in range(n):
