@@ -1,5 +1,6 @@
 """Generate the demo's raw inputs: Kinetics-style annotation CSVs, an SSV2-style annotation set,
-a WebVid-style metadata CSV, and the source videos they point at (served later over local HTTP).
+a WebVid-style metadata CSV, an AVA-style movie and an Instagram-style list, and the videos they point at
+(the Kinetics and WebVid ones are served later over local HTTP).
 
 Every clip's class is visible (a coloured square moving in a class-specific direction), on a dim background
 of the same colour, so the demo's fine-tune has something real to learn. Usage: python demo/make_data.py OUT_DIR PORT
@@ -83,6 +84,22 @@ def main(out: Path, port: int):
                     t.replace("something", "[something]"), "placeholders": ["a box"]})
     (ssv2 / "train.json").write_text(json.dumps(ann))
     (ssv2 / "labels.json").write_text(json.dumps({t: str(k) for k, t in enumerate(templates)}))
+
+    # AVA-style: one 20 s "movie" (the demo cuts a scaled window of it) and the trainval file list.
+    ava = out / "ava"
+    (ava / "movies").mkdir(parents=True, exist_ok=True)
+    movie = np.concatenate([clip_frames(k % 4, seed=300 + k)[:FPS * 5] for k in range(4)])
+    encode(ava / "movies" / "demoMovie01.mp4", movie)
+    (ava / "ava_file_names_trainval_v2.1.txt").write_text("demoMovie01.mp4\n")
+
+    # Instagram-style list of local files (ids and paths relative to the list).
+    insta = out / "instagram"
+    (insta / "videos").mkdir(parents=True, exist_ok=True)
+    lines = ["id,path"]
+    for i in range(4):
+        encode(insta / "videos" / f"ig{i}.mp4", clip_frames(i, seed=400 + i)[:FPS * 4])
+        lines.append(f"ig{i},videos/ig{i}.mp4")
+    (insta / "list.csv").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

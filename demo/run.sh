@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The end-to-end demo on generated data, every step a user runs, at tiny sizes:
 # Kinetics CSVs -> K710 manifests -> clips fetched by yt-dlp from a local HTTP server and cut ->
-# SSV2 + sampled WebVid -> UnlabeledHybrid mixture -> verified shards + stats plot ->
+# SSV2 + AVA cuts + sampled WebVid/Instagram -> UnlabeledHybrid mixture -> verified shards + stats plot ->
 # pretraining -> fine-tuning -> 5x3 evaluation.
 set -euo pipefail
 OUT=${DEMO_OUT:-demo-out}
@@ -25,16 +25,24 @@ for split in train val; do
       --url-template "http://127.0.0.1:$PORT/{video_id}.mp4"
 done
 
-step "vmae-data ssv2 / sample webvid / download / mix unlabeled-hybrid"
+step "vmae-data ssv2 / sample webvid / download"
 vmae-data ssv2 --annotations "$OUT/raw/ssv2/train.json" --labels "$OUT/raw/ssv2/labels.json" \
     --videos "$OUT/raw/ssv2/videos" --out "$OUT/ssv2.parquet" --probe
 vmae-data sample webvid --metadata "$OUT/raw/webvid.csv" --n 6 --seed 0 --out "$OUT/webvid.parquet"
 vmae-data download "$OUT/webvid.parquet" --out "$OUT/clips-webvid" --no-progress
+step "vmae-data ava (a scaled window: seconds 2-17 of the demo movie, 75-frame clips at 15 fps)"
+vmae-data ava --file-list "$OUT/raw/ava/ava_file_names_trainval_v2.1.txt" --videos "$OUT/raw/ava/movies" \
+    --out "$OUT/ava" --window-start 2 --window-end 17 --clip-frames 75 --fps 15
+vmae-data sample instagram --metadata "$OUT/raw/instagram/list.csv" --n 3 --seed 0 --out "$OUT/instagram.parquet"
+vmae-data download "$OUT/instagram.parquet" --out "$OUT/clips-instagram" --no-progress
+
+step "vmae-data mix unlabeled-hybrid"
 vmae-data mix unlabeled-hybrid --k710 "$OUT/clips-train/manifest.parquet" --ssv2 "$OUT/ssv2.parquet" \
-    --webvid "$OUT/clips-webvid/manifest.parquet" --out "$OUT/hybrid.parquet"
+    --ava "$OUT/ava/manifest.parquet" --webvid "$OUT/clips-webvid/manifest.parquet" \
+    --instagram "$OUT/clips-instagram/manifest.parquet" --out "$OUT/hybrid.parquet"
 
 step "vmae-data shard / verify / stats"
-vmae-data shard unlabeled-hybrid --manifest "$OUT/hybrid.parquet" --out "$OUT/shards/uh" --max-count 8 \
+vmae-data shard unlabeled-hybrid --manifest "$OUT/hybrid.parquet" --out "$OUT/shards/uh" --max-count 10 \
     --workers 2 --no-progress
 vmae-data shard k710 --manifest "$OUT/clips-train/manifest.parquet" --out "$OUT/shards/k710-train" \
     --name train --max-count 8 --no-progress
@@ -48,7 +56,7 @@ vmae-data stats "$OUT/shards/uh" --plot "$OUT/stats.png"
 TINY=(--num-frames 8 --input-size 64 --device cpu --workers 2)
 
 step "vmae-train pretrain (dual masking, from the UnlabeledHybrid shards)"
-vmae-train pretrain --shards "$OUT/shards/uh/uh-{000000..000003}.tar" --model pretrain_videomae_test \
+vmae-train pretrain --shards "$OUT/shards/uh/uh-{000000..000004}.tar" --model pretrain_videomae_test \
     "${TINY[@]}" --batch-size 4 --num-sample 2 --epochs 8 --warmup-epochs 1 --base-lr 5e-2 \
     --save-every-steps 20 --log-every 5 --output-dir "$OUT/runs/pretrain"
 vmae-train visualize --checkpoint "$OUT/runs/pretrain/$(ls "$OUT/runs/pretrain" | grep '^checkpoint-' | tail -1)" \

@@ -61,7 +61,7 @@ def test_cut_frame_exact(movies, tmp_path):
     assert df["status"].tolist() == ["ok"] * 4 + ["too-short"] * 2 + ["missing-file"] * 3
     assert df["start_frame"].tolist() == [60, 360, 660] * 3 and set(df["num_frames"]) == {300}
     assert df["start_sec"].tolist() == [2.0, 12.0, 22.0] * 3 and df["end_sec"].tolist() == [12.0, 22.0, 32.0] * 3
-    assert set(df["stride"]) == {4} and set(df["source"]) == {"ava"}
+    assert set(df["stride"]) == {4} and set(df["split"]) == {"train"} and set(df["source"]) == {"ava"}
     ok = df[df["status"] == "ok"]
     assert set(ok["frames"]) == {300} and set(ok["fps"]) == {30.0} and df["path"].isna().sum() == 5
 

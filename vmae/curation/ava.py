@@ -142,7 +142,8 @@ def plan_clips(movie: str, cfg: AvaConfig) -> list:
         start = cfg.first_frame + k * cfg.clip_frames
         rows.append({"key": clip_key(movie_id, k), "source": SOURCE, "video_id": movie_id,
                      "start_frame": start, "num_frames": cfg.clip_frames, "start_sec": start / cfg.fps,
-                     "end_sec": (start + cfg.clip_frames) / cfg.fps, "stride": cfg.stride})
+                     "end_sec": (start + cfg.clip_frames) / cfg.fps, "split": "train",
+                     "stride": cfg.stride})
     return rows
 
 
