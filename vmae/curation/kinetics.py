@@ -38,7 +38,7 @@ import string
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Mapping
 
@@ -505,7 +505,8 @@ def first_row_of_id(arrays) -> np.ndarray:
     words = _packed_ids(arrays)
     if words is not None:
         first = _first_of_hash(words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15)))
-        if ((words[first, 0] == words[:, 0]) & (words[first, 1] == words[:, 1])).all():
+        twins = np.flatnonzero(first != np.arange(len(first)))
+        if (words[first[twins]] == words[twins]).all():
             return first
     encoded = pc.dictionary_encode(pa.chunked_array(arrays, pa.string()))
     codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks] or [np.zeros(0, np.int32)])
@@ -577,6 +578,7 @@ class _Texts:
     def array(self) -> pa.Array:
         return pa.array(self.texts, pa.string()).take(pa.array(self.index))
 
+    @cached_property
     def matrix(self):
         """(rows, width) bytes when all texts have one width in bytes, else None."""
         encoded = [t.encode("utf-8") for t in self.texts]
@@ -593,7 +595,7 @@ def _byte_matrix(piece, n: int):
         data = np.frombuffer(piece.encode("utf-8"), np.uint8)
         return np.broadcast_to(data, (n, len(data)))
     if isinstance(piece, _Texts):
-        return piece.matrix()
+        return piece.matrix
     values, offsets = _string_bytes(piece)
     width = int(offsets[1] - offsets[0]) if n else 0
     if (np.diff(offsets) != width).any():
@@ -617,8 +619,9 @@ def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
         data, offsets = out.reshape(-1), np.arange(n + 1, dtype=np.int64) * width
         if prefix is not None:
             # A '_' before each prefixed row: stitch the runs between them (no full-size mask or index).
-            runs = np.split(data, np.flatnonzero(prefix) * width)
+            cuts = [0, *(np.flatnonzero(prefix) * width).tolist(), len(data)]
             underscore = np.frombuffer(b"_", np.uint8)
+            runs = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
             data = np.concatenate([runs[0]] + [part for run in runs[1:] for part in (underscore, run)])
             offsets = offsets + np.concatenate([[0], np.cumsum(prefix)])
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
@@ -626,6 +629,17 @@ def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
     if prefix is not None:
         arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
     return pc.binary_join_element_wise(*arrays, "")
+
+
+def _take_strings(array: pa.Array, idx: np.ndarray) -> pa.Array:
+    """array.take(idx); equal-width strings (YouTube IDs) are gathered as a numpy byte matrix."""
+    matrix = _byte_matrix(array, len(array))
+    if matrix is None or not len(array) or (len(idx) + 1) * matrix.shape[1] >= 2**31:
+        return array.take(pa.array(idx))
+    width = matrix.shape[1]
+    offsets = np.arange(len(idx) + 1, dtype=np.int64) * width
+    return pa.StringArray.from_buffers(len(idx), pa.py_buffer(offsets.astype(np.int32)),
+                                       pa.py_buffer(np.ascontiguousarray(matrix[idx])))
 
 
 def _nulls(n: int) -> dict:
@@ -667,7 +681,7 @@ def _unique_keys(keys: pa.Array) -> pa.Array:
 def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray, config: BuildK710Config):
     """(manifest table, list table) of the rows idx of one split."""
     n = len(idx)
-    video_id = rows.video_id.take(pa.array(idx))
+    video_id = _take_strings(rows.video_id, idx)
     start, end, ids = rows.start[idx], rows.end[idx], label_id[idx]
     names = label_maps.class_names("k710")
     # label, source and split stay dictionary-encoded: Parquet stores them so anyway, and the file is
@@ -793,8 +807,10 @@ def _write_outputs(out_dir: Path, manifests: dict, lists: dict, report: dict) ->
         # closes first, so nothing is renamed before every write has finished.
         tmp = {name: stack.enter_context(atomic_path(out_dir / name)) for name in reversed(OUTPUTS)}
         # pyarrow writes without holding the GIL: the files are written side by side.
-        jobs = [pool.submit(pq.write_table, manifests[split], tmp[f"{split}.parquet"],
-                            store_schema=False) for split in SPLITS]
+        # No statistics and no dictionary for the unique key/video_id: a fifth faster, the same size.
+        plain = [c for c in SCHEMA.names if c not in ("key", "video_id")]
+        jobs = [pool.submit(pq.write_table, manifests[split], tmp[f"{split}.parquet"], store_schema=False,
+                            use_dictionary=plain, write_statistics=False) for split in SPLITS]
         jobs += [pool.submit(pcsv.write_csv, lists[split], tmp[f"{split}.csv"], write_options=list_options)
                  for split in SPLITS]
         tmp["labels.txt"].write_bytes(label_maps.data_file("label_map_k710.txt").read_bytes())
