@@ -155,6 +155,15 @@ def test_csv_import_reports_bad_rows_with_file_line_and_reason(tmp_path):
         read_manifest(path)
 
 
+def test_csv_row_of_empty_fields_is_kept_for_validation(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("key,source\nk1,a\n\n,\nk2,b\n")
+    good, rejects = read_table(path)
+    assert good["key"].tolist() == ["k1", None, "k2"] and len(rejects) == 0
+    _, invalid = validate(good, path)
+    assert invalid["reason"].tolist() == ["empty key; empty source"]
+
+
 def test_tsv_import(tmp_path):
     path = tmp_path / "m.tsv"
     path.write_text("key\tsource\tlabel\nk1\tk400\triding a bike\n")

@@ -1,4 +1,5 @@
 """Read and write manifests: Parquet is the format; CSV, TSV and JSONL come in and go out."""
+import io
 import json
 from pathlib import Path
 
@@ -106,9 +107,11 @@ def read_table(path):
             raw = pd.DataFrame([r for _, r in records], dtype=object)
         else:
             sep = "\t" if path.suffix == ".tsv" else ","
-            # Blank lines are kept while reading and dropped after, so that line numbers stay true.
-            raw = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
-            raw = raw[(raw != "").any(axis=1)] if len(raw.columns) else raw
+            # Blank lines are read as rows and dropped after, so that row i stays on line i + 2.
+            text = path.read_text(encoding="utf-8")
+            raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=False)
+            blank = [not line.strip("\r") for line in text.split("\n")[1:len(raw) + 1]]
+            raw = raw[~np.array(blank + [False] * (len(raw) - len(blank)), bool)]
             lines = (raw.index + 2).tolist()
             raw = raw.reset_index(drop=True)
     except UnicodeDecodeError:
