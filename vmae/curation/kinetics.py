@@ -788,7 +788,9 @@ def build_k710(k400_dir, k600_dir, k700_dir, out_dir, config: BuildK710Config = 
     if not any(split in SPLITS for _, split in located):
         raise ManifestError("no train or val file in any folder; nothing to build")
     order = sorted(located, key=lambda k: (VERSIONS.index(k[0]), ("train", "val", "test").index(k[1])))
-    tables = {key: (located[key], read_annotation(located[key], key[1])) for key in order}
+    with ThreadPoolExecutor(2) as pool:  # pyarrow parses without the GIL; errors surface in file order
+        parsed = list(pool.map(lambda key: read_annotation(located[key], key[1]), order))
+    tables = {key: (located[key], table) for key, table in zip(order, parsed)}
     manifests, lists, merged = merge_k710(tables, config)
     report = {"inputs": {v: {s: {"file": str(p), "rows": t.num_rows} for (v2, s), (p, t) in tables.items() if v2 == v}
                          for v in folders},
