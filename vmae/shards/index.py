@@ -48,7 +48,8 @@ def _remove_leftovers(out_dir: Path, name: str, files: set) -> list:
     """Delete what killed runs and earlier plans left: temporary files, and NAME-*.tar shards (with their
     sidecars) that the current plan does not have. Returns the names removed."""
     shard = re.compile(rf"^{re.escape(name)}-\d{{6}}\.tar$")
-    temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json)|{INDEX}|{SKIPPED}|{SHARDS_JSON})\.tmp-\d+$")
+    finals = "|".join(map(re.escape, (INDEX, SKIPPED, SHARDS_JSON)))
+    temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json)|{finals})\.tmp-\d+$")
     removed = []
     for path in sorted(out_dir.iterdir()):
         stale = shard.match(path.name) and path.name not in files
