@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
+from torch.utils.data import default_collate
 
 from vmae.shards.format import decode_sample
 from vmae.training import sampling, transforms
@@ -163,9 +164,10 @@ def steps_per_epoch(cfg: StreamConfig, rank: int, world_size: int) -> int | None
 
 # --- per-video work: decode once, cut the views ----------------------------------------------------------
 
-def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator) -> torch.Tensor:
-    """All views of one video as uint8: [views, 3, T, S, S]; pretrain/train/val views share one decode, test
-    views are cut from one decode of the union of their frames."""
+def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator) -> list[torch.Tensor]:
+    """All views of one video, each uint8 [3, T, S, S] (contiguous): num_sample crops of one decode
+    (pretrain/train), one centre crop (val), or segments x crops cut from one decode of the union of their
+    frames (test, segment-major)."""
     n, size = reader.num_frames, cfg.input_size
     if cfg.mode == "pretrain":
         clip = transforms.as_clip(reader.get_frames(sampling.pretrain_indices(n, cfg.num_frames, stride, rng)))
@@ -184,7 +186,7 @@ def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator)
         views = [transforms.centre_crop(clip, size)]
     else:
         views = test_views(cfg, reader, stride)
-    return torch.stack([v.permute(1, 0, 2, 3) for v in views])
+    return [transforms.to_cthw(v) for v in views]
 
 
 def _train_view(cfg: StreamConfig, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -255,7 +257,7 @@ def _clips(samples, cfg: StreamConfig, seed_words: tuple):
             yield 1
             continue
         failures = 0
-        yield {"video": views, "key": key, "source": meta.get("source") or "", "label": label}
+        yield {"views": views, "key": key, "source": meta.get("source") or "", "label": label}
 
 
 def _batches(items, cfg: StreamConfig):
@@ -280,12 +282,12 @@ def collate(samples: list[dict], cfg: StreamConfig, skipped: int = 0) -> dict:
     repeated per view; val [B, 3, T, S, S]; test [B, V, 3, T, S, S]."""
     shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
     repeat = cfg.views if cfg.mode in ("pretrain", "train") else 1
-    if not samples:
-        video = torch.empty((0, cfg.views, *shape) if cfg.mode == "test" else (0, *shape), dtype=torch.uint8)
-    elif cfg.mode == "test":
-        video = torch.stack([s["video"] for s in samples])
-    else:
-        video = torch.cat([s["video"] for s in samples])  # val: one view per video
+    views = [v for s in samples for v in s["views"]]
+    # torch's default_collate stacks straight into shared memory inside a worker: the batch is written once
+    # and crosses to the main process without another copy.
+    video = default_collate(views) if views else torch.empty((0, *shape), dtype=torch.uint8)
+    if cfg.mode == "test":
+        video = video.view(len(samples), cfg.views, *shape)
     batch = {"video": video,
              "key": [s["key"] for s in samples for _ in range(repeat)],
              "source": [s["source"] for s in samples for _ in range(repeat)],

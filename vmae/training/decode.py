@@ -2,11 +2,16 @@
 
 `get_decoder("pyav" | "decord").open(data)` -> a reader with `num_frames`, `fps`, `width`, `height`,
 `get_frames(indices)` -> [k, H, W, 3] uint8 RGB, `close()`. Frame i is the i-th frame in presentation order.
+Both backends give bit-identical frames (tested).
 
-DEFAULT_DECODER is "pyav": in benchmarks/bench_loader.py (320p H.264, one core, 16 frames of a 64-frame
-window) it decodes the same frames with less CPU than decord, because it starts at the keyframe before the
-window and skips the non-reference frames it does not need, and its resident memory stays flat over
-thousands of clips, where decord's keeps growing (see the README section on the benchmark).
+Frame counts: PyAV's `stream.frames` is 0 for Matroska/WebM and may miss edit lists, so the PyAV reader counts
+the video packets it indexes on open (exact for every container; no duration x fps guess). decord's len() is
+used as is (it agrees on every container in the tests).
+
+DEFAULT_DECODER is "pyav", from benchmarks/bench_loader.py (568x320 H.264, one core, 16 frames at stride 4
+of a random 64-frame window, CPU ms per clip): keyframe every 16 frames (the shard writer's default) PyAV
+29-32, PyAV without the non-reference skip 37-38, decord 45-47; keyframe every 250 (x264's default) PyAV
+46-50, without the skip 72-79, decord 82-86. PyAV's resident memory stays flat over thousands of decodes.
 """
 import io
 from typing import Sequence
@@ -63,6 +68,9 @@ class PyAVReader(VideoReader):
         import av
 
         self._av = av
+        # One converter for all frames of the clip: PyAV's per-frame to_ndarray sets up a new swscale context
+        # every time (~40% of the conversion cost at 320p); the output is bit-identical.
+        self._to_rgb = av.video.reformatter.VideoReformatter()
         try:
             self._container = av.open(io.BytesIO(data), mode="r")
         except av.error.FFmpegError as err:
@@ -121,40 +129,49 @@ class PyAVReader(VideoReader):
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         av = self._av
         wanted = _check_indices(indices, self.num_frames)
-        targets = {self._frame_pts[i]: i for i in np.unique(wanted).tolist()}
-        last_pts = max(targets)
-        found = {}
+        unique = np.unique(wanted)
+        rows = {self._frame_pts[i]: row for row, i in enumerate(unique.tolist())}  # pts -> row of `out`
+        out = np.empty((len(unique), self.height, self.width, 3), np.uint8)
+        done, last_pts = set(), self._frame_pts[unique[-1]]
         codec = self._codec
         codec.flush_buffers()
         try:
-            start = self._start_packet(min(targets))
+            start = self._start_packet(self._frame_pts[unique[0]])
             for packet, stamp in zip(self._packets[start:], self._stamps[start:]):
                 if self._skip_nonref:
-                    codec.skip_frame = "DEFAULT" if stamp in targets else "NONREF"
+                    codec.skip_frame = "DEFAULT" if stamp in rows else "NONREF"
                 for frame in codec.decode(packet):
-                    self._keep(frame, targets, found)
-                if last_pts in found:
+                    self._keep(frame, rows, out, done)
+                if last_pts in done:
                     break
             else:
                 codec.skip_frame = "DEFAULT"
                 for frame in codec.decode(None):
-                    self._keep(frame, targets, found)
+                    self._keep(frame, rows, out, done)
         except av.error.FFmpegError as err:
             raise DecodeError(f"decoding failed: {err}") from err
         finally:
             codec.skip_frame = "DEFAULT"
-        missing = sorted(i for pts, i in targets.items() if pts not in found)
+        missing = [int(i) for i in unique if self._frame_pts[i] not in done]
         if missing:
             raise DecodeError(f"the decoder returned no frame for indices {missing[:5]} (corrupt or truncated)")
-        frames = np.stack([found[self._frame_pts[i]] for i in sorted(targets.values())])
-        order = np.searchsorted(np.array(sorted(targets.values())), wanted)
-        return frames[order]
+        if len(unique) == len(wanted) and np.array_equal(unique, wanted):
+            return out
+        return out[np.searchsorted(unique, wanted)]
 
-    @staticmethod
-    def _keep(frame, targets, found):
+    def _keep(self, frame, rows, out, done):
+        """Convert a wanted frame to RGB straight into its row of `out`."""
         pts = frame.pts if frame.pts is not None else frame.dts
-        if pts in targets:
-            found[pts] = frame.to_ndarray(format="rgb24")
+        row = rows.get(pts)
+        if row is None:
+            return
+        rgb = self._to_rgb.reformat(frame, format="rgb24")
+        if (rgb.height, rgb.width) != out.shape[1:3]:
+            raise DecodeError(f"the frame size changes inside the clip ({rgb.width}x{rgb.height})")
+        plane = rgb.planes[0]
+        lines = np.frombuffer(plane, np.uint8)[:plane.line_size * rgb.height].reshape(rgb.height, plane.line_size)
+        out[row] = lines[:, :rgb.width * 3].reshape(rgb.height, rgb.width, 3)
+        done.add(pts)
 
     def close(self) -> None:
         self._packets = []

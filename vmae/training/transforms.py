@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vmae.training.sampling import crop_offsets
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -25,6 +27,12 @@ _FIXED_OFFSETS = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4)
 def as_clip(frames: np.ndarray) -> torch.Tensor:
     """Decoder output [T, H, W, 3] uint8 -> [T, 3, H, W] view (channels-last memory, no copy)."""
     return torch.from_numpy(frames).permute(0, 3, 1, 2)
+
+
+def to_cthw(clip: torch.Tensor) -> torch.Tensor:
+    """[T, 3, H, W] -> contiguous [3, T, H, W], the model's layout (numpy's transposing copy is ~3x faster than
+    torch's for uint8)."""
+    return torch.from_numpy(np.ascontiguousarray(clip.permute(1, 0, 2, 3).numpy()))
 
 
 def resize(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -54,8 +62,6 @@ def centre_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
 def spatial_crops(clip: torch.Tensor, size: int, num_crops: int) -> list[torch.Tensor]:
     """num_crops squares spread along the longer side and centred on the shorter one (the reference's test
     crops: left, centre, right, or top, centre, bottom for portrait video)."""
-    from vmae.training.sampling import crop_offsets
-
     h, w = clip.shape[-2:]
     if w >= h:
         return [crop(clip, (h - size) // 2, x, size, size) for x in crop_offsets(w, size, num_crops)]
@@ -163,9 +169,12 @@ def _stats(x: torch.Tensor, dtype):
 
 
 def normalize(video: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 video [..., 3, T, H, W] (any device) -> (x/255 - mean) / std with ImageNet statistics."""
+    """uint8 video [..., 3, T, H, W] (any device) -> (x/255 - mean) / std with ImageNet statistics.
+
+    One conversion and two in-place passes (x * 1/(255 std) - mean/std): about 4x less time and memory than
+    the textbook expression on a CPU; still best done on the GPU."""
     mean, std = _stats(video, dtype)
-    return (video.to(dtype) / 255 - mean) / std
+    return video.to(dtype, copy=True).mul_(1 / (255 * std)).sub_(mean / std)
 
 
 def denormalize(x: torch.Tensor) -> torch.Tensor:

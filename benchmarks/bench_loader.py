@@ -1,0 +1,271 @@
+"""Loader benchmark: the whole pretraining stream against the decoder alone, repeated augmentation, memory.
+
+Makes 320p H.264 clips with ffmpeg (the shard writer's transcode settings: veryfast, CRF 23, keyframe every 16
+frames; plus x264's default 250 for the decoder comparison), writes them into tar shards and prints:
+
+1. clips/s per core (CPU time, one process, one thread) of the whole stream (tar read, shuffle, decode,
+   sample, multi-scale crop, collate into uint8 batches) against the decoder alone decoding the very same
+   frames of the same clips in the same run (target ratio >= 0.8); then the same with the device-side steps
+   the training step adds (normalise, tube + running-cell masks) on the GPU, or on this CPU when there is none;
+2. clip-views/s with num_sample 4 against num_sample 1, both ways, and on the keyframe-250 clips (target >= 3x;
+   each view costs ~5 ms on one core here: resize, layout transpose, batch write);
+3. decord against PyAV (with and without the non-reference skip) on the same frames: CPU ms per clip, and
+   resident-memory growth over 1000 decodes of 240p/320p/360p clips, each backend in a fresh process (the
+   DEFAULT_DECODER choice);
+4. the stream's resident memory (main process + 2 workers) over 10,000 samples (target: flat after warm-up,
+   under 100 MB of growth).
+
+    .venv/bin/python benchmarks/bench_loader.py [--clips 200] [--rss-samples 10000] [--decodes 1000]
+
+About 15 minutes on a 2-core machine; --rss-samples 1000 --decodes 300 for a quick run.
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from vmae.shards.format import encode_sample
+from vmae.training import data as stream_module
+from vmae.training.data import StreamConfig, make_loader
+from vmae.training.decode import DEFAULT_DECODER, PyAVReader, get_decoder
+from vmae.training.sampling import pretrain_indices
+from vmae.training.transforms import normalize
+
+# Synthetic 320p content at the bit rates of real 320p clips (~0.7 and ~1.3 Mbit/s at CRF 23).
+SOURCES = ["testsrc2=size=568x320:rate=30", "testsrc2=size=568x320:rate=30,noise=alls=4:allf=t"]
+SECONDS = 10  # 300 frames, as a Kinetics clip
+
+
+def make_clip(path: Path, source: str, start: float, gop: int) -> bytes:
+    cmd = ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", source, "-ss", str(start), "-t", str(SECONDS),
+           "-c:v", "libx264", "-preset", "veryfast", "-crf", "23", "-pix_fmt", "yuv420p",
+           "-g", str(gop), "-keyint_min", str(min(gop, 25)), "-sc_threshold", "0" if gop < 250 else "40",
+           str(path)]
+    subprocess.run(cmd, check=True)
+    return path.read_bytes()
+
+
+def make_clips(root: Path, count: int, gop: int) -> list[bytes]:
+    return [make_clip(root / f"g{gop}-{i}.mp4", SOURCES[i % 2], 1.5 * i, gop) for i in range(count)]
+
+
+def write_shards(root: Path, clips: list[bytes], samples: int, per_shard: int = 100) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for s in range(0, samples, per_shard):
+        file = f"bench-{s // per_shard:06d}.tar"
+        with wds.TarWriter(str(root / file)) as sink:
+            for i in range(s, min(s + per_shard, samples)):
+                row = {"key": f"c{i:06d}", "source": "k400", "stride": 4, "frames": 30 * SECONDS}
+                sink.write(encode_sample(row, clips[i % len(clips)], False))
+        listed.append({"file": file, "samples": min(per_shard, samples - s)})
+    (root / "shards.json").write_text(json.dumps({"shards": listed, "totals": {"samples": samples}}))
+    return str(root / f"bench-{{000000..{len(listed) - 1:06d}}}.tar")
+
+
+class Recorder:
+    """Wraps the stream's decoder to remember which frames of which bytes it decoded."""
+
+    def __init__(self, name):
+        self.decoder, self.requests = get_decoder(name), []
+
+    def __call__(self, name):
+        return self
+
+    def open(self, data):
+        reader, requests = self.decoder.open(data), self.requests
+
+        class Recording:
+            num_frames = reader.num_frames
+
+            def get_frames(self, ids):
+                requests.append((data, np.asarray(ids)))
+                return reader.get_frames(ids)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                reader.close()
+
+        return Recording()
+
+
+def run_stream(pattern: str, num_sample: int, device: torch.device | None, record: Recorder | None = None) -> float:
+    """CPU seconds of one pass of the pretraining stream in this process (workers=0, one thread). With a
+    device, each batch is also normalised and gets its VideoMAE V2 masks there, as the training step does."""
+    from vmae.training.masking import make_masks
+
+    cfg = StreamConfig(shards=pattern, mode="pretrain", batch_size=8, num_sample=num_sample, workers=0,
+                       resampled=False, seed=0)
+    original = stream_module.get_decoder
+    if record is not None:
+        stream_module.get_decoder = record
+    try:
+        loader, _ = make_loader(cfg)
+        generator = torch.Generator(device=device).manual_seed(0) if device is not None else None
+        start = time.process_time()
+        for batch in loader:
+            if device is not None:
+                video = normalize(batch["video"].to(device, non_blocking=True))
+                make_masks(video.shape[0], (8, 14, 14), 0.9, 0.5, generator, device)
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.process_time() - start
+    finally:
+        stream_module.get_decoder = original
+
+
+def decode_only(requests, make_reader) -> float:
+    """CPU seconds to open each clip and decode the requested frames."""
+    start = time.process_time()
+    for data, ids in requests:
+        with make_reader(data) as reader:
+            reader.get_frames(ids)
+    return time.process_time() - start
+
+
+def window_requests(clips: list[bytes], count: int) -> list:
+    """16 frames at stride 4 from a random window of each clip, as pretraining samples them."""
+    rng = np.random.default_rng(0)
+    return [(clips[i % len(clips)], pretrain_indices(30 * SECONDS, 16, 4, rng)) for i in range(count)]
+
+
+def rss_mb(pid="self") -> float:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2 ** 20
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+
+
+def tree_rss_mb() -> float:
+    """This process and its children (the DataLoader workers)."""
+    me, total = str(os.getpid()), rss_mb()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    total += rss_mb(pid)
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return total
+
+
+def decoder_rss(name: str, clip_dir: str, count: int) -> dict:
+    """Run in a fresh process: RSS after 100 decodes and after `count` (random 64-frame windows of clips of
+    three sizes, so the allocator sees varied buffers as with real data)."""
+    clips = [p.read_bytes() for p in sorted(Path(clip_dir).glob("rss-*.mp4"))]
+    decoder, marks = get_decoder(name), {}
+    for i, (data, ids) in enumerate(window_requests(clips, count)):
+        with decoder.open(data) as reader:
+            reader.get_frames(ids)
+        if i + 1 in (100, count):
+            marks[i + 1] = rss_mb()
+    return {"after_100": marks[100], "end": marks[count], "growth": marks[count] - marks[100]}
+
+
+def stream_rss(pattern: str, samples: int, every: int) -> list[tuple[int, float]]:
+    cfg = StreamConfig(shards=pattern, mode="pretrain", batch_size=8, workers=2, seed=1)
+    loader, _ = make_loader(cfg)
+    marks, seen = [], 0
+    for batch in loader:
+        seen += batch["video"].shape[0]
+        if seen % every < 8 or seen >= samples:
+            marks.append((seen, tree_rss_mb()))
+        if seen >= samples:
+            break
+    del loader
+    return marks
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=200, help="samples per throughput pass (default 200)")
+    parser.add_argument("--rss-samples", type=int, default=10_000,
+                        help="samples for the stream memory check (default 10000, the issue's number)")
+    parser.add_argument("--decodes", type=int, default=1000, help="decodes per backend for the memory check")
+    parser.add_argument("--rss-decoder", help=argparse.SUPPRESS)
+    parser.add_argument("--clip-dir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_decoder:
+        print(json.dumps(decoder_rss(args.rss_decoder, args.clip_dir, args.decodes)))
+        return
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as tmp:
+        root = Path(tmp)
+        t = time.perf_counter()
+        clips16, clips250 = make_clips(root, 4, 16), make_clips(root, 4, 250)
+        for i, size in enumerate(("426x240", "568x320", "640x360")):
+            make_clip(root / f"rss-{i}.mp4", f"testsrc2=size={size}:rate=30", i, 16)
+        rates = [len(c) * 8 / SECONDS / 1e3 for c in clips16 + clips250]
+        print(f"clips: 8 x 568x320 H.264, {SECONDS} s at 30 fps, {min(rates):.0f}-{max(rates):.0f} kbit/s "
+              f"(keyframe every 16 frames, and x264's default 250), made in {time.perf_counter() - t:.0f} s")
+        pattern = write_shards(root / "g16", clips16, args.clips)
+        pattern250 = write_shards(root / "g250", clips250, args.clips)
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+        record = Recorder(DEFAULT_DECODER)
+        run_stream(pattern, 1, None, record)  # also the warm-up: imports, allocator, page cache
+        decode_cpu = min(decode_only(record.requests, get_decoder(DEFAULT_DECODER).open) for _ in range(2))
+        cpu = {}
+        for pat, dev, num_sample in ((pattern, None, 1), (pattern, None, 4), (pattern, device, 1),
+                                     (pattern, device, 4), (pattern250, None, 1), (pattern250, None, 4)):
+            cpu[pat, dev, num_sample] = min(run_stream(pat, num_sample, dev) for _ in range(2))
+        clips = len(record.requests)
+        loader_cpu, device_cpu = cpu[pattern, None, 1], cpu[pattern, device, 1]
+        print(f"\n1. stream vs decoder alone on the same frames, CPU time of one core ({clips} clips; "
+              "pretrain: 16 frames at stride 4, multi-scale crop 224)")
+        print(f"   decoder alone ({DEFAULT_DECODER}): {clips / decode_cpu:.1f} clips/s")
+        print(f"   stream to uint8 batches (tar read, shuffle, decode, sample, crop, collate): "
+              f"{clips / loader_cpu:.1f} clips/s, ratio {decode_cpu / loader_cpu:.2f} (target >= 0.8)")
+        print(f"   + normalise and masks on {device.type}: {clips / device_cpu:.1f} clips/s, ratio "
+              f"{decode_cpu / device_cpu:.2f}" + ("" if device.type == "cuda" else
+                                                  "  (no GPU here: the float path runs on this core)"))
+
+        print("\n2. repeated augmentation: clip-views/s, num_sample 4 vs 1 (one decode, 4 crops)")
+        for pat, dev, what in ((pattern, None, "uint8 batches"),
+                               (pattern, device, f"+ normalise and masks on {device.type}"),
+                               (pattern250, None, "uint8 batches, keyframe every 250")):
+            v1, v4 = clips / cpu[pat, dev, 1], 4 * clips / cpu[pat, dev, 4]
+            print(f"   {what}: num_sample 1 {v1:.1f} views/s, num_sample 4 {v4:.1f} views/s, "
+                  f"ratio {v4 / v1:.2f} (target >= 3)")
+
+        print("\n3. decoders on the same frames (16 at stride 4 of a random window), CPU ms per clip")
+        readers = {"pyav, skipping non-ref": PyAVReader, "pyav, no skip": lambda d: PyAVReader(d, False),
+                   "decord": get_decoder("decord").open}
+        for gop, clip_set in ((16, clips16), (250, clips250)):
+            requests = window_requests(clip_set, min(args.clips, 150))
+            line = [f"{name} {1000 * min(decode_only(requests, make) for _ in range(2)) / len(requests):.1f}"
+                    for name, make in readers.items()]
+            print(f"   keyframe every {gop:>3}: " + "   ".join(line))
+        for name in ("pyav", "decord"):
+            out = subprocess.run([sys.executable, __file__, "--rss-decoder", name, "--clip-dir", str(root),
+                                  "--decodes", str(args.decodes)], check=True, capture_output=True, text=True)
+            r = json.loads(out.stdout)
+            print(f"   {name:>6} resident memory (240p/320p/360p clips): {r['after_100']:.0f} MB after 100 "
+                  f"decodes, {r['end']:.0f} MB after {args.decodes} ({r['growth']:+.0f} MB)")
+
+        print(f"\n4. stream memory, main process + 2 workers, {args.rss_samples} samples")
+        stream_pattern = write_shards(root / "rss", clips16, 1000)
+        t = time.perf_counter()
+        marks = stream_rss(stream_pattern, args.rss_samples, max(args.rss_samples // 10, 8))
+        warm = next((m for m in marks if m[0] >= args.rss_samples // 10), marks[0])
+        print("   " + "  ".join(f"{n}: {mb:.0f} MB" for n, mb in marks))
+        print(f"   growth after warm-up ({warm[0]} samples): {marks[-1][1] - warm[1]:+.0f} MB (target < 100 MB), "
+              f"{marks[-1][0] / (time.perf_counter() - t):.1f} clips/s on 2 workers")
+        print(f"   peak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
