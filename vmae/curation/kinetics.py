@@ -275,14 +275,14 @@ def read_annotation(path, split: str) -> pa.Table:
 
     Raises ManifestError naming the file and line of the first bad row."""
     path = Path(path)
-    data = path.read_bytes()
-    if data.startswith(codecs.BOM_UTF8):
-        data = data[len(codecs.BOM_UTF8):]
-    if not data or data.isspace():
+    with path.open("rb") as f:
+        first = f.readline()
+        head = first + f.read(1 << 16)
+    head = head[len(codecs.BOM_UTF8):] if head.startswith(codecs.BOM_UTF8) else head
+    if not head or head.isspace() and _contents(path).isspace():
         raise ManifestError(f"the file is empty; expected the official header {_OFFICIAL_HEADER}", path, line=1)
-    end = data.find(b"\n")
     try:
-        header = next(csv.reader([(data if end < 0 else data[:end]).rstrip(b"\r").decode("utf-8")]))
+        header = next(csv.reader([head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8")]))
     except UnicodeDecodeError:
         raise ManifestError("not UTF-8 text; re-save the file as UTF-8", path, line=1) from None
     need = _COLUMNS[split]
@@ -293,12 +293,18 @@ def read_annotation(path, split: str) -> pa.Table:
     options = pcsv.ConvertOptions(include_columns=list(need), column_types={c: _TYPES[c] for c in need},
                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     try:
-        table = pcsv.read_csv(io.BytesIO(data), convert_options=options)
+        # pyarrow reads the file itself (and skips a BOM): no copy of it in Python memory.
+        table = pcsv.read_csv(str(path), convert_options=options)
     except pa.ArrowInvalid as e:
-        raise _first_problem(path, data, header, split, fallback=str(e)) from None
+        raise _first_problem(path, _contents(path), header, split, fallback=str(e)) from None
     if _has_problem(table, split):
-        raise _first_problem(path, data, header, split, fallback="invalid values")
+        raise _first_problem(path, _contents(path), header, split, fallback="invalid values")
     return table
+
+
+def _contents(path: Path) -> bytes:
+    data = path.read_bytes()
+    return data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
 
 
 def _string_bytes(array: pa.Array):
