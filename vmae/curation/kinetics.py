@@ -418,8 +418,10 @@ def _concat(tables: dict) -> _Rows:
     sizes = [t.num_rows for t in parts]
     table = pa.concat_tables(parts)
     label = table["label"].unify_dictionaries()
-    return _Rows(files=files, fid=np.repeat(np.arange(len(files)), sizes),
-                 pos=np.concatenate([np.arange(n) for n in sizes]), video_id=table["youtube_id"].combine_chunks(),
+    # Small integer types: these arrays have a row per input row and are gathered many times.
+    return _Rows(files=files, fid=np.repeat(np.arange(len(files), dtype=np.int16), sizes),
+                 pos=np.concatenate([np.arange(n, dtype=np.int32) for n in sizes]),
+                 video_id=table["youtube_id"].combine_chunks(),
                  start=table["time_start"].to_numpy(), end=table["time_end"].to_numpy(),
                  raw=np.concatenate([c.indices.to_numpy() for c in label.chunks] or [np.zeros(0, np.int32)]),
                  raw_names=label.chunk(0).dictionary.to_pylist() if label.num_chunks else [])
@@ -429,7 +431,7 @@ def _resolve_labels(rows: _Rows, config: BuildK710Config):
     """K710 id per row (-1 = unknown) and the label part of the report."""
     k710 = label_maps.class_ids("k710")
     resolved = [resolve_label(raw, config.label_aliases) for raw in rows.raw_names]
-    id_of_raw = np.array([k710[name] if name else -1 for name, _ in resolved], dtype=np.int64)
+    id_of_raw = np.array([k710[name] if name else -1 for name, _ in resolved], dtype=np.int16)
     label_id = id_of_raw[rows.raw]
     counts = np.bincount(rows.raw, minlength=len(rows.raw_names))
     mapped = [{"label": raw, "k710": name, "how": how, "rows": int(n)}
@@ -753,7 +755,7 @@ def merge_k710(tables: dict, config: BuildK710Config):
     bounds = np.cumsum([n] + [len(ids) for ids in tests.values()])
     test_first = {v: first_of[lo:hi] for v, lo, hi in zip(tests, bounds[:-1], bounds[1:])}
     keep, dup_report = _dedup(rows, first_of[:n], label_id)
-    split_of_row = np.array([SPLITS.index(s) for _, s, _ in rows.files], dtype=np.int64)[rows.fid]
+    split_of_row = np.array([SPLITS.index(s) for _, s, _ in rows.files], dtype=np.int8)[rows.fid]
     version_of_file = np.array([VERSIONS.index(v) for v, _, _ in rows.files])
     names = label_maps.class_names("k710")
     manifests, lists, out_idx, present = {}, {}, {}, {}
