@@ -624,15 +624,15 @@ def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
         for m in matrices:
             out[:, column:column + m.shape[1]] = m
             column += m.shape[1]
-        data, offsets = out.reshape(-1), np.arange(n + 1, dtype=np.int64) * width
+        data, offsets = out.reshape(-1), np.arange(n + 1, dtype=np.int32) * np.int32(width)
         if prefix is not None:
             # A '_' before each prefixed row: stitch the runs between them (no full-size mask or index).
             cuts = [0, *(np.flatnonzero(prefix) * width).tolist(), len(data)]
             underscore = np.frombuffer(b"_", np.uint8)
             runs = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
             data = np.concatenate([runs[0]] + [part for run in runs[1:] for part in (underscore, run)])
-            offsets = offsets + np.concatenate([[0], np.cumsum(prefix)])
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+            offsets[1:] += np.cumsum(prefix, dtype=np.int32)
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
     arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
     if prefix is not None:
         arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
