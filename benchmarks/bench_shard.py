@@ -120,7 +120,9 @@ def bench_transcode(work: Path, clips: int, seconds: float, workers: int, gop: i
     def run_shard():
         dst = work / "tshards"
         shutil.rmtree(dst, ignore_errors=True)
-        cfg = ShardConfig(max_count=max(1, clips // (2 * workers)), transcode=Transcode(320, gop))
+        # Two clips per shard: many more units than workers, as in a real run (a pool of workers then ends
+        # together, as the thread pool of direct commands does).
+        cfg = ShardConfig(max_count=2, transcode=Transcode(320, gop))
         write_shards(manifest_of(srcs), dst, cfg, ExecutorConfig(workers=workers), progress=False)
 
     (t_direct, _), (t_shard, _) = best_of(2, run_direct, run_shard)

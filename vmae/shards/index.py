@@ -44,16 +44,21 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
         pq.write_table(table, tmp)
 
 
-def _remove_leftovers(out_dir: Path, name: str, files: set) -> list:
-    """Delete what killed runs and earlier plans left: temporary files, and NAME-*.tar shards (with their
-    sidecars) that the current plan does not have. Returns the names removed."""
+def _remove_leftovers(out_dir: Path, name: str, files: set, started: float) -> list:
+    """Delete what killed runs and earlier plans left: temporary files older than this run (younger ones may
+    belong to another slice finishing at the same moment), and NAME-*.tar shards (with their sidecars) that
+    the current plan does not have. Returns the names removed."""
     shard = re.compile(rf"^{re.escape(name)}-\d{{6}}\.tar$")
     finals = "|".join(map(re.escape, (INDEX, SKIPPED, SHARDS_JSON)))
     temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json)|{finals})\.tmp-\d+$")
     removed = []
     for path in sorted(out_dir.iterdir()):
         stale = shard.match(path.name) and path.name not in files
-        if stale or temp.match(path.name):
+        try:
+            leftover = temp.match(path.name) and path.stat().st_mtime < started
+        except FileNotFoundError:  # renamed or removed meanwhile by the run that wrote it
+            continue
+        if stale or leftover:
             path.unlink(missing_ok=True)
             removed.append(path.name)
             if stale:
@@ -61,10 +66,11 @@ def _remove_leftovers(out_dir: Path, name: str, files: set) -> list:
     return removed
 
 
-def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options: dict) -> dict:
-    """Write skipped.parquet, index.parquet and, last, shards.json from the shards' sidecars."""
+def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options: dict, started: float) -> dict:
+    """Write skipped.parquet, index.parquet and, last, shards.json from the shards' sidecars; `started` is
+    when this run began (time.time()), see _remove_leftovers."""
     out_dir = Path(out_dir)
-    _remove_leftovers(out_dir, name, {s["file"] for s in sidecars})
+    _remove_leftovers(out_dir, name, {s["file"] for s in sidecars}, started)
     late = [row for s in sidecars for row in s["skipped"]]
     all_skipped = pd.concat([skipped, pd.DataFrame(late, columns=SKIPPED_SCHEMA.names)], ignore_index=True)
     all_skipped = all_skipped.astype(object).where(all_skipped.notna(), None)

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import tarfile
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
@@ -460,6 +461,7 @@ def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
     Complete shards from an earlier run with the same plan are kept; the others are (re)written.
     With ex.unit_index only that slice is written; whichever run finds every shard complete writes the index.
     """
+    started = time.time()
     if isinstance(manifest, pd.DataFrame):
         df, base = conform(manifest), Path.cwd()
     else:
@@ -489,7 +491,7 @@ def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
         return report
     summary = shard_index.finalize(out_dir, name, sidecars, skipped, options={
         "seed": cfg.seed, "labeled": cfg.labeled, "max_size": cfg.max_size, "max_count": cfg.max_count,
-        "transcode": str(cfg.transcode) if cfg.transcode else None, "unprobed_accepted": unprobed})
+        "transcode": str(cfg.transcode) if cfg.transcode else None, "unprobed_accepted": unprobed}, started=started)
     report.samples, report.bytes = summary["totals"]["samples"], summary["totals"]["bytes"]
     report.skipped = shard_index.read_skipped(out_dir)
     return report
