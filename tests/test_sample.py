@@ -128,3 +128,10 @@ def test_cli(tmp_path):
                                   "--out", str(tmp_path / "w.parquet")])
     assert result.exit_code == 1 and "only 12 are usable" in result.output
     assert runner.invoke(data, ["sample", "--help"]).exit_code == 0
+
+
+def test_bad_jsonl_line_is_named(tmp_path):
+    jl = tmp_path / "ig.jsonl"
+    jl.write_text('{"id": "a", "url": "https://ig/a.mp4"}\n{not json\n')
+    with pytest.raises(ManifestError, match=r"ig\.jsonl, line 2: invalid JSON"):
+        sample_source("instagram", jl, 1, 0, tmp_path / "ig.parquet")

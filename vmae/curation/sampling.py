@@ -164,9 +164,9 @@ def _read_rows(path: Path) -> list:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise ManifestError(f"invalid JSON ({e.msg}); fix or delete the line", path, f"line {n}") from None
+                    raise ManifestError(f"invalid JSON ({e.msg}); fix or delete the line", path, line=n) from None
                 if not isinstance(record, dict):
-                    raise ManifestError("expected a JSON object per line", path, f"line {n}")
+                    raise ManifestError("expected a JSON object per line", path, line=n)
                 rows.append((n, record))
         return rows
     reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
