@@ -14,12 +14,7 @@ from vmae.training.models import create_model
 from vmae.training.transforms import normalize
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _teacher(path, num_classes=len(COLOURS)):

@@ -26,12 +26,7 @@ from vmae.training.transforms import as_clip, crop, resize_short_side
 VENV_BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_5x3_views_are_the_reference_positions(tmp_path):

@@ -19,13 +19,7 @@ from vmae.training.optim import make_optimizer
 REQUIRED = dict(shards="s-{000000..000001}.tar", output_dir="out")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny models: one thread avoids OpenMP contention on a shared 2-core box
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------------------------ presets

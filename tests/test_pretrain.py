@@ -14,13 +14,7 @@ from vmae.training.config import pretrain_config
 from vmae.training.pretrain import pretrain
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # The test machine has 2 cores shared with other jobs: more threads than cores makes tiny steps crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ rows with the smallest keys. So the same seed gives the same sample on any machi
 row order, and a larger n with the same seed returns a superset of a smaller one.
 """
 import csv
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from vmae.manifests import ManifestError, make_key, write_manifest
+from vmae.manifests.io import jsonl_records
 from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
 
 SOURCES = ("webvid", "instagram")
@@ -158,17 +158,7 @@ def _read_rows(path: Path) -> list:
     except UnicodeDecodeError:
         raise ManifestError("not UTF-8 text; re-save the file as UTF-8", path) from None
     if path.suffix in (".jsonl", ".ndjson"):
-        rows = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ManifestError(f"invalid JSON ({e.msg}); fix or delete the line", path, line=n) from None
-                if not isinstance(record, dict):
-                    raise ManifestError("expected a JSON object per line", path, line=n)
-                rows.append((n, record))
-        return rows
+        return jsonl_records(text, path)
     reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
     return [(reader.line_num, row) for row in reader]
 

@@ -83,6 +83,21 @@ def read_manifest(path) -> pd.DataFrame:
     return df
 
 
+def jsonl_records(text: str, path) -> list:
+    """(line number, object) for every non-blank line of JSON-lines text; a bad line is an error naming it."""
+    records = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ManifestError(f"invalid JSON ({e.msg}); fix or delete the line", path, line=n) from None
+            if not isinstance(record, dict):
+                raise ManifestError("expected one JSON object per line", path, line=n)
+            records.append((n, record))
+    return records
+
+
 def read_table(path):
     """Import a CSV, TSV or JSONL file of manifest columns.
 
@@ -92,16 +107,7 @@ def read_table(path):
     path = Path(path)
     try:
         if path.suffix in (".jsonl", ".ndjson"):
-            records = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ManifestError(f"invalid JSON ({e.msg})", path, line=n) from None
-                    if not isinstance(record, dict):
-                        raise ManifestError("expected one JSON object per line", path, line=n)
-                    records.append((n, record))
+            records = jsonl_records(path.read_text(encoding="utf-8"), path)
             lines = [n for n, _ in records]
             # object dtype keeps JSON integers as integers (a float column would turn 123 into 123.0)
             raw = pd.DataFrame([r for _, r in records], dtype=object)
