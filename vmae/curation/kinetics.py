@@ -26,7 +26,10 @@ Decisions:
   empty or non-UTF-8 file, a folder with no CSV) stops the build with the file and line, before any output.
 
 Speed: each CSV is parsed once by pyarrow (labels dictionary-encoded while parsing), labels are resolved on
-their distinct values, and the IDs of every file are hashed in one pass; everything after is numpy.
+their distinct values, and the IDs of every file are hashed in one pass; everything after is numpy, with
+fixed-width records for the keys and paths. Each output is written in a thread as soon as it is made, so
+the train manifest, the longest write, runs while the rest is computed. pyarrow allocates from the C
+heap like numpy (less memory fetched from the kernel); large per-row arrays are not copied twice.
 """
 import codecs
 import csv
@@ -36,7 +39,7 @@ import json
 import re
 import string
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property, lru_cache
 from pathlib import Path
@@ -71,11 +74,13 @@ _COLUMNS = {"train": ("label", "youtube_id", "time_start", "time_end"),
 _TYPES = {"label": pa.dictionary(pa.int32(), pa.string()), "youtube_id": pa.string(),
           "time_start": pa.float64(), "time_end": pa.float64()}
 _OFFICIAL_HEADER = "label,youtube_id,time_start,time_end,split (K400 adds is_cc; test files have no label)"
+# pyarrow parses and writes with the C allocator, the one numpy uses: memory the CSV parser frees is
+# then reused by the merge's arrays instead of being faulted in afresh (pyarrow's default allocator keeps
+# its own), which makes the build use a tenth less memory and spend less time in the kernel.
+_POOL = pa.system_memory_pool()
 _NUMBER = re.compile(r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$")
 _WHITESPACE = np.zeros(256, bool)
 _WHITESPACE[list(b" \t\n\r\v\f")] = True
-_UNSAFE = np.ones(256, bool)  # bytes make_key would replace
-_UNSAFE[list(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")] = False
 _SAMPLE_ROW = {"video_id": "abcdefghijk", "start": 17, "end": 27, "label": "abseiling", "label_id": 341,
                "source": "k400", "split": "train", "key": "abcdefghijk_000017_000027"}
 
@@ -294,7 +299,7 @@ def read_annotation(path, split: str) -> pa.Table:
                                   strings_can_be_null=False, quoted_strings_can_be_null=False)
     try:
         # pyarrow reads the file itself (and skips a BOM): no copy of it in Python memory.
-        table = pcsv.read_csv(str(path), convert_options=options)
+        table = pcsv.read_csv(str(path), convert_options=options, memory_pool=_POOL)
     except pa.ArrowInvalid as e:
         raise _first_problem(path, _contents(path), header, split, fallback=str(e)) from None
     if _has_problem(table, split):
@@ -395,15 +400,14 @@ class _Rows:
     """The labelled rows of every file, concatenated in priority order: the first row of an ID wins."""
     files: list          # [(version, split, path)] in priority order
     fid: np.ndarray      # file index per row
-    pos: np.ndarray      # row number within its file (0-based, data rows)
-    video_id: pa.Array
+    video_id: pa.ChunkedArray  # as read; one pa.Array once merge_k710 has grouped the IDs
     start: np.ndarray
     end: np.ndarray
     raw: np.ndarray      # code of the label as written, into raw_names
     raw_names: list
 
     def take(self, keep: np.ndarray) -> "_Rows":
-        return _Rows(self.files, self.fid[keep], self.pos[keep], self.video_id.filter(pa.array(keep)),
+        return _Rows(self.files, self.fid[keep], self.video_id.filter(pa.array(keep)),
                      self.start[keep], self.end[keep], self.raw[keep], self.raw_names)
 
 
@@ -417,11 +421,10 @@ def _concat(tables: dict) -> _Rows:
     parts = [tables[(v, s)][1] for v, s, _ in files]
     sizes = [t.num_rows for t in parts]
     table = pa.concat_tables(parts)
-    label = table["label"].unify_dictionaries()
+    label = table["label"].unify_dictionaries(memory_pool=_POOL)
     # Small integer types: these arrays have a row per input row and are gathered many times.
     return _Rows(files=files, fid=np.repeat(np.arange(len(files), dtype=np.int16), sizes),
-                 pos=np.concatenate([np.arange(n, dtype=np.int32) for n in sizes]),
-                 video_id=table["youtube_id"].combine_chunks(),
+                 video_id=table["youtube_id"],
                  start=table["time_start"].to_numpy(), end=table["time_end"].to_numpy(),
                  raw=np.concatenate([c.indices.to_numpy() for c in label.chunks] or [np.zeros(0, np.int32)]),
                  raw_names=label.chunk(0).dictionary.to_pylist() if label.num_chunks else [])
@@ -469,21 +472,21 @@ def _first_rows(codes: np.ndarray) -> np.ndarray:
     return np.flatnonzero(codes > seen)
 
 
-def _packed_ids(arrays) -> np.ndarray | None:
-    """IDs as two 64-bit words each (zero-padded bytes) when all have one width of at most 16 bytes."""
-    parts = [_string_bytes(a) for a in arrays if len(a)]
+def _chunks(arrays) -> list:
+    """The arrays, chunked arrays opened into their chunks."""
+    return [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
+
+
+def _id_cells(arrays) -> np.ndarray | None:
+    """The IDs of the (chunked) string arrays, one after the other, as numpy void cells when all have one
+    width of 8 to 16 bytes; else None."""
+    parts = [_string_bytes(c) for c in _chunks(arrays) if len(c)]
     widths = {int(offsets[1] - offsets[0]) for _, offsets in parts}
-    if len(widths) != 1 or not 0 < (width := widths.pop()) <= 16:
+    if len(widths) != 1 or not 8 <= (width := widths.pop()) <= 16:
         return None
     if any((np.diff(offsets) != width).any() for _, offsets in parts):
         return None
-    padded = np.zeros((sum(len(o) - 1 for _, o in parts), 16), np.uint8)
-    row = 0
-    for values, offsets in parts:
-        n = len(offsets) - 1
-        padded[row:row + n, :width] = values[offsets[0]:offsets[-1]].reshape(n, width)
-        row += n
-    return padded.view(np.uint64)
+    return np.concatenate([values[offsets[0]:offsets[-1]].view(f"V{width}") for values, offsets in parts])
 
 
 def _first_of_hash(hashes: np.ndarray) -> np.ndarray:
@@ -493,42 +496,63 @@ def _first_of_hash(hashes: np.ndarray) -> np.ndarray:
     small enough for the CPU cache; that halves the time of one big table on a million IDs."""
     bucket = (hashes >> np.uint64(58)).astype(np.uint8)
     order = np.argsort(bucket, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=64))]).tolist()
     ordered = hashes[order]
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=64))])
     first = np.empty(len(hashes), np.int64)
     for lo, hi in zip(bounds[:-1], bounds[1:]):
+        rows = order[lo:hi]  # ascending: the sort is stable, so a group's first row is its earliest
         codes, _ = pd.factorize(ordered[lo:hi])
-        first[lo:hi] = order[lo + _first_rows(codes)[codes]]  # stable order: the earliest row of the group
-    result = np.empty_like(first)
-    result[order] = first
-    return result
+        first[rows] = rows[_first_rows(codes)[codes]]
+    return first
 
 
 def first_row_of_id(arrays) -> np.ndarray:
-    """For every row of the concatenated string arrays, the position of the first row with the same ID.
+    """For every row of the concatenated (chunked) string arrays, the position of the first row with the
+    same ID.
 
-    YouTube IDs all have 11 bytes: equal-width IDs of up to 16 bytes are packed into two 64-bit words and
-    hashed with numpy; the grouping is then checked word for word, so it is exact. Other IDs (or a hash
-    collision) take pyarrow's general string hashing."""
-    words = _packed_ids(arrays)
-    if words is not None:
-        first = _first_of_hash(words[:, 0] ^ (words[:, 1] * np.uint64(0x9E3779B97F4A7C15)))
-        twins = np.flatnonzero(first != np.arange(len(first)))
-        if (words[first[twins]] == words[twins]).all():
-            return first
-    encoded = pc.dictionary_encode(pa.chunked_array(arrays, pa.string()))
+    YouTube IDs all have 11 bytes: equal-width IDs of 8 to 16 bytes are read as two 64-bit words (their
+    first and their last 8 bytes, in place) and hashed with numpy; the grouping is then checked byte for
+    byte, so it is exact. Other IDs (or a hash collision) take pyarrow's general string hashing."""
+    return _group_ids(arrays)[0]
+
+
+def _group_ids(arrays):
+    """(first_row_of_id(arrays), the IDs as _id_cells gives them)."""
+    cells = _id_cells(arrays)
+    if cells is not None:
+        width = cells.itemsize
+        words = cells.view(np.dtype({"names": ["head", "tail"], "formats": ["<u8", "<u8"],
+                                     "offsets": [0, width - 8], "itemsize": width}))
+        head, tail = words["head"], words["tail"]
+        first = _first_of_hash(_hash(head, tail))
+        twins = np.flatnonzero(first != np.arange(len(first), dtype=first.dtype))
+        if np.array_equal(cells[first[twins]].view(np.uint8), cells[twins].view(np.uint8)):
+            return first, cells
+    encoded = pc.dictionary_encode(pa.chunked_array(_chunks(arrays), pa.string()))
     codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks] or [np.zeros(0, np.int32)])
-    return _first_rows(codes)[codes]
+    return _first_rows(codes)[codes], cells
 
 
-def _dedup(rows: _Rows, first_of: np.ndarray, label_id: np.ndarray):
-    """Mask of surviving rows and the duplicates part of the report; first_of from first_row_of_id."""
-    keep = first_of == np.arange(len(first_of))
-    lost = np.flatnonzero(~keep)
+def _hash(head: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    hashes = tail * np.uint64(0x9E3779B97F4A7C15)
+    hashes ^= head  # in place: one full-size array, not two
+    return hashes
+
+
+def _strings(cells: np.ndarray) -> pa.Array:
+    """A pyarrow string array over numpy void cells, without copying them."""
+    offsets = np.arange(len(cells) + 1, dtype=np.int32) * np.int32(cells.itemsize)
+    return pa.StringArray.from_buffers(len(cells), pa.py_buffer(offsets), pa.py_buffer(cells))
+
+
+def _dedup(rows: _Rows, first_of: np.ndarray, label_id: np.ndarray) -> dict:
+    """The duplicates part of the report: each row that is not the first of its ID (first_of from
+    first_row_of_id) is counted by where and how it differs from that first row."""
+    lost = np.flatnonzero(first_of != np.arange(len(first_of)))
     win = first_of[lost]
     split_of_file = np.array([SPLITS.index(s) for _, s, _ in rows.files])
-    origin = np.where(rows.fid[lost] == rows.fid[win], 0,
-                      np.where(split_of_file[rows.fid[lost]] > split_of_file[rows.fid[win]], 2, 1))
+    fid_lost, fid_win = rows.fid[lost], rows.fid[win]
+    origin = np.where(fid_lost == fid_win, 0, np.where(split_of_file[fid_lost] > split_of_file[fid_win], 2, 1))
     same_segment = (rows.start[lost] == rows.start[win]) & (rows.end[lost] == rows.end[win])
     kind = np.where(label_id[lost] != label_id[win], 3,
                     np.where(~same_segment, 2, np.where(rows.raw[lost] != rows.raw[win], 1, 0)))
@@ -558,7 +582,7 @@ def _dedup(rows: _Rows, first_of: np.ndarray, label_id: np.ndarray):
                                      "kept": describe(win[c]), "removed": describe(lost[c])}
                                     for c in np.flatnonzero(kind == 3)[:20]],
     }
-    return keep, report
+    return report
 
 
 def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
@@ -587,51 +611,76 @@ class _Texts:
         return pa.array(self.texts, pa.string()).take(pa.array(self.index))
 
     @cached_property
-    def matrix(self):
-        """(rows, width) bytes when all texts have one width in bytes, else None."""
+    def table(self):
+        """The distinct texts as numpy void cells when all have one width in bytes (> 0), else None."""
         encoded = [t.encode("utf-8") for t in self.texts]
-        widths = {len(e) for e in encoded} or {0}
-        if len(widths) > 1:
+        widths = {len(e) for e in encoded}
+        if len(widths) != 1 or not (width := widths.pop()):
             return None
-        table = np.frombuffer(b"".join(encoded), np.uint8).reshape(len(encoded), widths.pop())
-        return table[self.index]
+        return np.frombuffer(b"".join(encoded), f"V{width}")
 
 
-def _byte_matrix(piece, n: int):
-    """(n, width) bytes of a literal, a _Texts or a pyarrow string array of one width; else None."""
+def _cells(piece, n: int):
+    """A piece as fixed-width cells: bytes for a literal; (cells, index) for a _Texts or a pyarrow string
+    array whose texts have one width (> 0), row i being cells[index[i]] (cells[i] when index is None);
+    else None."""
     if isinstance(piece, str):
-        data = np.frombuffer(piece.encode("utf-8"), np.uint8)
-        return np.broadcast_to(data, (n, len(data)))
+        return piece.encode("utf-8")
     if isinstance(piece, _Texts):
-        return piece.matrix
+        return None if piece.table is None else (piece.table, piece.index)
     values, offsets = _string_bytes(piece)
     width = int(offsets[1] - offsets[0]) if n else 0
-    if (np.diff(offsets) != width).any():
+    if not width or (np.diff(offsets) != width).any():
         return None
-    return values[offsets[0]:offsets[-1]].reshape(n, width)
+    return values[offsets[0]:offsets[-1]].view(f"V{width}"), None
 
 
-def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
+def _rows_of(cells):
+    """For a piece as _cells gives it: (lo, hi) -> the cells of rows lo..hi, or a literal's bytes."""
+    if isinstance(cells, bytes):
+        return lambda lo, hi: cells
+    table, index = cells
+    if index is None:
+        return lambda lo, hi: table[lo:hi]
+    if table.itemsize > 8:
+        return lambda lo, hi: table[index[lo:hi]]
+    # Cells of up to 8 bytes are looked up as zero-padded 64-bit words: numpy gathers those several
+    # times faster than void cells.
+    words = np.zeros(len(table), np.uint64)
+    np.ndarray((len(table), table.itemsize), np.uint8, words, 0, (8, 1))[:] = table.view(np.uint8).reshape(
+        len(table), table.itemsize)
+    return lambda lo, hi: np.ndarray(hi - lo, table.dtype, words[index[lo:hi]], 0, (8,))
+
+
+def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16) -> pa.Array:
     """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts); prefix: rows that get '_'.
 
-    Pieces of one width each (YouTube IDs, zero-padded times) are laid side by side in one numpy byte
-    matrix, several times faster than pyarrow's binary_join_element_wise, which does any other case."""
-    matrices = [_byte_matrix(p, n) for p in pieces]
-    width = sum(m.shape[1] for m in matrices if m is not None)
-    if all(m is not None for m in matrices) and (n + 1) * (width + 1) < 2**31:
-        out = np.empty((n, width), np.uint8)
-        column = 0
-        for m in matrices:
-            out[:, column:column + m.shape[1]] = m
-            column += m.shape[1]
-        data, offsets = out.reshape(-1), np.arange(n + 1, dtype=np.int32) * np.int32(width)
+    When every piece has one width (YouTube IDs, zero-padded times), each row is a fixed-width record and
+    each piece a column of it, filled by numpy: several times faster than pyarrow's
+    binary_join_element_wise, which does any other case. Rows go in blocks, so that the gathered cells and
+    the '_' insertions stay small and in the CPU cache."""
+    cells = [_cells(p, n) for p in pieces]
+    widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells if c is not None]
+    width = sum(widths)
+    if all(c is not None for c in cells) and width and (n + 1) * (width + 1) < 2**31:
+        columns = [(start, w, _rows_of(c)) for c, w, start in zip(cells, widths, np.cumsum([0] + widths).tolist())
+                   if w]  # (first byte in the record, width, rows -> cells)
+        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
         if prefix is not None:
-            # A '_' before each prefixed row: stitch the runs between them (no full-size mask or index).
-            cuts = [0, *(np.flatnonzero(prefix) * width).tolist(), len(data)]
-            underscore = np.frombuffer(b"_", np.uint8)
-            runs = [data[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
-            data = np.concatenate([runs[0]] + [part for run in runs[1:] for part in (underscore, run)])
             offsets[1:] += np.cumsum(prefix, dtype=np.int32)
+        data = np.empty(int(offsets[-1]), np.uint8)
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            records = data[lo * width:hi * width] if prefix is None else np.empty((hi - lo) * width, np.uint8)
+            for start, w, rows_of in columns:
+                value = rows_of(lo, hi)
+                if isinstance(value, bytes):  # a literal: the same bytes in every record
+                    np.ndarray((hi - lo, w), np.uint8, records, start, (width, 1))[:] = np.frombuffer(value, np.uint8)
+                else:
+                    np.ndarray(hi - lo, f"V{w}", records, start, (width,))[:] = value
+            if prefix is not None:
+                data[offsets[lo]:offsets[hi]] = np.insert(records, np.flatnonzero(prefix[lo:hi]) * width,
+                                                          np.uint8(ord("_")))
         return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
     arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
     if prefix is not None:
@@ -640,14 +689,11 @@ def _join(pieces, n: int, prefix: np.ndarray = None) -> pa.Array:
 
 
 def _take_strings(array: pa.Array, idx: np.ndarray) -> pa.Array:
-    """array.take(idx); equal-width strings (YouTube IDs) are gathered as a numpy byte matrix."""
-    matrix = _byte_matrix(array, len(array))
-    if matrix is None or not len(array) or (len(idx) + 1) * matrix.shape[1] >= 2**31:
+    """array.take(idx); equal-width strings (YouTube IDs) are gathered as numpy void cells."""
+    cells = _cells(array, len(array))
+    if cells is None or (len(idx) + 1) * cells[0].itemsize >= 2**31:
         return array.take(pa.array(idx))
-    width = matrix.shape[1]
-    offsets = np.arange(len(idx) + 1, dtype=np.int64) * width
-    return pa.StringArray.from_buffers(len(idx), pa.py_buffer(offsets.astype(np.int32)),
-                                       pa.py_buffer(np.ascontiguousarray(matrix[idx])))
+    return _strings(cells[0][idx])
 
 
 def _nulls(n: int) -> dict:
@@ -662,12 +708,26 @@ def _time_text(value) -> str:
     return f"{int(value):06d}" if float(value).is_integer() else make_key(f"{value:010.3f}")
 
 
+def _key_safe(data: np.ndarray, block: int = 1 << 18) -> bool:
+    """Whether every byte is one that make_key keeps (A-Z, a-z, 0-9, '_', '-'). Range tests on the bytes
+    are three times faster than a table lookup; blocks keep the temporaries in the CPU cache."""
+    for lo in range(0, len(data), block):
+        part = data[lo:lo + block]
+        safe = (part - np.uint8(ord("0"))) < 10
+        safe |= ((part | np.uint8(0x20)) - np.uint8(ord("a"))) < 26  # | 0x20 folds A-Z onto a-z
+        safe |= part == ord("-")
+        safe |= part == ord("_")
+        if not safe.all():
+            return False
+    return True
+
+
 def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts") -> pa.Array:
     """make_key(video_id, start, end) per row for unique IDs, vectorised for IDs made of safe characters."""
     values, offsets = _string_bytes(video_id)
     body = values[offsets[0]:offsets[-1]]
     n = len(video_id)
-    if _UNSAFE[body].any():  # not YouTube IDs: the general path
+    if not _key_safe(body):  # not YouTube IDs: the general path
         safe = pa.array([make_key(v) for v in video_id.to_pylist()], pa.string())
         return _unique_keys(_join([safe, "_", start_text, "_", end_text], n))
     dash = body[offsets[:-1] - offsets[0]] == ord("-")  # make_key puts '_' before a leading '-'
@@ -686,36 +746,55 @@ def _unique_keys(keys: pa.Array) -> pa.Array:
     return keys
 
 
-def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray, config: BuildK710Config):
-    """(manifest table, list table) of the rows idx of one split."""
+def _dictionary(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary)
+
+
+def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray, config: BuildK710Config,
+                  on_output=None):
+    """(manifest table, list table) of the rows idx of one split; each is passed to on_output(name, table)
+    as soon as it is made."""
     n = len(idx)
     video_id = _take_strings(rows.video_id, idx)
     start, end, ids = rows.start[idx], rows.end[idx], label_id[idx]
     names = label_maps.class_names("k710")
-    # label, source and split stay dictionary-encoded: Parquet stores them so anyway, and the file is
-    # written without the Arrow schema, so readers see the manifest schema's plain strings.
-    source = pa.DictionaryArray.from_arrays(pa.array(rows.fid[idx], pa.int32()),
-                                            pa.array([v for v, _, _ in rows.files], pa.string()))
-    label = pa.DictionaryArray.from_arrays(pa.array(ids, pa.int32()), pa.array(names, pa.string()))
-    split_column = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([split], pa.string()))
     start_text, end_text = _format_numbers(start, _time_text), _format_numbers(end, _time_text)
     key = _keys(video_id, start_text, end_text)
+    # The string columns of few distinct values (label, source, split) are handed over dictionary-encoded,
+    # with small indices: Parquet stores them so anyway and need not hash them again, and the file is
+    # written without the Arrow schema, so readers see the manifest schema's plain strings. A dictionary
+    # must not repeat an entry (Parquet would fall back to plain strings): one entry per version.
+    version_of_file = np.array([VERSIONS.index(v) for v, _, _ in rows.files], np.int8)
+    zeros = np.zeros(n, np.int8)
     label_column = pa.array(ids, pa.int64())
-    columns = {"key": key, "source": source, "video_id": video_id, "start_sec": pa.array(start, pa.float64()),
-               "end_sec": pa.array(end, pa.float64()), "label": label, "label_id": label_column,
-               "split": split_column, "stride": pa.array(np.full(n, config.stride, np.int64))}
+    columns = {"key": key, "source": _dictionary(version_of_file[rows.fid[idx]], pa.array(VERSIONS, pa.string())),
+               "video_id": video_id, "start_sec": pa.array(start, pa.float64()), "end_sec": pa.array(end, pa.float64()),
+               "label": _dictionary(ids, pa.array(names, pa.string())), "label_id": label_column,
+               "split": _dictionary(zeros, pa.array([split], pa.string())),
+               "stride": pa.array(np.full(n, config.stride, np.int64))}
     nulls = _nulls(n)
     manifest = pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
-    fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key,
-              "source": _Texts([v for v, _, _ in rows.files], rows.fid[idx]), "split": _Texts([split], np.zeros(n, int))}
-    if "label" in {name for _, name, _, _ in string.Formatter().parse(config.path_template)}:
+    if on_output:
+        on_output(f"{split}.parquet", manifest)
+    used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
+    fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key}
+    if "source" in used:
+        fields["source"] = _Texts([v for v, _, _ in rows.files], rows.fid[idx])
+    if "split" in used:
+        fields["split"] = _Texts([split], zeros)
+    if "label" in used:
         # The list is space-separated: class names go into paths with '_' for ' '.
         fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids)
     # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
     known = {("start", "06d"): start_text, ("end", "06d"): end_text} if (
-        (np.round(start) == start).all() and (np.round(end) == end).all()) else {}
+        {"start", "end"} & used and (np.round(start) == start).all() and (np.round(end) == end).all()) else {}
     paths = render(config.path_template, fields, n, known)
-    return manifest, pa.table({"path": paths, "label_id": label_column})
+    # label_id as its text: pyarrow writes a text column faster than it formats numbers.
+    label_text = pc.take(pa.array([str(i) for i in range(len(names))], pa.string()), pa.array(ids), memory_pool=_POOL)
+    listing = pa.table({"path": paths, "label_id": label_text})
+    if on_output:
+        on_output(f"{split}.csv", listing)
+    return manifest, listing
 
 
 def _leakage(manifests: dict, out_idx: dict, test_first: dict, n: int) -> dict:
@@ -739,22 +818,27 @@ def _leakage(manifests: dict, out_idx: dict, test_first: dict, n: int) -> dict:
     return report
 
 
-def merge_k710(tables: dict, config: BuildK710Config):
+def merge_k710(tables: dict, config: BuildK710Config, on_output=None):
     """The pure core. tables: {(version, split): (path, table)} as read_annotation returns them.
 
     Returns ({split: manifest table}, {split: list table}, report); the manifest tables have the manifest
-    columns, with label, source and split dictionary-encoded."""
+    columns, with label, source and split dictionary-encoded; the list tables hold path and label_id as
+    the texts of the list file. on_output(name, table), when given, receives each table as soon as it is
+    made ("train.parquet", "train.csv", "val.parquet", "val.csv"), so that a caller can write it while
+    the rest (the duplicate and leakage counts) is computed."""
     rows = _concat(tables)
     label_id, label_report = _resolve_labels(rows, config)
     known = label_id >= 0
     if not known.all():
         rows, label_id = rows.take(known), label_id[known]
-    tests = {v: t["youtube_id"].combine_chunks() for (v, s), (_, t) in tables.items() if s == "test"}
-    first_of = first_row_of_id([rows.video_id, *tests.values()])
+    tests = {v: t["youtube_id"] for (v, s), (_, t) in tables.items() if s == "test"}
+    first_of, cells = _group_ids([rows.video_id, *tests.values()])
     n = len(rows.fid)
+    # The labelled rows' IDs as one array: for equal widths a view of the cells just grouped.
+    rows.video_id = _strings(cells[:n]) if cells is not None else rows.video_id.combine_chunks(memory_pool=_POOL)
     bounds = np.cumsum([n] + [len(ids) for ids in tests.values()])
     test_first = {v: first_of[lo:hi] for v, lo, hi in zip(tests, bounds[:-1], bounds[1:])}
-    keep, dup_report = _dedup(rows, first_of[:n], label_id)
+    keep = first_of[:n] == np.arange(n)  # the first row of each ID survives (see DEDUP_RULE)
     split_of_row = np.array([SPLITS.index(s) for _, s, _ in rows.files], dtype=np.int8)[rows.fid]
     version_of_file = np.array([VERSIONS.index(v) for v, _, _ in rows.files])
     names = label_maps.class_names("k710")
@@ -763,9 +847,10 @@ def merge_k710(tables: dict, config: BuildK710Config):
         idx = np.flatnonzero(keep & (split_of_row == i))
         # Output order: K400, K600, K700, each in its file's order.
         idx = idx[np.argsort(version_of_file[rows.fid[idx]], kind="stable")]
-        manifests[split], lists[split] = _split_tables(rows, idx, split, label_id, config)
+        manifests[split], lists[split] = _split_tables(rows, idx, split, label_id, config, on_output)
         out_idx[split] = idx
         present[split] = np.bincount(label_id[idx], minlength=len(names)) > 0
+    dup_report = _dedup(rows, first_of[:n], label_id)
     report = {"labels": label_report, "duplicates": dup_report,
               "val_in_train_removed": dup_report["by_origin"]["val_in_train"],
               "label_conflicts": dup_report["by_kind"]["label_conflict"],
@@ -796,37 +881,68 @@ def build_k710(k400_dir, k600_dir, k700_dir, out_dir, config: BuildK710Config = 
     if not any(split in SPLITS for _, split in located):
         raise ManifestError("no train or val file in any folder; nothing to build")
     order = sorted(located, key=lambda k: (VERSIONS.index(k[0]), ("train", "val", "test").index(k[1])))
-    with ThreadPoolExecutor(2) as pool:  # pyarrow parses without the GIL; errors surface in file order
-        parsed = list(pool.map(lambda key: read_annotation(located[key], key[1]), order))
-    tables = {key: (located[key], table) for key, table in zip(order, parsed)}
-    manifests, lists, merged = merge_k710(tables, config)
-    report = {"inputs": {v: {s: {"file": str(p), "rows": t.num_rows} for (v2, s), (p, t) in tables.items() if v2 == v}
-                         for v in folders},
-              "skipped": skipped, **merged,
-              "outputs": {name: str(out_dir / name) for name in OUTPUTS},
-              "config": {**asdict(config), "label_aliases": dict(config.label_aliases)}}
-    _write_outputs(out_dir, manifests, lists, report)
+    with ThreadPoolExecutor(2) as pool:  # pyarrow parses without the GIL
+        # The largest files first, so that no big one is left to parse alone at the end; errors surface
+        # in file order.
+        jobs = {key: pool.submit(read_annotation, located[key], key[1])
+                for key in sorted(order, key=lambda key: -located[key].stat().st_size)}
+        tables = {key: (located[key], jobs[key].result()) for key in order}
+    with _output_writer(out_dir) as write:
+        # Each table is written while the next ones are computed; the train manifest, the longest
+        # write, starts before the paths and the val split are made.
+        _, _, merged = merge_k710(tables, config, on_output=write)
+        report = {"inputs": {v: {s: {"file": str(p), "rows": t.num_rows} for (v2, s), (p, t) in tables.items()
+                                 if v2 == v} for v in folders},
+                  "skipped": skipped, **merged,
+                  "outputs": {name: str(out_dir / name) for name in OUTPUTS},
+                  "config": {**asdict(config), "label_aliases": dict(config.label_aliases)}}
+        write("labels.txt", label_maps.data_file("label_map_k710.txt").read_bytes())
+        write("report.json", (json.dumps(report, indent=2) + "\n").encode("utf-8"))
     return report
 
 
-def _write_outputs(out_dir: Path, manifests: dict, lists: dict, report: dict) -> None:
-    """Write every output under a temporary name; rename them only when all are written (report.json last)."""
-    list_options = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
-    with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
-        # ExitStack renames in reverse order of entry: report.json, entered first, appears last. The pool
-        # closes first, so nothing is renamed before every write has finished.
-        tmp = {name: stack.enter_context(atomic_path(out_dir / name)) for name in reversed(OUTPUTS)}
-        # pyarrow writes without holding the GIL: the files are written side by side.
+def _write_output(name: str, value, path: Path) -> None:
+    """Write one output: bytes as they are, a table as Parquet or as the space-separated list."""
+    if isinstance(value, bytes):
+        path.write_bytes(value)
+    elif name.endswith(".parquet"):
         # No statistics and no dictionary for the unique key/video_id: a fifth faster, the same size.
         plain = [c for c in SCHEMA.names if c not in ("key", "video_id")]
-        jobs = [pool.submit(pq.write_table, manifests[split], tmp[f"{split}.parquet"], store_schema=False,
-                            use_dictionary=plain, write_statistics=False) for split in SPLITS]
-        jobs += [pool.submit(pcsv.write_csv, lists[split], tmp[f"{split}.csv"], write_options=list_options)
-                 for split in SPLITS]
-        tmp["labels.txt"].write_bytes(label_maps.data_file("label_map_k710.txt").read_bytes())
-        tmp["report.json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        for job in jobs:
-            job.result()
+        pq.write_table(value, path, store_schema=False, use_dictionary=plain, write_statistics=False,
+                       memory_pool=_POOL)
+    else:
+        options = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
+        pcsv.write_csv(value, path, write_options=options, memory_pool=_POOL)
+
+
+@contextmanager
+def _output_writer(out_dir: Path):
+    """Yield write(name, table or bytes), which writes that output to a temporary name in a thread
+    (pyarrow writes without holding the GIL) while the caller goes on. All outputs are renamed only when
+    the block ends and every write has succeeded, report.json last. On failure no output is left; a
+    failure of the caller (bad input) also removes the folder if this build made it."""
+    made_here, caller_failed = not out_dir.exists(), False
+    try:
+        with ExitStack() as stack, ThreadPoolExecutor(2) as pool:
+            # ExitStack renames in reverse order of entry: report.json, entered first, appears last. The
+            # pool closes first, so nothing is renamed before every write has finished. The temporary
+            # names (and the folder) are made with the first output.
+            tmp, jobs = {}, []
+
+            def write(name, value):
+                if not tmp:
+                    tmp.update({n: stack.enter_context(atomic_path(out_dir / n)) for n in reversed(OUTPUTS)})
+                jobs.append(pool.submit(_write_output, name, value, tmp[name]))
+            try:
+                yield write
+            except BaseException:
+                caller_failed = True
+                raise
+            for job in jobs:
+                job.result()
+    finally:
+        if caller_failed and made_here and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()
 
 
 # ------------------------------------------------------------------------------------------------ summary
