@@ -1,7 +1,8 @@
 """The shard stream: WebDataset shards in, batches of uint8 clips out.
 
 Stages (each worker): shard list (resampled, or split by rank then by worker) -> tar members -> samples ->
-shuffle buffer -> decode + sample frames + crop (one decode per video, `num_sample` views) -> batches.
+shuffle buffer -> decode + sample frames + crop (one decode per video, `num_sample` views) -> batches (each
+view written once, straight into its row of the batch in the model's layout).
 A sample that fails to decode is logged (key and shard) and counted in the next batch's `skipped`.
 Normalisation to float happens on the device (`transforms.normalize`), masks are drawn there too.
 
@@ -20,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import webdataset as wds
-from torch.utils.data import default_collate
 
 from vmae.shards.format import decode_sample
 from vmae.training import sampling, transforms
@@ -165,9 +165,9 @@ def steps_per_epoch(cfg: StreamConfig, rank: int, world_size: int) -> int | None
 # --- per-video work: decode once, cut the views ----------------------------------------------------------
 
 def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator) -> list[torch.Tensor]:
-    """All views of one video, each uint8 [3, T, S, S] (contiguous): num_sample crops of one decode
-    (pretrain/train), one centre crop (val), or segments x crops cut from one decode of the union of their
-    frames (test, segment-major)."""
+    """All views of one video, each uint8 [T, 3, S, S] (channels-last, possibly a view of a larger clip; the batch
+    writer transposes): num_sample crops of one decode (pretrain/train), one centre crop (val), or segments x
+    crops cut from one decode of the union of their frames (test, segment-major)."""
     n, size = reader.num_frames, cfg.input_size
     if cfg.mode == "pretrain":
         clip = transforms.as_clip(reader.get_frames(sampling.pretrain_indices(n, cfg.num_frames, stride, rng)))
@@ -186,7 +186,7 @@ def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator)
         views = [transforms.centre_crop(clip, size)]
     else:
         views = test_views(cfg, reader, stride)
-    return [transforms.to_cthw(v) for v in views]
+    return views
 
 
 def _train_view(cfg: StreamConfig, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -264,37 +264,75 @@ def _batches(items, cfg: StreamConfig):
     """Batches of batch_size videos, each carrying the failures counted since the previous batch. One-pass
     val/test streams end with their partial batch, possibly empty, so no failure goes uncounted; training
     streams drop a final partial batch (its failures were logged)."""
-    pending, skipped = [], 0
+    batch, skipped = _Batch(cfg), 0
     for item in items:
         if isinstance(item, int):
             skipped += item
             continue
-        pending.append(item)
-        if len(pending) == cfg.batch_size:
-            yield collate(pending, cfg, skipped)
-            pending, skipped = [], 0
-    if cfg.mode in ("val", "test") and (pending or skipped):
-        yield collate(pending, cfg, skipped)
+        batch.add(item)
+        if len(batch) == cfg.batch_size:
+            yield batch.finish(skipped)
+            batch, skipped = _Batch(cfg), 0
+    if cfg.mode in ("val", "test") and (len(batch) or skipped):
+        yield batch.finish(skipped)
 
 
-def collate(samples: list[dict], cfg: StreamConfig, skipped: int = 0) -> dict:
-    """Views of one video stay adjacent: pretrain/train `video` [B*views, 3, T, S, S] with key/source/label
-    repeated per view; val [B, 3, T, S, S]; test [B, V, 3, T, S, S]."""
-    shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
-    repeat = cfg.views if cfg.mode in ("pretrain", "train") else 1
-    views = [v for s in samples for v in s["views"]]
-    # torch's default_collate stacks straight into shared memory inside a worker: the batch is written once
-    # and crosses to the main process without another copy.
-    video = default_collate(views) if views else torch.empty((0, *shape), dtype=torch.uint8)
-    if cfg.mode == "test":
-        video = video.view(len(samples), cfg.views, *shape)
-    batch = {"video": video,
-             "key": [s["key"] for s in samples for _ in range(repeat)],
-             "source": [s["source"] for s in samples for _ in range(repeat)],
-             "skipped": skipped}
-    if cfg.mode != "pretrain":
-        batch["label"] = torch.tensor([s["label"] for s in samples for _ in range(repeat)], dtype=torch.int64)
-    return batch
+def _video_buffer(shape: tuple) -> torch.Tensor:
+    """An uninitialised uint8 tensor; inside a DataLoader worker it lives in shared memory (as default_collate
+    allocates), so the batch crosses to the main process without another copy."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.uint8)
+    storage = torch.UntypedStorage._new_shared(math.prod(shape))
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+class _Batch:
+    """One batch being filled: each video's views are written into their rows as the video arrives (the
+    layout transpose and the batch copy in one pass, while the views are still in cache), then dropped.
+
+    A fresh buffer per batch: the DataLoader hands the batch's memory to the main process, which may hold it
+    for any time, so it is never reused. Views of one video stay adjacent: pretrain/train `video`
+    [B*views, 3, T, S, S] with key/source/label repeated per view; val [B, 3, T, S, S]; test [B, V, 3, T, S, S].
+    """
+
+    def __init__(self, cfg: StreamConfig):
+        self.cfg = cfg
+        self.shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
+        self.video = None  # allocated with the first video, so an empty final batch costs nothing
+        self.keys, self.sources, self.labels = [], [], []
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def add(self, item: dict):
+        views = self.cfg.views
+        if len(item["views"]) != views:
+            raise ValueError(f"sample {item['key']} gave {len(item['views'])} views, the batch expects {views}")
+        if self.video is None:
+            self.video = _video_buffer((self.cfg.batch_size * views, *self.shape))
+        row = len(self) * views
+        for i, view in enumerate(item["views"]):
+            transforms.write_cthw(view, self.video[row + i])
+        self.keys.append(item["key"])
+        self.sources.append(item["source"])
+        self.labels.append(item["label"])
+
+    def finish(self, skipped: int = 0) -> dict:
+        cfg, n = self.cfg, len(self)
+        repeat = cfg.views if cfg.mode in ("pretrain", "train") else 1
+        if self.video is None:
+            video = torch.empty((0, *self.shape), dtype=torch.uint8)
+        else:
+            video = self.video[:n * cfg.views]
+        if cfg.mode == "test":
+            video = video.view(n, cfg.views, *self.shape)
+        batch = {"video": video,
+                 "key": [k for k in self.keys for _ in range(repeat)],
+                 "source": [s for s in self.sources for _ in range(repeat)],
+                 "skipped": skipped}
+        if cfg.mode != "pretrain":
+            batch["label"] = torch.tensor([x for x in self.labels for _ in range(repeat)], dtype=torch.int64)
+        return batch
 
 
 def _log_and_continue(err) -> bool:
