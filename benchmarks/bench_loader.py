@@ -23,7 +23,8 @@ frames; plus x264's default 250 for the decoder comparison), writes them into ta
 
     .venv/bin/python benchmarks/bench_loader.py [--clips 200] [--rounds 3] [--rss-samples 10000] [--decodes 1000]
 
-Throughput passes run in alternating rounds, best of each (other load on the machine drifts over minutes).
+Throughput passes and the decoder baseline run in alternating rounds, best of each (other load on the
+machine drifts over minutes).
 About 15 minutes on a 2-core machine; --rss-samples 1000 --decodes 300 for a quick run.
 """
 import argparse
@@ -240,14 +241,14 @@ def main():
         record = Recorder(DEFAULT_DECODER)
         run_stream(pattern, 1, None, record=record)  # also the warm-up: imports, allocator, page cache
         run_stream(pattern, 1, None, workers=1)  # the worker path's warm-up
-        decode_cpu = min(decode_only(record.requests, get_decoder(DEFAULT_DECODER).open) for _ in range(2))
         runs = [(pat, dev, num_sample, workers) for pat, dev, workers in
                 ((pattern, None, 0), (pattern, device, 0), (pattern, None, 1), (pattern250, None, 0))
                 for num_sample in (1, 4)]
-        cpu = {}
-        # Alternating rounds, best of each: the same shards and frames in every pass, and a slow stretch of
-        # other load on the machine cannot favour one configuration.
+        cpu, decode_cpu = {}, math.inf
+        # Alternating rounds, best of each (the decoder baseline too): the same shards and frames in every
+        # pass, and a slow stretch of other load on the machine cannot favour one configuration.
         for _ in range(args.rounds):
+            decode_cpu = min(decode_cpu, decode_only(record.requests, get_decoder(DEFAULT_DECODER).open))
             for pat, dev, num_sample, workers in runs:
                 key = pat, dev, num_sample, workers
                 cpu[key] = min(cpu.get(key, math.inf), run_stream(pat, num_sample, dev, workers))
