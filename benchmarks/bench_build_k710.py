@@ -7,6 +7,9 @@ val videos in train; some test videos in train), then prints the build time as a
 pandas needs just to read the same CSVs (`pd.read_csv` with defaults, every file, measured in the same
 run; best of --repeats for both), and the peak RSS of the build.
 
+It also prints a floor: the time to parse the same CSVs and write the same outputs with no merge in
+between (pyarrow, two threads, as the build does), so that the ratio can be read as floor + merge.
+
 The build runs in a fresh child process per repeat, so its peak RSS (VmHWM of that child) is the build
 alone plus the interpreter and its imports, not the generator's memory. (Not ru_maxrss: on Linux a child
 inherits its parent's peak through fork and exec, so it would report the generator's memory.)
@@ -173,14 +176,44 @@ def build_child(root: str, out: str) -> None:
                       "rows_out": report["rows_out"]}))
 
 
+def floor_child(root: str, out: str) -> None:
+    """Child process: parse every CSV and write the build's four tables, with nothing in between; print the time.
+
+    The tables to write are made by an untimed build first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vmae.curation import kinetics
+    files = [(path, path.stem) for path in sorted(Path(root).glob("k*/*.csv"))]
+    files.sort(key=lambda f: -f[0].stat().st_size)
+    tables = {(path.parent.name, split): (path, kinetics.read_annotation(path, split)) for path, split in files}
+    outputs = {}
+    kinetics.merge_k710(tables, kinetics.BuildK710Config(), on_output=outputs.__setitem__)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda f: kinetics.read_annotation(*f), files))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda name: kinetics._write_output(name, outputs[name], Path(out) / name), outputs))
+    print(json.dumps({"seconds": time.perf_counter() - start}))
+
+
+def _child(mode: str, root: Path, out: Path) -> dict:
+    child = subprocess.run([sys.executable, __file__, mode, str(root), str(out)], check=True, capture_output=True,
+                           text=True)
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="input size relative to the real lists")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--child", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor-child", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return build_child(*args.child)
+    if args.floor_child:
+        return floor_child(*args.floor_child)
     with tempfile.TemporaryDirectory(prefix="bench_k710_") as tmp:
         root = Path(tmp) / "in"
         t0 = time.perf_counter()
@@ -189,14 +222,13 @@ def main():
               f"({time.perf_counter() - t0:.1f} s): " + ", ".join(
                   f"{Path(p).parent.name}/{Path(p).name} {n:,}" for p, n in written.items()))
         files = sorted(written)
-        reads, builds, rss = [], [], []
+        reads, builds, rss, floors = [], [], [], []
         for r in range(args.repeats):
             reads.append(time_read(files))
-            child = subprocess.run([sys.executable, __file__, "--child", str(root), str(Path(tmp) / f"out{r}")],
-                                   check=True, capture_output=True, text=True)
-            result = json.loads(child.stdout.strip().splitlines()[-1])
+            result = _child("--child", root, Path(tmp) / f"out{r}")
             builds.append((result["seconds"], result["cpu_seconds"]))
             rss.append(result["rss_bytes"])
+            floors.append(_child("--floor-child", root, Path(tmp) / f"floor{r}")["seconds"])
         read_s, read_cpu = min(w for w, _ in reads), min(c for _, c in reads)
         build_s, build_cpu = min(w for w, _ in builds), min(c for _, c in builds)
         ratio, peak = build_s / read_s, max(rss)
@@ -208,6 +240,8 @@ def main():
         print(f"ratio build / read, wall time: {ratio:.2f} (target <= {TARGET_RATIO})  "
               f"{'OK' if ratio <= TARGET_RATIO else 'OVER TARGET'}")
         print(f"ratio build / read, CPU time (all threads; less sensitive to other load): {build_cpu / read_cpu:.2f}")
+        print(f"floor, parse the CSVs + write the same outputs with no merge between: {min(floors):.3f} s wall, "
+              f"{min(floors) / read_s:.2f} x the pandas read (best of {args.repeats})")
         print(f"peak RSS of the build process (VmHWM of the child that ran only the build): "
               f"{peak / 2**30:.2f} GiB (target < {TARGET_RSS_GIB} GiB)  "
               f"{'OK' if peak < TARGET_RSS_GIB * 2**30 else 'OVER TARGET'}")
