@@ -51,6 +51,34 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 DECODER_MASK_RATIOS = (0.0, 0.25, 0.5, 0.75)
 
 
+def common_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]:
+    """The checks the run and stream configs share: counts that must be >= 1 (or unset) and, where the
+    config has them, the amp mode, workers >= 0, a positive clip_grad and warmup_epochs within epochs."""
+    problems = []
+    if getattr(cfg, "amp", "off") not in AMP_MODES:
+        problems.append(f"amp {cfg.amp!r} must be one of {AMP_MODES}")
+    for name in at_least_one:
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    for name in unset_or_at_least_one:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            problems.append(f"{name} must be at least 1 (or unset), got {value}")
+    if getattr(cfg, "workers", 0) < 0:
+        problems.append(f"workers must be >= 0, got {cfg.workers}")
+    clip_grad = getattr(cfg, "clip_grad", None)
+    if clip_grad is not None and clip_grad <= 0:
+        problems.append(f"clip_grad must be positive (or None for no clipping), got {clip_grad}")
+    if hasattr(cfg, "warmup_epochs") and not 0 <= cfg.warmup_epochs <= cfg.epochs:
+        problems.append(f"warmup_epochs {cfg.warmup_epochs} must lie in [0, epochs={cfg.epochs}]")
+    return problems
+
+
+def raise_problems(cfg, problems: list[str]) -> None:
+    if problems:
+        raise ValueError(f"invalid {type(cfg).__name__}: " + "; ".join(problems))
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """VideoMAE V2 dual-masking pretraining. Defaults are the paper's Table 4 (ViT-g on UnlabeledHybrid).
@@ -118,24 +146,9 @@ class PretrainConfig:
         if self.decoder_mask_ratio not in DECODER_MASK_RATIOS:
             problems.append(f"decoder_mask_ratio {self.decoder_mask_ratio} must be one of {DECODER_MASK_RATIOS} "
                             "(running-cell masking on 2x2 cells; 0 = VideoMAE v1)")
-        if self.amp not in AMP_MODES:
-            problems.append(f"amp {self.amp!r} must be one of {AMP_MODES}")
-        for name in ("batch_size", "num_sample", "accum_steps", "epochs", "save_every_steps", "keep_last",
-                     "log_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.warmup_epochs < 0 or self.warmup_epochs > self.epochs:
-            problems.append(f"warmup_epochs {self.warmup_epochs} must lie in [0, epochs={self.epochs}]")
-        if self.max_steps is not None and self.max_steps < 1:
-            problems.append(f"max_steps must be at least 1, got {self.max_steps}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
-            problems.append(f"steps_per_epoch must be at least 1, got {self.steps_per_epoch}")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            problems.append(f"clip_grad must be positive (or None for no clipping), got {self.clip_grad}")
-        if self.workers < 0:
-            problems.append(f"workers must be >= 0, got {self.workers}")
-        if problems:
-            raise ValueError("invalid pretrain config: " + "; ".join(problems))
+        problems += common_problems(self, ("batch_size", "num_sample", "accum_steps", "epochs", "save_every_steps",
+                                           "keep_last", "log_every"), ("max_steps", "steps_per_epoch"))
+        raise_problems(self, problems)
 
     @property
     def loader_workers(self) -> int:
@@ -261,9 +274,7 @@ class FinetuneConfig:
     seed: int = 0
 
     def __post_init__(self):
-        problems = self.problems()
-        if problems:
-            raise ValueError(f"invalid {type(self).__name__}: " + "; ".join(problems))
+        raise_problems(self, self.problems())
 
     def problems(self) -> list[str]:
         problems = []
@@ -271,22 +282,11 @@ class FinetuneConfig:
             problems.append("shards is required (--shards 'DIR/train-{000000..000099}.tar')")
         if not self.output_dir:
             problems.append("output_dir is required (--output-dir DIR)")
-        if self.amp not in AMP_MODES:
-            problems.append(f"amp {self.amp!r} must be one of {AMP_MODES}")
-        for name in ("num_classes", "batch_size", "num_sample", "accum_steps", "epochs", "keep_last",
-                     "log_every"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("steps_per_epoch", "max_steps", "stride", "val_batch_size"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                problems.append(f"{name} must be at least 1 (or unset), got {value}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            problems.append(f"warmup_epochs {self.warmup_epochs} must lie in [0, epochs={self.epochs}]")
+        problems += common_problems(self, ("num_classes", "batch_size", "num_sample", "accum_steps", "epochs",
+                                           "keep_last", "log_every"),
+                                    ("steps_per_epoch", "max_steps", "stride", "val_batch_size"))
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             problems.append(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            problems.append(f"clip_grad must be positive (or None for no clipping), got {self.clip_grad}")
         for name in ("drop_path", "head_drop", "reprob", "mixup_prob", "mixup_switch_prob", "smoothing"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must lie in [0, 1], got {getattr(self, name)}")
@@ -295,8 +295,6 @@ class FinetuneConfig:
         if (self.mixup > 0 or self.cutmix > 0) and (self.batch_size * self.num_sample) % 2:
             problems.append(f"mixup needs an even number of clips per batch; batch_size x num_sample = "
                             f"{self.batch_size * self.num_sample}")
-        if self.workers < 0:
-            problems.append(f"workers must be >= 0, got {self.workers}")
         return problems
 
     @property
@@ -374,15 +372,8 @@ class EvalConfig:
             parse_views(self.views)
         except ValueError as e:
             problems.append(str(e))
-        if self.amp not in AMP_MODES:
-            problems.append(f"amp {self.amp!r} must be one of {AMP_MODES}")
-        for name in ("batch_size", "num_frames", "input_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.workers < 0:
-            problems.append(f"workers must be >= 0, got {self.workers}")
-        if problems:
-            raise ValueError("invalid EvalConfig: " + "; ".join(problems))
+        problems += common_problems(self, ("batch_size", "num_frames", "input_size"))
+        raise_problems(self, problems)
 
     @property
     def segments_crops(self) -> tuple[int, int]:
@@ -423,13 +414,8 @@ class FeatureConfig:
             problems.append("out is required (--out DIR)")
         if (self.videos is None) == (self.shards is None):
             problems.append("give exactly one of videos (--videos DIR) and shards (--shards URLS)")
-        if self.amp not in AMP_MODES:
-            problems.append(f"amp {self.amp!r} must be one of {AMP_MODES}")
-        for name in ("num_frames", "input_size", "window_stride", "frame_stride", "batch_size"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if problems:
-            raise ValueError("invalid FeatureConfig: " + "; ".join(problems))
+        problems += common_problems(self, ("num_frames", "input_size", "window_stride", "frame_stride", "batch_size"))
+        raise_problems(self, problems)
 
 
 def finetune_config(preset: str | None = None, cls=FinetuneConfig, **overrides):

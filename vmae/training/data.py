@@ -24,6 +24,7 @@ import webdataset as wds
 
 from vmae.shards.format import decode_sample
 from vmae.training import sampling, transforms
+from vmae.training.config import common_problems, raise_problems
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
 
 log = logging.getLogger(__name__)
@@ -78,21 +79,17 @@ class StreamConfig:
             problems.append(f"mode {self.mode!r} must be one of {', '.join(MODES)}")
         if not self.shards:
             problems.append("shards is empty: give a shard pattern such as 'DIR/name-{000000..000009}.tar'")
-        for name in ("num_frames", "input_size", "batch_size", "num_sample", "test_segments", "test_crops"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.workers < 0 or self.shuffle_buffer < 0:
-            problems.append("workers and shuffle_buffer must not be negative")
+        problems += common_problems(self, ("num_frames", "input_size", "batch_size", "num_sample", "test_segments",
+                                           "test_crops"), ("stride",))
+        if self.shuffle_buffer < 0:
+            problems.append(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.decoder not in ("pyav", "decord"):
             problems.append(f"decoder {self.decoder!r} must be 'pyav' or 'decord'")
-        if self.stride is not None and self.stride < 1:
-            problems.append(f"stride must be at least 1, got {self.stride}")
         if self.short_side is not None and self.short_side < self.input_size:
             problems.append(f"short_side {self.short_side} is smaller than the crop input_size {self.input_size}")
         if self.resampled and self.mode in ("val", "test"):
             problems.append(f"{self.mode} mode reads every video once: set resampled to False or None")
-        if problems:
-            raise ValueError("invalid StreamConfig: " + "; ".join(problems))
+        raise_problems(self, problems)
 
     @property
     def is_resampled(self) -> bool:
