@@ -25,9 +25,10 @@ Decisions:
 - Bad input (missing columns, non-numeric or reversed times, empty IDs or labels, IDs with whitespace, an
   empty or non-UTF-8 file, a folder with no CSV) stops the build with the file and line, before any output.
 
-Speed: each CSV is parsed once by pyarrow (labels dictionary-encoded while parsing), labels are resolved on
-their distinct values, and the IDs of every file are hashed in one pass; everything after is numpy, with
-fixed-width records for the keys and paths. Each output is written in a thread as soon as it is made, so
+Speed: each CSV is parsed once by pyarrow (labels dictionary-encoded while parsing, times as integers; a
+file with fractional times is parsed a second time as floats), labels are resolved on their distinct
+values, and the IDs of every file are hashed in one pass; everything after is numpy, with fixed-width
+records for the keys and paths. Each output is written in a thread as soon as it is made, so
 the train manifest, the longest write, runs while the rest is computed. pyarrow allocates from the C
 heap like numpy (less memory fetched from the kernel); large per-row arrays are not copied twice.
 """
