@@ -1,6 +1,7 @@
 """vmae-data build-k710: the K400/K600/K700 merge, on small CSVs written in the official formats."""
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -529,3 +530,44 @@ def test_non_youtube_ids_get_safe_unique_keys(tmp_path):
     write_split(tmp_path, "k401", "val", [("yoga", "-x", 0, 10), ("yoga", "_-x", 0, 10)])
     with pytest.raises(ManifestError, match="two YouTube IDs give the same key '_-x_000000_000010'"):
         build_k710(tmp_path / "k401", None, None, tmp_path / "out2")
+
+
+REAL = Path(__file__).parent / "data" / "kinetics-real"
+
+
+def test_real_kinetics_excerpts(tmp_path):
+    """build-k710 on real rows of the K400 and K600 val and test files (tests/data/kinetics-real/README.md)."""
+    runner = CliRunner()
+    args = ["build-k710", "--k400", str(REAL / "k400"), "--k600", str(REAL / "k600")]
+    refused = runner.invoke(data, args + ["--out", str(tmp_path / "refused")])
+    assert refused.exit_code != 0 and not (tmp_path / "refused").exists()
+    assert "'chopping vegetables' in " in refused.output and "k600/val.csv: 2 row(s)" in refused.output
+    assert "--on-unknown-label drop" in refused.output
+
+    out = tmp_path / "k710"
+    result = runner.invoke(data, args + ["--out", str(out), "--on-unknown-label", "drop"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["labels"]["unknown"] == [{"label": "chopping vegetables", "file": str(REAL / "k600" / "val.csv"),
+                                            "rows": 2}]
+    assert {m["label"]: m["k710"] for m in report["labels"]["mapped"]} == {
+        "passing american football (not in game)": "passing American football (not in game)",
+        "picking fruit": "picking apples"}
+
+    # Expected from the CSVs alone: every val ID once, K600 winning the IDs both versions list.
+    k400 = pd.read_csv(REAL / "k400" / "val.csv", dtype=str)
+    k600 = pd.read_csv(REAL / "k600" / "val.csv", dtype=str)
+    k600 = k600[k600["label"] != "chopping vegetables"]
+    expected = set(k400["youtube_id"]) | set(k600["youtube_id"])
+    val = read_manifest(out / "val.parquet")
+    assert len(val) == len(set(val["video_id"])) == len(expected) and set(val["video_id"]) == expected
+    assert (val.loc[val["video_id"].isin(set(k600["youtube_id"])), "source"] == "k600").all()
+    lines = (out / "labels.txt").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 710 and val["label_id"].between(0, 709).all()
+    assert all(lines[i] == name for i, name in zip(val["label_id"], val["label"]))
+    assert report["rows_out"] == {"train": 0, "val": len(expected)}
+    # Test files are read (label-less); leakage is whatever real val IDs they share, counted not removed.
+    tests = set(pd.read_csv(REAL / "k400" / "test.csv", dtype=str)["youtube_id"]) | set(
+        pd.read_csv(REAL / "k600" / "test.csv", dtype=str)["youtube_id"])
+    assert report["test_leakage"]["rows"]["val"] == len(expected & tests)
+    assert len((out / "val.csv").read_text().splitlines()) == len(expected)
