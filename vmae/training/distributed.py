@@ -63,7 +63,9 @@ def wrap_ddp(model, info: DistInfo, find_unused_parameters: bool = False):
     if not info.distributed:
         return model
     ids = [info.local_rank] if info.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+    # The models' only buffers are the fixed sinusoid position tables, equal on every rank: broadcasting
+    # them before every forward (DDP's default) would only add traffic.
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False,
                                                      find_unused_parameters=find_unused_parameters)
 
 
