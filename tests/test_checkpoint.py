@@ -149,7 +149,7 @@ def test_save_keeps_last_k_and_latest_ignores_partial_files(tmp_path):
     for step in range(1, 6):
         save_checkpoint(tmp_path, step * 100, {"step": step * 100, "w": torch.ones(2)}, keep=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-00000400.pth", "checkpoint-00000500.pth"]
-    (tmp_path / ".checkpoint-00000900.pth.tmp-123").write_bytes(b"partial")
+    (tmp_path / ".checkpoint-00000900.pth.tmp-123-0123456789ab").write_bytes(b"partial")
     (tmp_path / "checkpoint-00000800.pth.partial").write_bytes(b"partial")
     good = (tmp_path / "checkpoint-00000500.pth").read_bytes()
     (tmp_path / "checkpoint-00000700.pth").write_bytes(good[: len(good) // 2])  # truncated by a copy

@@ -1,6 +1,7 @@
 """The manifest spine: schema, Parquet round trip, CSV/TSV/JSONL import, validation, label files."""
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from vmae.atomic import atomic_path
+from vmae.atomic import TEMP_SUFFIX, atomic_path
 from vmae.manifests import (COLUMNS, KEY_PATTERN, SCHEMA, ManifestError, conform, empty_manifest, make_key,
                             read_manifest, read_table, validate, write_manifest)
 from vmae.manifests import io as manifest_io
@@ -120,6 +121,17 @@ def test_atomic_path_renames_only_on_success(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError
     assert target.read_text() == "new" and [p.name for p in target.parent.iterdir()] == ["f.txt"]
+
+
+def test_atomic_path_names_differ_for_writers_with_one_pid(tmp_path):
+    """Two writers of one file (slices on two nodes can share a pid) never share a temporary name."""
+    target = tmp_path / "index.parquet"
+    with atomic_path(target) as first, atomic_path(target) as second:
+        assert first != second
+        for tmp in (first, second):
+            assert re.fullmatch(r"\.index\.parquet" + TEMP_SUFFIX, tmp.name), tmp.name
+            tmp.write_text(tmp.name)
+    assert target.read_text() == first.name
 
 
 def test_read_manifest_errors(tmp_path):

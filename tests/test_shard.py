@@ -200,7 +200,8 @@ def test_rerun_keeps_complete_shards_and_replans_when_options_change(tmp_path, c
     out = tmp_path / "out"
     write_shards(df, out, ShardConfig(max_count=2), progress=False)
     stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")}
-    leftovers = [out / ".uh-000003.tar.tmp-4242", out / "..uh-000003.json.tmp-4242", out / ".index.parquet.tmp-7"]
+    leftovers = [out / ".uh-000003.tar.tmp-4242-0123456789ab", out / "..uh-000003.json.tmp-4242-0123456789ab",
+                 out / ".index.parquet.tmp-7-ba9876543210"]
     for path in leftovers:  # what kill -9 leaves behind
         path.write_bytes(b"partial")
     report = write_shards(df, out, ShardConfig(max_count=2), progress=False)

@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vmae.atomic import atomic_path, write_text
+from vmae.atomic import TEMP_SUFFIX, atomic_path, write_text
 
 INDEX = "index.parquet"
 SKIPPED = "skipped.parquet"
@@ -50,7 +50,7 @@ def _remove_leftovers(out_dir: Path, name: str, files: set, started: float) -> l
     the current plan does not have. Returns the names removed."""
     shard = re.compile(rf"^{re.escape(name)}-\d{{6}}\.tar$")
     finals = "|".join(map(re.escape, (INDEX, SKIPPED, SHARDS_JSON)))
-    temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json)|{finals})\.tmp-\d+$")
+    temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json)|{finals}){TEMP_SUFFIX}$")
     removed = []
     for path in sorted(out_dir.iterdir()):
         stale = shard.match(path.name) and path.name not in files
