@@ -137,6 +137,18 @@ def test_pretrain_forward_follows_reference_steps():
     assert torch.allclose(got, torch.cat(rows), atol=1e-5)
 
 
+def test_patch_embed_of_picked_tokens_equals_the_conv_gathered():
+    """The encoder embeds only its visible cubes; on a grid with t, h and w all different (3, 2, 3) that must
+    equal the Conv3d's output at the same raster positions."""
+    torch.manual_seed(0)
+    embed = models.PatchEmbed(img_size=(32, 48), patch_size=16, num_frames=6, tubelet_size=2, embed_dim=8)
+    video = torch.randn(2, 3, 6, 32, 48)
+    index = torch.stack([torch.randperm(18)[:7].sort().values for _ in range(2)])
+    full = embed(video)
+    assert torch.allclose(embed.forward_tokens(video, index), full[torch.arange(2)[:, None], index], atol=1e-6)
+    assert torch.allclose(embed.forward_tokens(video, torch.arange(18).expand(2, 18)), full, atol=1e-6)
+
+
 def test_bad_masks_and_sizes_are_refused():
     model = create_model("pretrain_videomae_test", **TINY)
     video = torch.randn(2, 3, 4, 64, 64)

@@ -138,12 +138,28 @@ class PatchEmbed(nn.Module):
         self.proj = nn.Conv3d(in_chans, embed_dim, kernel_size=(tubelet_size, patch_size, patch_size),
                               stride=(tubelet_size, patch_size, patch_size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, T, H, W] -> [B, N, E]
+    def _check(self, x: torch.Tensor) -> None:
         if tuple(x.shape[2:]) != self.input_shape:
             t, h, w = self.input_shape
             raise ValueError(f"the model was built for clips of {t} frames at {h}x{w}; got {list(x.shape)} "
                              f"(pass num_frames= and img_size= to create_model)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, 3, T, H, W] -> [B, N, E]
+        self._check(x)
         return self.proj(x).flatten(2).transpose(1, 2)
+
+    def forward_tokens(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # [B, K] -> [B, K, E]
+        """The embeddings of the tokens at `index` (raster positions) only, equal to forward(x) gathered there.
+
+        With kernel = stride the conv is one linear map per cube, so only the picked cubes are read and
+        multiplied: a tenth of the work when the encoder sees 10 % of the tokens."""
+        self._check(x)
+        b, c = x.shape[:2]
+        (t, h, w), (kt, kh, kw) = self.grid, self.proj.kernel_size
+        cubes = x.view(b, c, t, kt, h, kh, w, kw).permute(0, 2, 4, 6, 1, 3, 5, 7)  # a view: nothing copied
+        rows = torch.arange(b, device=x.device).unsqueeze(1)
+        picked = cubes[rows, index // (h * w), index // w % h, index % w]  # [B, K, C, kt, kh, kw]
+        return F.linear(picked.flatten(2), self.proj.weight.flatten(1), self.proj.bias)
 
 
 class Attention(nn.Module):
@@ -205,7 +221,7 @@ class PretrainEncoder(nn.Module):
 
     def forward(self, video: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:  # -> [B, N_vis, E]
         """visible: [B, N_vis] indices of the tokens the encoder sees, in raster order (see `token_indices`)."""
-        x = _gather(self.patch_embed(video) + self.pos_embed, visible)
+        x = self.patch_embed.forward_tokens(video, visible) + self.pos_embed[0][visible]
         x = _run_blocks(self.blocks, x, self.checkpoint_activations)
         return self.norm(x)
 
