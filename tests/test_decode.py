@@ -89,6 +89,27 @@ def test_reads_can_repeat_and_go_backwards(clips):
             assert np.array_equal(reader.get_frames(ids), truth[ids])
 
 
+def test_requests_in_order_go_on_without_seeking_back_and_stay_exact(clips, monkeypatch):
+    """Window after window, the reader goes on from where it stopped; a request behind that point, or one
+    whose picture the last request skipped, seeks back to its keyframe. Every frame stays exact."""
+    for name, chunks in (("mp4", [list(range(lo, lo + 7)) for lo in range(0, 70, 7)]),
+                         ("mp4-bframes", [list(range(lo, lo + 9, 2)) for lo in range(0, 80, 9)])):
+        data, _ = clips[name]
+        truth = full_decode(data)
+        with PyAVReader(data) as reader:
+            seeks = []
+            monkeypatch.setattr(reader, "_start_packet", lambda pts, find=reader._start_packet: (
+                seeks.append(pts), find(pts))[1])
+            for ids in chunks:
+                assert np.array_equal(reader.get_frames(ids), truth[ids]), (name, ids)
+            if name == "mp4":  # no B-frames: one seek for the whole pass
+                assert len(seeks) == 1
+            assert len(seeks) < len(chunks)
+            before = len(seeks)
+            assert np.array_equal(reader.get_frames([3, 4]), truth[[3, 4]])  # behind: a seek
+            assert len(seeks) == before + 1
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_bad_requests_and_corrupt_data(clips, backend):
     data, count = clips["mp4-bframes"]

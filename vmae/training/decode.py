@@ -14,6 +14,7 @@ of a random 64-frame window, CPU ms per clip): keyframe every 16 frames (the sha
 46-50, without the skip 72-79, decord 82-86. PyAV's resident memory stays flat over thousands of decodes.
 """
 import io
+import math
 from typing import Sequence
 
 import numpy as np
@@ -62,7 +63,9 @@ class PyAVReader(VideoReader):
     """Indexes the packets once on open (no decoding), then for each request decodes from the keyframe at or
     before the first wanted frame up to the last wanted one, telling the decoder to skip the non-reference
     pictures it does not need. Skipped pictures are ones no other picture depends on, so the frames returned
-    are bit-identical to a full decode."""
+    are bit-identical to a full decode. A request whose frames have not left the decoder yet goes on from where
+    the previous one stopped instead of seeking back to a keyframe: reading a long video window after window
+    (feature extraction) decodes it once, whatever its keyframe interval."""
 
     def __init__(self, data: bytes, skip_nonref: bool = True):
         import av
@@ -107,6 +110,8 @@ class PyAVReader(VideoReader):
         if len(set(shown)) != len(shown):
             raise DecodeError("several frames share one timestamp")
         self._stamps = stamps
+        self._resume = None  # the packet to feed next when the decoder may go on from the last request
+        self._shown = -math.inf  # the latest pts the decoder has output since it was last flushed
         self._frame_pts = shown
         self._keyframes = [i for i, p in enumerate(self._packets) if p.is_keyframe]
         if not self._keyframes:
@@ -127,41 +132,62 @@ class PyAVReader(VideoReader):
         return start
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
-        av = self._av
         wanted = _check_indices(indices, self.num_frames)
         unique = np.unique(wanted)
-        rows = {self._frame_pts[i]: row for row, i in enumerate(unique.tolist())}  # pts -> row of `out`
         out = np.empty((len(unique), self.height, self.width, 3), np.uint8)
-        done, last_pts = set(), self._frame_pts[unique[-1]]
-        codec = self._codec
-        codec.flush_buffers()
-        try:
-            start = self._start_packet(self._frame_pts[unique[0]])
-            for packet, stamp in zip(self._packets[start:], self._stamps[start:]):
-                if self._skip_nonref:
-                    codec.skip_frame = "DEFAULT" if stamp in rows else "NONREF"
-                for frame in codec.decode(packet):
-                    self._keep(frame, rows, out, done)
-                if last_pts in done:
-                    break
-            else:
-                codec.skip_frame = "DEFAULT"
-                for frame in codec.decode(None):
-                    self._keep(frame, rows, out, done)
-        except av.error.FFmpegError as err:
-            raise DecodeError(f"decoding failed: {err}") from err
-        finally:
-            codec.skip_frame = "DEFAULT"
-        missing = [int(i) for i in unique if self._frame_pts[i] not in done]
+        missing = None
+        # Go on from the last request when none of the wanted pictures has left the decoder yet. That is exact:
+        # only non-reference pictures were skipped, so the decoder holds every picture the wanted ones depend
+        # on. A wanted picture that was itself skipped never comes out; the request is then decoded again.
+        if self._resume is not None and self._frame_pts[unique[0]] > self._shown:
+            missing = self._decode(unique, out, self._resume, going_on=True)
+        if missing is None or missing:
+            self._codec.flush_buffers()
+            self._shown = -math.inf
+            missing = self._decode(unique, out, self._start_packet(self._frame_pts[unique[0]]), going_on=False)
         if missing:
             raise DecodeError(f"the decoder returned no frame for indices {missing[:5]} (corrupt or truncated)")
         if len(unique) == len(wanted) and np.array_equal(unique, wanted):
             return out
         return out[np.searchsorted(unique, wanted)]
 
+    def _decode(self, unique: np.ndarray, out: np.ndarray, start: int, going_on: bool) -> list:
+        """Feed packets from `start` until the frames `unique` are in `out`; return the indices still missing.
+
+        going_on: the decoder continues the last request; pictures come out in display order, so one shown
+        past a missing wanted picture means that picture is gone, and the decode stops there."""
+        rows = {self._frame_pts[i]: row for row, i in enumerate(unique.tolist())}  # pts -> row of `out`
+        wanted_pts = sorted(rows)
+        done, first_pending, codec = set(), 0, self._codec
+        self._resume = None
+        try:
+            for i in range(start, len(self._packets)):
+                if self._skip_nonref:
+                    codec.skip_frame = "DEFAULT" if self._stamps[i] in rows else "NONREF"
+                for frame in codec.decode(self._packets[i]):
+                    self._keep(frame, rows, out, done)
+                if wanted_pts[-1] in done:
+                    self._resume = i + 1
+                    break
+                if going_on:
+                    while wanted_pts[first_pending] in done:
+                        first_pending += 1
+                    if self._shown > wanted_pts[first_pending]:
+                        break
+            else:
+                codec.skip_frame = "DEFAULT"
+                for frame in codec.decode(None):
+                    self._keep(frame, rows, out, done)
+        except self._av.error.FFmpegError as err:
+            raise DecodeError(f"decoding failed: {err}") from err
+        finally:
+            codec.skip_frame = "DEFAULT"
+        return [int(i) for i in unique if self._frame_pts[i] not in done]
+
     def _keep(self, frame, rows, out, done):
-        """Convert a wanted frame to RGB straight into its row of `out`."""
+        """Convert a wanted frame to RGB straight into its row of `out`; note how far the decoder has shown."""
         pts = frame.pts if frame.pts is not None else frame.dts
+        self._shown = max(self._shown, pts)
         row = rows.get(pts)
         if row is None:
             return

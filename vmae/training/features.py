@@ -50,12 +50,22 @@ def window_indices(n: int, num_frames: int, window_stride: int, frame_stride: in
 
 
 def video_features(model, reader, cfg: FeatureConfig, device, amp) -> np.ndarray:
-    """[num_windows, E] features of one opened video; frames are decoded once per chunk of windows."""
+    """[num_windows, E] features of one opened video, windows in batches of cfg.batch_size.
+
+    Every frame is decoded once: the frames a batch shares with the previous one (windows overlap) are kept,
+    and only the others are asked of the reader, in order, so that it goes on without seeking back."""
     ids = window_indices(reader.num_frames, cfg.num_frames, cfg.window_stride, cfg.frame_stride)
-    out = []
+    size = cfg.input_size
+    out, held_ids, held = [], np.zeros(0, np.int64), None
     for chunk in np.array_split(ids, max(1, -(-len(ids) // cfg.batch_size))):
         needed = np.unique(chunk)
-        frames = resize(as_clip(reader.get_frames(needed)), cfg.input_size, cfg.input_size)  # [k, 3, S, S]
+        kept = np.isin(needed, held_ids)
+        frames = torch.empty((len(needed), 3, size, size), dtype=torch.uint8)  # in the order of `needed`
+        if kept.any():
+            frames[torch.from_numpy(kept)] = held[np.searchsorted(held_ids, needed[kept])]
+        if not kept.all():
+            frames[torch.from_numpy(~kept)] = resize(as_clip(reader.get_frames(needed[~kept])), size, size)
+        held_ids, held = needed, frames
         clips = frames.to(device)[torch.from_numpy(np.searchsorted(needed, chunk)).to(device)]  # [w, T, 3, S, S]
         x = normalize(clips.permute(0, 2, 1, 3, 4))  # [w, 3, T, S, S]
         with amp.autocast():
