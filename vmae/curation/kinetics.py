@@ -72,8 +72,7 @@ KINDS = ("same_segment_same_label", "same_segment_renamed_label", "different_seg
 _COLUMNS = {"train": ("label", "youtube_id", "time_start", "time_end"),
             "val": ("label", "youtube_id", "time_start", "time_end"),
             "test": ("youtube_id",)}
-_TYPES = {"label": pa.dictionary(pa.int32(), pa.string()), "youtube_id": pa.string(),
-          "time_start": pa.float64(), "time_end": pa.float64()}
+_TYPES = {"label": pa.dictionary(pa.int32(), pa.string()), "youtube_id": pa.string()}  # times: see _parse
 _OFFICIAL_HEADER = "label,youtube_id,time_start,time_end,split (K400 adds is_cc; test files have no label)"
 # pyarrow parses and writes with the C allocator, the one numpy uses: memory the CSV parser frees is
 # then reused by the merge's arrays instead of being faulted in afresh (pyarrow's default allocator keeps
@@ -311,7 +310,7 @@ def _parse(path: Path, columns) -> pa.Table:
     Times are parsed as integers first, a tenth faster than as floats, and the official files hold whole
     seconds; a file with fractional times is parsed again as floats. Either way they come out as float64."""
     def read(time_type):
-        types = {c: time_type if c.startswith("time_") else _TYPES[c] for c in columns}
+        types = {c: _TYPES.get(c, time_type) for c in columns}
         options = pcsv.ConvertOptions(include_columns=list(columns), column_types=types,
                                       strings_can_be_null=False, quoted_strings_can_be_null=False)
         return pcsv.read_csv(str(path), convert_options=options, memory_pool=_POOL)
