@@ -4,7 +4,8 @@ from click.testing import CliRunner
 from videos import make_index_video
 
 from vmae.cli import data
-from vmae.curation.importer import import_videos, unique_keys
+from vmae.curation.importer import import_videos, probed_lines, unique_keys
+from vmae.manifests.validate import excluded_lines
 from vmae.manifests import KEY_PATTERN, ManifestError, read_manifest
 
 
@@ -143,3 +144,11 @@ def test_cli(tree, tmp_path):
     assert "ucf101: 6 videos" in result.output and "key collision ucf101_a_b_x" in result.output
     result = runner.invoke(data, ["import", str(tree), "--source", "bad name", "--out", str(tmp_path / "u.parquet")])
     assert result.exit_code == 1 and "--source 'bad name'" in result.output
+
+
+def test_report_lines_for_probe_and_exclusions():
+    """The lines the import, ssv2 and sample reports share: probe counts by status, exclusions most frequent first."""
+    assert probed_lines(None) == [] and probed_lines({}) == []
+    assert probed_lines({"ok": 3, "corrupt": 1}) == ["  probe: corrupt 1, ok 3"]
+    assert excluded_lines({"empty path": 1, "duplicate key": 4}) == ["  excluded 4: duplicate key",
+                                                                      "  excluded 1: empty path"]

@@ -16,7 +16,7 @@ import pandas as pd
 from vmae.atomic import write_text
 from vmae.executors import ExecutorConfig, run_units
 from vmae.manifests import ManifestError, make_key, write_manifest
-from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
+from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
 from vmae.media import MediaError, probe
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
@@ -52,10 +52,7 @@ class ImportReport:
             out.append(f"  ignored {self.ignored_files} files without a video extension")
         for key, paths in self.collisions:
             out.append(f"  key collision {key}: {', '.join(paths)} -> path hash appended to each")
-        if self.probed:
-            out.append("  probe: " + ", ".join(f"{s} {n}" for s, n in sorted(self.probed.items())))
-        for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
-            out.append(f"  excluded {n}: {reason}")
+        out += probed_lines(self.probed) + excluded_lines(self.reasons)
         if self.rejects_file:
             out.append(f"  excluded rows with line numbers: {self.rejects_file}")
         return out
@@ -119,7 +116,7 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
     probed = None
     if probe:
         df = probe_paths(df, executor)
-        probed = df["status"].fillna("unprobed").value_counts().to_dict()
+        probed = status_counts(df)
 
     write_manifest(df, out)
     classes_file = None
@@ -224,6 +221,16 @@ def probe_paths(df: pd.DataFrame, executor: ExecutorConfig = ExecutorConfig()) -
                 df.at[i, col] = value
             df.at[i, "status"], df.at[i, "error"] = status, error
     return df
+
+
+def status_counts(df: pd.DataFrame) -> dict:
+    """status -> rows after probe_paths (rows it left without a status count as unprobed)."""
+    return df["status"].fillna("unprobed").value_counts().to_dict()
+
+
+def probed_lines(probed: dict | None) -> list:
+    """The report line of a probe (status -> count), none when no probe ran."""
+    return ["  probe: " + ", ".join(f"{s} {n}" for s, n in sorted(probed.items()))] if probed else []
 
 
 def _probe_chunk(chunk) -> list:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from vmae.manifests import ManifestError, make_key, write_manifest
 from vmae.manifests.io import jsonl_records
-from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
+from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
 
 SOURCES = ("webvid", "instagram")
 STRIDE = 4
@@ -40,8 +40,7 @@ class SampleReport:
     def lines(self) -> list:
         out = [f"{self.source}: {self.rows} rows in {self.metadata}, {self.usable} usable, "
                f"sampled {self.sampled} with seed {self.seed} -> {self.out}"]
-        for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
-            out.append(f"  excluded {n}: {reason}")
+        out += excluded_lines(self.reasons)
         if self.rejects_file:
             out.append(f"  excluded rows with file line numbers: {self.rejects_file}")
         return out

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from vmae.curation.importer import probe_paths
+from vmae.curation.importer import probe_paths, probed_lines, status_counts
 from vmae.executors import ExecutorConfig
 from vmae.manifests import ManifestError, make_key, write_manifest
-from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
+from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
 
 SOURCE = "ssv2"
 STRIDE = 2
@@ -45,10 +45,7 @@ class Ssv2Report:
             out.append(f"  {self.missing} rows have no video file (status missing-file)")
         if self.unlabeled:
             out.append(f"  {self.unlabeled} rows have no template (label left empty)")
-        if self.probed:
-            out.append("  probe: " + ", ".join(f"{s} {n}" for s, n in sorted(self.probed.items())))
-        for reason, n in sorted(self.reasons.items(), key=lambda kv: -kv[1]):
-            out.append(f"  excluded {n}: {reason}")
+        out += probed_lines(self.probed) + excluded_lines(self.reasons)
         if self.rejects_file:
             out.append(f"  excluded entries: {self.rejects_file}")
         return out
@@ -113,7 +110,7 @@ def ssv2_manifest(annotations, labels, videos, out, split: str | None = None, ex
     probed = None
     if probe:
         df = probe_paths(df, executor)
-        probed = df["status"].fillna("unprobed").value_counts().to_dict()
+        probed = status_counts(df)
     write_manifest(df, out)
     rejects = pd.DataFrame(bad, columns=REJECT_COLUMNS)
     rejects_file = write_rejects(rejects, out)

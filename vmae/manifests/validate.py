@@ -58,6 +58,11 @@ def _present(value) -> bool:
     return value is not None and not pd.isna(value)
 
 
+def excluded_lines(reasons: dict) -> list:
+    """Report lines for the rows left out, by reason (reason -> count), the most frequent first."""
+    return [f"  excluded {n}: {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+
+
 def write_rejects(rejects: pd.DataFrame, manifest_path):
     """Write rejects next to a manifest as NAME.rejects.csv (atomically); None, and no file, when empty."""
     path = Path(manifest_path).with_suffix(".rejects.csv")
