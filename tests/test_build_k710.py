@@ -515,10 +515,11 @@ def test_first_row_of_id_is_exact(ids):
     assert got.tolist() == reference_first(ids)
 
 
-def test_first_row_of_id_survives_hash_collisions(monkeypatch):
-    ids = [A, B, A, C, B]
-    # Every row claims row 0 as its twin: the word-for-word check catches it and falls back.
-    monkeypatch.setattr(kinetics, "_first_of_hash", lambda hashes: np.zeros(len(hashes), np.int64))
+@pytest.mark.parametrize("distinct", [3, 40])
+def test_first_row_of_id_survives_hash_collisions(monkeypatch, distinct):
+    # Every ID hashes alike: each round places one ID; 40 IDs outlast the rounds and go to pyarrow's hashing.
+    ids = [yid(f"{i % distinct:03d}") for i in range(3 * distinct)][::-1]
+    monkeypatch.setattr(kinetics, "_hash", lambda head, tail: np.zeros(len(head), np.uint64))
     assert first_row_of_id([pa.array(ids)]).tolist() == reference_first(ids)
 
 

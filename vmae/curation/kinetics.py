@@ -54,6 +54,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from vmae.atomic import atomic_path
+from vmae.memory import reuse_freed_memory
 from vmae.manifests import SCHEMA, ManifestError, make_key
 from vmae.manifests import labels as label_maps
 
@@ -209,7 +210,12 @@ def _pyvalue(value):
 
 
 def render(template: str, columns: Mapping, n: int, known: Mapping = None) -> pa.Array:
-    """Format template for n rows; columns are pyarrow string arrays, _Texts or numpy number arrays.
+    """Format template for n rows; columns are pyarrow string arrays, _Texts or numpy number arrays."""
+    return _join(_template_pieces(template, columns, known), n)
+
+
+def _template_pieces(template: str, columns: Mapping, known: Mapping = None) -> list:
+    """The template as pieces for _join: its literals and, per field, the column's texts.
 
     Each field is formatted once per distinct value; a pyarrow string column without a format spec passes
     through as it is (it must be free of whitespace). known: {(field, spec): _Texts} already made."""
@@ -242,7 +248,7 @@ def render(template: str, columns: Mapping, n: int, known: Mapping = None) -> pa
             raise ManifestError(f"path template {template!r} puts whitespace into {name}; "
                                 "the list format is space-separated")
         pieces.append(texts)
-    return _join(pieces, n)
+    return pieces
 
 
 # ------------------------------------------------------------------------------------------------ input
@@ -435,8 +441,13 @@ def _priority(file) -> tuple:
     return SPLITS.index(split), -VERSIONS.index(version)
 
 
+def _labelled_files(tables: dict) -> list:
+    """[(version, split, path)] of the train and val files, in priority order."""
+    return sorted(((v, s, p) for (v, s), (p, _) in tables.items() if s in SPLITS), key=_priority)
+
+
 def _concat(tables: dict) -> _Rows:
-    files = sorted(((v, s, p) for (v, s), (p, _) in tables.items() if s in SPLITS), key=_priority)
+    files = _labelled_files(tables)
     parts = [tables[(v, s)][1] for v, s, _ in files]
     sizes = [t.num_rows for t in parts]
     table = pa.concat_tables(parts)
@@ -508,21 +519,41 @@ def _id_cells(arrays) -> np.ndarray | None:
     return np.concatenate([values[offsets[0]:offsets[-1]].view(f"V{width}") for values, offsets in parts])
 
 
-def _first_of_hash(hashes: np.ndarray) -> np.ndarray:
-    """For every row, the position of the first row with the same hash.
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (2**64 / golden ratio): multiplying mixes bits upwards
 
-    The rows are split into 64 partitions by their top hash bits first, so that each hash table stays
-    small enough for the CPU cache; that halves the time of one big table on a million IDs."""
-    bucket = (hashes >> np.uint64(58)).astype(np.uint8)
-    order = np.argsort(bucket, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(bucket, minlength=64))]).tolist()
-    ordered = hashes[order]
-    first = np.empty(len(hashes), np.int64)
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        rows = order[lo:hi]  # ascending: the sort is stable, so a group's first row is its earliest
-        codes, _ = pd.factorize(ordered[lo:hi])
-        first[rows] = rows[_first_rows(codes)[codes]]
-    return first
+
+def _hash(head: np.ndarray, tail: np.ndarray) -> np.ndarray:
+    hashes = tail * _MIX
+    hashes ^= head  # in place: one full-size array, not two
+    return hashes
+
+
+def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds: int = 16):
+    """For the ascending positions rows, the position of the first row with the same (head, tail) words;
+    -1 for rows left after `rounds` rounds (only when many different IDs share one hash).
+
+    A round scatters each row's number into a hash table at its slot with the latest row first, so that the
+    earliest row of each slot stays; a row whose words equal that earliest row's has found its first row
+    (any earlier row with the same ID would have the same slot). The others, whole IDs at a time, try again
+    with their hashes mixed anew. Everything is numpy, which releases the GIL: two parts run on two cores."""
+    head, tail = head[rows], tail[rows]
+    hashes = _hash(head, tail)
+    bits = max(int(len(rows)).bit_length() + 1, 10)
+    table = np.empty(1 << bits, np.int32)
+    first = np.full(len(rows), -1, np.int64)
+    todo = np.arange(len(rows))
+    for _ in range(rounds):
+        if not len(todo):
+            break
+        slot = (hashes >> np.uint64(64 - bits)).astype(np.intp)
+        table[slot[::-1]] = np.arange(len(todo) - 1, -1, -1, dtype=np.int32)
+        earliest = table[slot]
+        same = head[earliest] == head
+        same &= tail[earliest] == tail
+        first[todo[same]] = todo[earliest[same]]
+        left = np.flatnonzero(~same)
+        todo, head, tail, hashes = todo[left], head[left], tail[left], hashes[left] * _MIX
+    return np.where(first >= 0, rows[first], -1)
 
 
 def first_row_of_id(arrays) -> np.ndarray:
@@ -530,32 +561,30 @@ def first_row_of_id(arrays) -> np.ndarray:
     same ID.
 
     YouTube IDs all have 11 bytes: equal-width IDs of 8 to 16 bytes are read as two 64-bit words (their
-    first and their last 8 bytes, in place) and hashed with numpy; the grouping is then checked byte for
-    byte, so it is exact. Other IDs (or a hash collision) take pyarrow's general string hashing."""
+    first and their last 8 bytes, in place), which together are the ID; rows are grouped by those words in
+    numpy hash tables, in two halves (by a hash bit) on two threads. Other IDs take pyarrow's string hashing."""
     return _group_ids(arrays)[0]
 
 
 def _group_ids(arrays):
     """(first_row_of_id(arrays), the IDs as _id_cells gives them)."""
     cells = _id_cells(arrays)
-    if cells is not None:
+    if cells is not None and len(cells):
         width = cells.itemsize
         words = cells.view(np.dtype({"names": ["head", "tail"], "formats": ["<u8", "<u8"],
                                      "offsets": [0, width - 8], "itemsize": width}))
         head, tail = words["head"], words["tail"]
-        first = _first_of_hash(_hash(head, tail))
-        twins = np.flatnonzero(first != np.arange(len(first), dtype=first.dtype))
-        if np.array_equal(cells[first[twins]].view(np.uint8), cells[twins].view(np.uint8)):
+        upper = _hash(head, tail) >= np.uint64(1 << 63)
+        parts = [np.flatnonzero(~upper), np.flatnonzero(upper)]
+        first = np.empty(len(cells), np.int64)
+        with ThreadPoolExecutor(2) as pool:
+            for rows, got in zip(parts, pool.map(lambda rows: _first_in_part(rows, head, tail), parts)):
+                first[rows] = got
+        if (first >= 0).all():
             return first, cells
     encoded = pc.dictionary_encode(pa.chunked_array(_chunks(arrays), pa.string()))
     codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks] or [np.zeros(0, np.int32)])
     return _first_rows(codes)[codes], cells
-
-
-def _hash(head: np.ndarray, tail: np.ndarray) -> np.ndarray:
-    hashes = tail * np.uint64(0x9E3779B97F4A7C15)
-    hashes ^= head  # in place: one full-size array, not two
-    return hashes
 
 
 def _strings(cells: np.ndarray) -> pa.Array:
@@ -604,20 +633,25 @@ def _dedup(rows: _Rows, first_of: np.ndarray, label_id: np.ndarray) -> dict:
     return report
 
 
-def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
-    """format_one(v) for every value, computed once per distinct value.
-
-    Whole seconds (the official times) are grouped by table lookup instead of hashing."""
+def _distinct(values: np.ndarray):
+    """(distinct values, position of each row's value among them). Small non-negative whole numbers (the
+    official times) are grouped by table lookup instead of hashing."""
     ints = values.astype(np.int64)
     if len(values) and (ints == values).all() and ints.min() >= 0 and ints.max() < 1 << 22:
         present = np.zeros(int(ints.max()) + 1, bool)
         present[ints] = True
         used = np.flatnonzero(present)
-        position = np.zeros(len(present), np.int64)
-        position[used] = np.arange(len(used))
-        return _Texts([format_one(v) for v in used.tolist()], position[ints])
+        position = np.zeros(len(present), np.int32)
+        position[used] = np.arange(len(used), dtype=np.int32)
+        return used, position[ints]
     codes, uniques = pd.factorize(values)
-    return _Texts([format_one(v) for v in uniques.tolist()], codes)
+    return uniques, codes
+
+
+def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
+    """format_one(v) for every value, computed once per distinct value."""
+    uniques, index = _distinct(values)
+    return _Texts([format_one(v) for v in uniques.tolist()], index)
 
 
 @dataclass
@@ -631,80 +665,92 @@ class _Texts:
 
     @cached_property
     def table(self):
-        """The distinct texts as numpy void cells when all have one width in bytes (> 0), else None."""
+        """(cells, lengths): the distinct texts as numpy void cells as wide as the longest, shorter ones
+        padded, and their lengths in bytes (None when all have one width); None when every text is empty."""
         encoded = [t.encode("utf-8") for t in self.texts]
-        widths = {len(e) for e in encoded}
-        if len(widths) != 1 or not (width := widths.pop()):
+        width = max(map(len, encoded), default=0)
+        if not width:
             return None
-        return np.frombuffer(b"".join(encoded), f"V{width}")
+        lengths = np.array([len(e) for e in encoded], np.int64)
+        cells = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), f"V{width}")
+        return cells, (None if (lengths == width).all() else lengths)
 
 
 def _cells(piece, n: int):
-    """A piece as fixed-width cells: bytes for a literal; (cells, index) for a _Texts or a pyarrow string
-    array whose texts have one width (> 0), row i being cells[index[i]] (cells[i] when index is None);
-    else None."""
+    """A piece as fixed-width cells: bytes for a literal; (cells, index, lengths) for a _Texts or a
+    pyarrow string array whose texts have one width (> 0), row i being cells[index[i]] (cells[i] when
+    index is None) and its text the first lengths[index[i]] bytes of that cell (all of it when lengths is
+    None); else None."""
     if isinstance(piece, str):
         return piece.encode("utf-8")
     if isinstance(piece, _Texts):
-        return None if piece.table is None else (piece.table, piece.index)
+        return None if piece.table is None else (piece.table[0], piece.index, piece.table[1])
     values, offsets = _string_bytes(piece)
     width = int(offsets[1] - offsets[0]) if n else 0
     if not width or (np.diff(offsets) != width).any():
         return None
-    return values[offsets[0]:offsets[-1]].view(f"V{width}"), None
+    return values[offsets[0]:offsets[-1]].view(f"V{width}"), None, None
 
 
 def _rows_of(cells):
     """For a piece as _cells gives it: (lo, hi) -> the cells of rows lo..hi, or a literal's bytes."""
     if isinstance(cells, bytes):
         return lambda lo, hi: cells
-    table, index = cells
+    table, index, _ = cells
     if index is None:
         return lambda lo, hi: table[lo:hi]
-    if table.itemsize > 8:
+    if table.itemsize > 16:
         return lambda lo, hi: table[index[lo:hi]]
-    # Cells of up to 8 bytes are looked up as zero-padded 64-bit words: numpy gathers those several
-    # times faster than void cells.
-    words = np.zeros(len(table), np.uint64)
-    np.ndarray((len(table), table.itemsize), np.uint8, words, 0, (8, 1))[:] = table.view(np.uint8).reshape(
+    # Cells of up to 16 bytes are looked up as zero-padded 8- or 16-byte numbers: numpy gathers those
+    # several times faster than void cells.
+    size = 8 if table.itemsize <= 8 else 16
+    words = np.zeros(len(table), np.uint64 if size == 8 else np.complex128)
+    np.ndarray((len(table), table.itemsize), np.uint8, words, 0, (size, 1))[:] = table.view(np.uint8).reshape(
         len(table), table.itemsize)
-    return lambda lo, hi: np.ndarray(hi - lo, table.dtype, words[index[lo:hi]], 0, (8,))
+    return lambda lo, hi: np.ndarray(hi - lo, table.dtype, words[index[lo:hi]], 0, (size,))
 
 
-def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16) -> pa.Array:
-    """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts); prefix: rows that get '_'.
+def _join(pieces, n: int, block: int = 1 << 16) -> pa.Array:
+    """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts).
 
-    When every piece has one width (YouTube IDs, zero-padded times), each row is a fixed-width record and
-    each piece a column of it, filled by numpy: several times faster than pyarrow's
-    binary_join_element_wise, which does any other case. Rows go in blocks, so that the gathered cells and
-    the '_' insertions stay small and in the CPU cache."""
+    When every piece has cells of one width (YouTube IDs, zero-padded times, texts padded to the longest),
+    each row is a fixed-width record and each piece a column of it, filled by numpy: several times faster
+    than pyarrow's binary_join_element_wise, which does any other case. The padding is then cut out. Rows
+    go in blocks, so that the gathered cells stay small and in the CPU cache."""
     cells = [_cells(p, n) for p in pieces]
-    widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells if c is not None]
-    width = sum(widths)
-    if all(c is not None for c in cells) and width and (n + 1) * (width + 1) < 2**31:
-        columns = [(start, w, _rows_of(c)) for c, w, start in zip(cells, widths, np.cumsum([0] + widths).tolist())
-                   if w]  # (first byte in the record, width, rows -> cells)
-        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
-        if prefix is not None:
-            offsets[1:] += np.cumsum(prefix, dtype=np.int32)
-        data = np.empty(int(offsets[-1]), np.uint8)
-        for lo in range(0, n, block):
-            hi = min(n, lo + block)
-            records = data[lo * width:hi * width] if prefix is None else np.empty((hi - lo) * width, np.uint8)
-            for start, w, rows_of in columns:
-                value = rows_of(lo, hi)
-                if isinstance(value, bytes):  # a literal: the same bytes in every record
-                    np.ndarray((hi - lo, w), np.uint8, records, start, (width, 1))[:] = np.frombuffer(value, np.uint8)
-                else:
-                    np.ndarray(hi - lo, f"V{w}", records, start, (width,))[:] = value
-            if prefix is not None:
-                data[offsets[lo]:offsets[hi]] = np.insert(records, np.flatnonzero(prefix[lo:hi]) * width,
-                                                          np.uint8(ord("_")))
-        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
-    arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
-    if prefix is not None:
-        arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
-    return pc.binary_join_element_wise(*arrays, "")
+    if all(c is not None for c in cells):
+        widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells]
+        width = sum(widths)
+        # (first byte in the record, width, rows -> cells, which bytes of each text's cell to keep or None)
+        starts = np.cumsum([0] + widths).tolist()
+        columns = [(start, w, _rows_of(c)) for c, w, start in zip(cells, widths, starts) if w]
+        # Padded pieces: (first byte, width, per text which bytes of its cell are text, per row its text).
+        padded = [(start, w, np.arange(w) < c[2][:, None], c[1]) for c, w, start in zip(cells, widths, starts)
+                  if not isinstance(c, bytes) and c[2] is not None]
+        if width and n * width < 2**31:
+            offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
+            if padded:
+                lengths = np.full(n, width, np.int32)
+                for _, w, keep, index in padded:
+                    lengths -= (w - keep.sum(axis=1, dtype=np.int32))[index]
+                np.cumsum(lengths, out=offsets[1:])
+            data = np.empty(int(offsets[-1]), np.uint8)
+            for lo in range(0, n, block):
+                hi = min(n, lo + block)
+                records = np.empty((hi - lo) * width, np.uint8) if padded else data[lo * width:hi * width]
+                for start, w, rows_of in columns:
+                    value = rows_of(lo, hi)
+                    if isinstance(value, bytes):  # a literal: the same bytes in every record
+                        np.ndarray((hi - lo, w), np.uint8, records, start, (width, 1))[:] = np.frombuffer(value, np.uint8)
+                    else:
+                        np.ndarray(hi - lo, f"V{w}", records, start, (width,))[:] = value
+                if padded:
+                    keep_bytes = np.ones((hi - lo, width), bool)
+                    for start, w, keep, index in padded:
+                        keep_bytes[:, start:start + w] = keep[index[lo:hi]]
+                    data[offsets[lo]:offsets[hi]] = records[keep_bytes.ravel()]
+            return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    return pc.binary_join_element_wise(*[p.array() if isinstance(p, _Texts) else p for p in pieces], "")
 
 
 def _take_strings(array: pa.Array, idx: np.ndarray) -> pa.Array:
@@ -741,19 +787,23 @@ def _key_safe(data: np.ndarray, block: int = 1 << 18) -> bool:
     return True
 
 
-def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts") -> pa.Array:
-    """make_key(video_id, start, end) per row for unique IDs, vectorised for IDs made of safe characters."""
+def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts"):
+    """(make_key(video_id, start, end) per row for unique IDs, the pieces that make them or None);
+    vectorised for IDs made of safe characters."""
     values, offsets = _string_bytes(video_id)
     body = values[offsets[0]:offsets[-1]]
     n = len(video_id)
+    pieces = [video_id, "_", start_text, "_", end_text]
     if not _key_safe(body):  # not YouTube IDs: the general path
         safe = pa.array([make_key(v) for v in video_id.to_pylist()], pa.string())
-        return _unique_keys(_join([safe, "_", start_text, "_", end_text], n))
+        return _unique_keys(_join([safe, *pieces[1:]], n)), None
     dash = body[offsets[:-1] - offsets[0]] == ord("-")  # make_key puts '_' before a leading '-'
-    keys = _join([video_id, "_", start_text, "_", end_text], n, prefix=dash if dash.any() else None)
+    if not dash.any():
+        return _join(pieces, n), pieces
+    keys = _join([_Texts(["", "_"], dash.view(np.int8)), *pieces], n)
     lengths = np.diff(offsets)
     # Only IDs of different lengths can meet once prefixed ('-x' and '_-x'); YouTube IDs all have 11.
-    return _unique_keys(keys) if dash.any() and lengths.min() != lengths.max() else keys
+    return (_unique_keys(keys) if lengths.min() != lengths.max() else keys), None
 
 
 def _unique_keys(keys: pa.Array) -> pa.Array:
@@ -778,7 +828,7 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     start, end, ids = rows.start[idx], rows.end[idx], label_id[idx]
     names = label_maps.class_names("k710")
     start_text, end_text = _format_numbers(start, _time_text), _format_numbers(end, _time_text)
-    key = _keys(video_id, start_text, end_text)
+    key, key_pieces = _keys(video_id, start_text, end_text)
     # The string columns of few distinct values (label, source, split) are handed over dictionary-encoded,
     # with small indices: Parquet stores them so anyway and need not hash them again, and the file is
     # written without the Arrow schema, so readers see the manifest schema's plain strings. A dictionary
@@ -807,10 +857,14 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
     known = {("start", "06d"): start_text, ("end", "06d"): end_text} if (
         {"start", "end"} & used and (np.round(start) == start).all() and (np.round(end) == end).all()) else {}
-    paths = render(config.path_template, fields, n, known)
+    pieces = _template_pieces(config.path_template, fields, known)
+    # A path that begins with the key's own pieces (the default template does) copies the key.
+    if key_pieces and len(pieces) >= len(key_pieces) and all(
+            a is b or isinstance(a, str) and a == b for a, b in zip(pieces, key_pieces)):
+        pieces = [key, *pieces[len(key_pieces):]]
     # label_id as its text: pyarrow writes a text column faster than it formats numbers.
     label_text = pc.take(pa.array([str(i) for i in range(len(names))], pa.string()), pa.array(ids), memory_pool=_POOL)
-    listing = pa.table({"path": paths, "label_id": label_text})
+    listing = pa.table({"path": _join(pieces, n), "label_id": label_text})
     if on_output:
         on_output(f"{split}.csv", listing)
     return manifest, listing
@@ -845,31 +899,43 @@ def merge_k710(tables: dict, config: BuildK710Config, on_output=None):
     the texts of the list file. on_output(name, table), when given, receives each table as soon as it is
     made ("train.parquet", "train.csv", "val.parquet", "val.csv"), so that a caller can write it while
     the rest (the duplicate and leakage counts) is computed."""
-    rows = _concat(tables)
-    label_id, label_report = _resolve_labels(rows, config)
+    tests = {v: t["youtube_id"] for (v, s), (_, t) in tables.items() if s == "test"}
+    with ThreadPoolExecutor(1) as helper:
+        # The IDs are grouped on the other cores while the labels are resolved here.
+        grouping = helper.submit(_group_ids, [tables[(v, s)][1]["youtube_id"] for v, s, _ in _labelled_files(tables)]
+                                 + list(tests.values()))
+        rows = _concat(tables)
+        label_id, label_report = _resolve_labels(rows, config)
+        first_of, cells = grouping.result()
     known = label_id >= 0
     if not known.all():
+        # Rows with unknown labels leave before deduplication: regroup the rest by the groups just found.
+        kept = np.concatenate([np.flatnonzero(known), np.arange(len(known), len(first_of))])
+        codes, _ = pd.factorize(first_of[kept])
+        first_of, cells = _first_rows(codes)[codes], (cells[kept] if cells is not None else None)
         rows, label_id = rows.take(known), label_id[known]
-    tests = {v: t["youtube_id"] for (v, s), (_, t) in tables.items() if s == "test"}
-    first_of, cells = _group_ids([rows.video_id, *tests.values()])
     n = len(rows.fid)
     # The labelled rows' IDs as one array: for equal widths a view of the cells just grouped.
     rows.video_id = _strings(cells[:n]) if cells is not None else rows.video_id.combine_chunks(memory_pool=_POOL)
     bounds = np.cumsum([n] + [len(ids) for ids in tests.values()])
     test_first = {v: first_of[lo:hi] for v, lo, hi in zip(tests, bounds[:-1], bounds[1:])}
-    keep = first_of[:n] == np.arange(n)  # the first row of each ID survives (see DEDUP_RULE)
-    split_of_row = np.array([SPLITS.index(s) for _, s, _ in rows.files], dtype=np.int8)[rows.fid]
-    version_of_file = np.array([VERSIONS.index(v) for v, _, _ in rows.files])
     names = label_maps.class_names("k710")
     manifests, lists, out_idx, present = {}, {}, {}, {}
-    for i, split in enumerate(SPLITS):
-        idx = np.flatnonzero(keep & (split_of_row == i))
-        # Output order: K400, K600, K700, each in its file's order.
-        idx = idx[np.argsort(version_of_file[rows.fid[idx]], kind="stable")]
-        manifests[split], lists[split] = _split_tables(rows, idx, split, label_id, config, on_output)
-        out_idx[split] = idx
-        present[split] = np.bincount(label_id[idx], minlength=len(names)) > 0
-    dup_report = _dedup(rows, first_of[:n], label_id)
+    file_bounds = np.searchsorted(rows.fid, np.arange(len(rows.files) + 1)).tolist()
+    # The duplicate counts are made on the other core meanwhile (numpy releases the GIL).
+    with ThreadPoolExecutor(1) as helper:
+        dedup = helper.submit(_dedup, rows, first_of[:n], label_id)
+        for split in SPLITS:
+            # The first row of each ID survives (see DEDUP_RULE). Output order: K400, K600, K700, each in
+            # its file's order.
+            files = sorted((VERSIONS.index(v), f) for f, (v, s, _) in enumerate(rows.files) if s == split)
+            idx = np.concatenate([np.zeros(0, np.int64)] + [
+                lo + np.flatnonzero(first_of[lo:hi] == np.arange(lo, hi))
+                for lo, hi in ((file_bounds[f], file_bounds[f + 1]) for _, f in files)])
+            manifests[split], lists[split] = _split_tables(rows, idx, split, label_id, config, on_output)
+            out_idx[split] = idx
+            present[split] = np.bincount(label_id[idx], minlength=len(names)) > 0
+        dup_report = dedup.result()
     report = {"labels": label_report, "duplicates": dup_report,
               "val_in_train_removed": dup_report["by_origin"]["val_in_train"],
               "label_conflicts": dup_report["by_kind"]["label_conflict"],
@@ -900,6 +966,12 @@ def build_k710(k400_dir, k600_dir, k700_dir, out_dir, config: BuildK710Config = 
     if not any(split in SPLITS for _, split in located):
         raise ManifestError("no train or val file in any folder; nothing to build")
     order = sorted(located, key=lambda k: (VERSIONS.index(k[0]), ("train", "val", "test").index(k[1])))
+    with reuse_freed_memory():
+        return _build(located, order, folders, skipped, out_dir, config)
+
+
+def _build(located: dict, order: list, folders: dict, skipped: list, out_dir: Path, config: BuildK710Config):
+    """build_k710 once the inputs are found: read them, merge, write the outputs."""
     with ThreadPoolExecutor(2) as pool:  # pyarrow parses without the GIL
         # The largest files first, so that no big one is left to parse alone at the end; errors surface
         # in file order.
