@@ -435,16 +435,27 @@ def test_folder_problems(tmp_path):
 def test_a_failed_write_leaves_no_output(tmp_path, monkeypatch):
     dirs = full_inputs(tmp_path / "in")
     out = tmp_path / "out"
-    real = kinetics.pq.write_table
 
-    def fail_on_val(table, where, **kwargs):
-        if table.num_rows == 3:
-            raise OSError("disk full")
-        real(table, where, **kwargs)
-    monkeypatch.setattr(kinetics.pq, "write_table", fail_on_val)
+    class FailOnVal(kinetics.pq.ParquetWriter):
+        def write_table(self, table, *args, **kwargs):
+            if table.num_rows == 3:
+                raise OSError("disk full")
+            super().write_table(table, *args, **kwargs)
+    monkeypatch.setattr(kinetics.pq, "ParquetWriter", FailOnVal)
     with pytest.raises(OSError, match="disk full"):
         build_k710(*dirs, out)
     assert list(out.iterdir()) == []
+
+
+def test_manifests_written_in_row_groups_while_keys_are_made(tmp_path, monkeypatch):
+    dirs = full_inputs(tmp_path / "in")
+    build_k710(*dirs, tmp_path / "whole")
+    monkeypatch.setattr(kinetics, "_ROW_GROUP", 2)
+    build_k710(*dirs, tmp_path / "groups")
+    for split in ("train", "val"):
+        whole, groups = (read_manifest(tmp_path / d / f"{split}.parquet") for d in ("whole", "groups"))
+        assert groups.equals(whole) and len(groups) > 2
+        assert kinetics.pq.ParquetFile(tmp_path / "groups" / f"{split}.parquet").num_row_groups == -(-len(groups) // 2)
 
 
 # ------------------------------------------------------------------------------------------ path template

@@ -37,6 +37,7 @@ import csv
 import difflib
 import io
 import json
+import queue
 import re
 import string
 from concurrent.futures import ThreadPoolExecutor
@@ -710,18 +711,19 @@ def _rows_of(cells):
     return lambda lo, hi: np.ndarray(hi - lo, table.dtype, words[index[lo:hi]], 0, (size,))
 
 
-def _join(pieces, n: int, block: int = 1 << 16) -> pa.Array:
+def _join(pieces, n: int, block: int = 1 << 16, done=None) -> pa.Array:
     """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts).
 
     When every piece has cells of one width (YouTube IDs, zero-padded times, texts padded to the longest),
     each row is a fixed-width record and each piece a column of it, filled by numpy: several times faster
     than pyarrow's binary_join_element_wise, which does any other case. The padding is then cut out. Rows
-    go in blocks, so that the gathered cells stay small and in the CPU cache."""
+    go in blocks, so that the gathered cells stay small and in the CPU cache. done(array, rows), when
+    given, is called whenever the first rows of the array (the one returned) are final."""
     cells = [_cells(p, n) for p in pieces]
     if all(c is not None for c in cells):
         widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells]
         width = sum(widths)
-        # (first byte in the record, width, rows -> cells, which bytes of each text's cell to keep or None)
+        # (first byte in the record, width, rows -> cells)
         starts = np.cumsum([0] + widths).tolist()
         columns = [(start, w, _rows_of(c)) for c, w, start in zip(cells, widths, starts) if w]
         # Padded pieces: (first byte, width, per text which bytes of its cell are text, per row its text).
@@ -735,6 +737,7 @@ def _join(pieces, n: int, block: int = 1 << 16) -> pa.Array:
                     lengths -= (w - keep.sum(axis=1, dtype=np.int32))[index]
                 np.cumsum(lengths, out=offsets[1:])
             data = np.empty(int(offsets[-1]), np.uint8)
+            array = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
             for lo in range(0, n, block):
                 hi = min(n, lo + block)
                 records = np.empty((hi - lo) * width, np.uint8) if padded else data[lo * width:hi * width]
@@ -749,8 +752,15 @@ def _join(pieces, n: int, block: int = 1 << 16) -> pa.Array:
                     for start, w, keep, index in padded:
                         keep_bytes[:, start:start + w] = keep[index[lo:hi]]
                     data[offsets[lo]:offsets[hi]] = records[keep_bytes.ravel()]
-            return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
-    return pc.binary_join_element_wise(*[p.array() if isinstance(p, _Texts) else p for p in pieces], "")
+                if done:
+                    done(array, hi)
+            if done and not n:
+                done(array, 0)
+            return array
+    array = pc.binary_join_element_wise(*[p.array() if isinstance(p, _Texts) else p for p in pieces], "")
+    if done:
+        done(array, n)
+    return array
 
 
 def _take_strings(array: pa.Array, idx: np.ndarray) -> pa.Array:
@@ -787,20 +797,20 @@ def _key_safe(data: np.ndarray, block: int = 1 << 18) -> bool:
     return True
 
 
-def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts"):
+def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts", done=None):
     """(make_key(video_id, start, end) per row for unique IDs, the pieces that make them or None);
-    vectorised for IDs made of safe characters."""
+    vectorised for IDs made of safe characters. done: as for _join."""
     values, offsets = _string_bytes(video_id)
     body = values[offsets[0]:offsets[-1]]
     n = len(video_id)
     pieces = [video_id, "_", start_text, "_", end_text]
     if not _key_safe(body):  # not YouTube IDs: the general path
         safe = pa.array([make_key(v) for v in video_id.to_pylist()], pa.string())
-        return _unique_keys(_join([safe, *pieces[1:]], n)), None
+        return _unique_keys(_join([safe, *pieces[1:]], n, done=done)), None
     dash = body[offsets[:-1] - offsets[0]] == ord("-")  # make_key puts '_' before a leading '-'
     if not dash.any():
-        return _join(pieces, n), pieces
-    keys = _join([_Texts(["", "_"], dash.view(np.int8)), *pieces], n)
+        return _join(pieces, n, done=done), pieces
+    keys = _join([_Texts(["", "_"], dash.view(np.int8)), *pieces], n, done=done)
     lengths = np.diff(offsets)
     # Only IDs of different lengths can meet once prefixed ('-x' and '_-x'); YouTube IDs all have 11.
     return (_unique_keys(keys) if lengths.min() != lengths.max() else keys), None
@@ -819,6 +829,26 @@ def _dictionary(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray
     return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary)
 
 
+_ROW_GROUP = 1 << 17  # rows per row group of a manifest written while its keys are made
+
+
+class _Stream:
+    """Tables handed from the merge to a writer thread one by one, in order, until close()."""
+
+    def __init__(self):
+        self._queue = queue.SimpleQueue()
+
+    def put(self, table: pa.Table) -> None:
+        self._queue.put(table)
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def __iter__(self):
+        while (table := self._queue.get()) is not None:
+            yield table
+
+
 def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray, config: BuildK710Config,
                   on_output=None):
     """(manifest table, list table) of the rows idx of one split; each is passed to on_output(name, table)
@@ -828,7 +858,6 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     start, end, ids = rows.start[idx], rows.end[idx], label_id[idx]
     names = label_maps.class_names("k710")
     start_text, end_text = _format_numbers(start, _time_text), _format_numbers(end, _time_text)
-    key, key_pieces = _keys(video_id, start_text, end_text)
     # The string columns of few distinct values (label, source, split) are handed over dictionary-encoded,
     # with small indices: Parquet stores them so anyway and need not hash them again, and the file is
     # written without the Arrow schema, so readers see the manifest schema's plain strings. A dictionary
@@ -836,15 +865,33 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     version_of_file = np.array([VERSIONS.index(v) for v, _, _ in rows.files], np.int8)
     zeros = np.zeros(n, np.int8)
     label_column = pa.array(ids, pa.int64())
-    columns = {"key": key, "source": _dictionary(version_of_file[rows.fid[idx]], pa.array(VERSIONS, pa.string())),
+    columns = {"source": _dictionary(version_of_file[rows.fid[idx]], pa.array(VERSIONS, pa.string())),
                "video_id": video_id, "start_sec": pa.array(start, pa.float64()), "end_sec": pa.array(end, pa.float64()),
                "label": _dictionary(ids, pa.array(names, pa.string())), "label_id": label_column,
                "split": _dictionary(zeros, pa.array([split], pa.string())),
                "stride": pa.array(np.full(n, config.stride, np.int64))}
     nulls = _nulls(n)
-    manifest = pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
-    if on_output:
-        on_output(f"{split}.parquet", manifest)
+    # The manifest goes to its writer in row groups as soon as their keys are made, so that the longest
+    # write of the build runs while the rest of the keys are made.
+    stream = _Stream() if on_output else None
+    if stream:
+        on_output(f"{split}.parquet", stream)
+    tables, cuts, sent = [], [*range(_ROW_GROUP, n, _ROW_GROUP), n], [0]
+
+    def send(key, rows_done):
+        if not tables:
+            tables.append(pa.table([key if f.name == "key" else columns[f.name] if f.name in columns
+                                    else nulls[f.type] for f in SCHEMA], names=SCHEMA.names))
+        while stream and cuts and cuts[0] <= rows_done:
+            upto = cuts.pop(0)
+            stream.put(tables[0].slice(sent[0], upto - sent[0]))
+            sent[0] = upto
+    try:
+        key, key_pieces = _keys(video_id, start_text, end_text, done=send)
+    finally:
+        if stream:
+            stream.close()
+    manifest = tables[0]
     used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
     fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key}
     if "source" in used:
@@ -993,17 +1040,25 @@ def _build(located: dict, order: list, folders: dict, skipped: list, out_dir: Pa
 
 
 def _write_output(name: str, value, path: Path) -> None:
-    """Write one output: bytes as they are, a table as Parquet or as the space-separated list."""
+    """Write one output: bytes as they are, a table or a _Stream of tables (row groups) as Parquet, a table
+    as the space-separated list."""
     if isinstance(value, bytes):
         path.write_bytes(value)
     elif name.endswith(".parquet"):
+        tables = iter(value) if isinstance(value, _Stream) else iter([value])
+        first = next(tables, None)
+        if first is None:  # the merge failed before the first row group; the build is failing
+            return
         # No statistics and no dictionary for the unique key/video_id: a fifth faster, the same size.
         plain = [c for c in SCHEMA.names if c not in ("key", "video_id")]
         # key and video_id uncompressed: random IDs barely compress (33 MB instead of 25 MB for the full
         # K710 train list) and Snappy over them was a third of the whole write.
         compression = {c: "none" if c in ("key", "video_id") else "snappy" for c in SCHEMA.names}
-        pq.write_table(value, path, store_schema=False, use_dictionary=plain, write_statistics=False,
-                       compression=compression, memory_pool=_POOL)
+        with pq.ParquetWriter(path, first.schema, store_schema=False, use_dictionary=plain, write_statistics=False,
+                              compression=compression, memory_pool=_POOL) as writer:
+            writer.write_table(first)
+            for table in tables:
+                writer.write_table(table)
     else:
         options = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none")
         pcsv.write_csv(value, path, write_options=options, memory_pool=_POOL)
