@@ -540,20 +540,29 @@ def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds:
     head, tail = head[rows], tail[rows]
     hashes = _hash(head, tail)
     bits = max(int(len(rows)).bit_length() + 1, 10)
+    shift = np.uint64(64 - bits)
     table = np.empty(1 << bits, np.int32)
-    first = np.full(len(rows), -1, np.int64)
-    todo = np.arange(len(rows))
-    for _ in range(rounds):
+    # The first round, which places nearly every row, without the bookkeeping of the later ones.
+    slot = (hashes >> shift).view(np.intp)
+    table[slot[::-1]] = np.arange(len(rows) - 1, -1, -1, dtype=np.int32)
+    earliest = table[slot]
+    same = head[earliest] == head
+    same &= tail[earliest] == tail
+    first = np.where(same, earliest, -1)
+    todo = np.flatnonzero(~same)
+    head, tail, hashes = head[todo], tail[todo], hashes[todo]
+    for _ in range(rounds - 1):
         if not len(todo):
             break
-        slot = (hashes >> np.uint64(64 - bits)).astype(np.intp)
+        hashes *= _MIX
+        slot = (hashes >> shift).view(np.intp)
         table[slot[::-1]] = np.arange(len(todo) - 1, -1, -1, dtype=np.int32)
         earliest = table[slot]
         same = head[earliest] == head
         same &= tail[earliest] == tail
         first[todo[same]] = todo[earliest[same]]
         left = np.flatnonzero(~same)
-        todo, head, tail, hashes = todo[left], head[left], tail[left], hashes[left] * _MIX
+        todo, head, tail, hashes = todo[left], head[left], tail[left], hashes[left]
     return np.where(first >= 0, rows[first], -1)
 
 
@@ -574,7 +583,8 @@ def _group_ids(arrays):
         width = cells.itemsize
         words = cells.view(np.dtype({"names": ["head", "tail"], "formats": ["<u8", "<u8"],
                                      "offsets": [0, width - 8], "itemsize": width}))
-        head, tail = words["head"], words["tail"]
+        # Contiguous copies: gathered from many times, several times faster than the 11-byte-strided words.
+        head, tail = np.ascontiguousarray(words["head"]), np.ascontiguousarray(words["tail"])
         upper = _hash(head, tail) >= np.uint64(1 << 63)
         parts = [np.flatnonzero(~upper), np.flatnonzero(upper)]
         first = np.empty(len(cells), np.int64)
