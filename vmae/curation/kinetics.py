@@ -678,38 +678,34 @@ class _Texts:
 
     @cached_property
     def table(self):
-        """(cells, lengths): the distinct texts as numpy void cells as wide as the longest, shorter ones
-        padded, and their lengths in bytes (None when all have one width); None when every text is empty."""
+        """The distinct texts as numpy void cells when all have one width in bytes (> 0), else None."""
         encoded = [t.encode("utf-8") for t in self.texts]
-        width = max(map(len, encoded), default=0)
-        if not width:
+        widths = {len(e) for e in encoded}
+        if len(widths) != 1 or not (width := widths.pop()):
             return None
-        lengths = np.array([len(e) for e in encoded], np.int64)
-        cells = np.frombuffer(b"".join(e.ljust(width, b"\0") for e in encoded), f"V{width}")
-        return cells, (None if (lengths == width).all() else lengths)
+        return np.frombuffer(b"".join(encoded), f"V{width}")
 
 
 def _cells(piece, n: int):
-    """A piece as fixed-width cells: bytes for a literal; (cells, index, lengths) for a _Texts or a
-    pyarrow string array whose texts have one width (> 0), row i being cells[index[i]] (cells[i] when
-    index is None) and its text the first lengths[index[i]] bytes of that cell (all of it when lengths is
-    None); else None."""
+    """A piece as fixed-width cells: bytes for a literal; (cells, index) for a _Texts or a pyarrow string
+    array whose texts have one width (> 0), row i being cells[index[i]] (cells[i] when index is None);
+    else None."""
     if isinstance(piece, str):
         return piece.encode("utf-8")
     if isinstance(piece, _Texts):
-        return None if piece.table is None else (piece.table[0], piece.index, piece.table[1])
+        return None if piece.table is None else (piece.table, piece.index)
     values, offsets = _string_bytes(piece)
     width = int(offsets[1] - offsets[0]) if n else 0
     if not width or (np.diff(offsets) != width).any():
         return None
-    return values[offsets[0]:offsets[-1]].view(f"V{width}"), None, None
+    return values[offsets[0]:offsets[-1]].view(f"V{width}"), None
 
 
 def _rows_of(cells):
     """For a piece as _cells gives it: (lo, hi) -> the cells of rows lo..hi, or a literal's bytes."""
     if isinstance(cells, bytes):
         return lambda lo, hi: cells
-    table, index, _ = cells
+    table, index = cells
     if index is None:
         return lambda lo, hi: table[lo:hi]
     if table.itemsize > 16:
@@ -724,53 +720,46 @@ def _rows_of(cells):
     return lambda lo, hi: np.ndarray(hi - lo, table.dtype, np.take(words, index[lo:hi]), 0, (size,))
 
 
-def _join(pieces, n: int, block: int = 1 << 16, done=None) -> pa.Array:
-    """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts).
+def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16, done=None) -> pa.Array:
+    """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts); prefix: rows that get '_'.
 
-    When every piece has cells of one width (YouTube IDs, zero-padded times, texts padded to the longest),
-    each row is a fixed-width record and each piece a column of it, filled by numpy: several times faster
-    than pyarrow's binary_join_element_wise, which does any other case. The padding is then cut out. Rows
-    go in blocks, so that the gathered cells stay small and in the CPU cache. done(array, rows), when
-    given, is called whenever the first rows of the array (the one returned) are final."""
+    When every piece has one width (YouTube IDs, zero-padded times), each row is a fixed-width record and
+    each piece a column of it, filled by numpy: several times faster than pyarrow's
+    binary_join_element_wise, which does any other case. Rows go in blocks, so that the gathered cells and
+    the '_' insertions stay small and in the CPU cache. done(array, rows), when given, is called whenever
+    the first rows of the array (the one returned) are final."""
     cells = [_cells(p, n) for p in pieces]
-    if all(c is not None for c in cells):
-        widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells]
-        width = sum(widths)
-        # (first byte in the record, width, rows -> cells)
-        starts = np.cumsum([0] + widths).tolist()
-        columns = [(start, w, _rows_of(c)) for c, w, start in zip(cells, widths, starts) if w]
-        # Padded pieces: (first byte, width, per text which bytes of its cell are text, per row its text).
-        padded = [(start, w, np.arange(w) < c[2][:, None], c[1]) for c, w, start in zip(cells, widths, starts)
-                  if not isinstance(c, bytes) and c[2] is not None]
-        if width and n * width < 2**31:
-            offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
-            if padded:
-                lengths = np.full(n, width, np.int32)
-                for _, w, keep, index in padded:
-                    lengths -= (w - keep.sum(axis=1, dtype=np.int32))[index]
-                np.cumsum(lengths, out=offsets[1:])
-            data = np.empty(int(offsets[-1]), np.uint8)
-            array = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
-            for lo in range(0, n, block):
-                hi = min(n, lo + block)
-                records = np.empty((hi - lo) * width, np.uint8) if padded else data[lo * width:hi * width]
-                for start, w, rows_of in columns:
-                    value = rows_of(lo, hi)
-                    if isinstance(value, bytes):  # a literal: the same bytes in every record
-                        np.ndarray((hi - lo, w), np.uint8, records, start, (width, 1))[:] = np.frombuffer(value, np.uint8)
-                    else:
-                        np.ndarray(hi - lo, f"V{w}", records, start, (width,))[:] = value
-                if padded:
-                    keep_bytes = np.ones((hi - lo, width), bool)
-                    for start, w, keep, index in padded:
-                        keep_bytes[:, start:start + w] = keep[index[lo:hi]]
-                    data[offsets[lo]:offsets[hi]] = records[keep_bytes.ravel()]
-                if done:
-                    done(array, hi)
-            if done and not n:
-                done(array, 0)
-            return array
-    array = pc.binary_join_element_wise(*[p.array() if isinstance(p, _Texts) else p for p in pieces], "")
+    widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells if c is not None]
+    width = sum(widths)
+    if all(c is not None for c in cells) and width and (n + 1) * (width + 1) < 2**31:
+        columns = [(start, w, _rows_of(c)) for c, w, start in zip(cells, widths, np.cumsum([0] + widths).tolist())
+                   if w]  # (first byte in the record, width, rows -> cells)
+        offsets = np.arange(n + 1, dtype=np.int32) * np.int32(width)
+        if prefix is not None:
+            offsets[1:] += np.cumsum(prefix, dtype=np.int32)
+        data = np.empty(int(offsets[-1]), np.uint8)
+        array = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            records = data[lo * width:hi * width] if prefix is None else np.empty((hi - lo) * width, np.uint8)
+            for start, w, rows_of in columns:
+                value = rows_of(lo, hi)
+                if isinstance(value, bytes):  # a literal: the same bytes in every record
+                    np.ndarray((hi - lo, w), np.uint8, records, start, (width, 1))[:] = np.frombuffer(value, np.uint8)
+                else:
+                    np.ndarray(hi - lo, f"V{w}", records, start, (width,))[:] = value
+            if prefix is not None:
+                data[offsets[lo]:offsets[hi]] = np.insert(records, np.flatnonzero(prefix[lo:hi]) * width,
+                                                          np.uint8(ord("_")))
+            if done:
+                done(array, hi)
+        if done and not n:
+            done(array, 0)
+        return array
+    arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
+    if prefix is not None:
+        arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
+    array = pc.binary_join_element_wise(*arrays, "")
     if done:
         done(array, n)
     return array
@@ -823,7 +812,7 @@ def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts", done=Non
     dash = body[offsets[:-1] - offsets[0]] == ord("-")  # make_key puts '_' before a leading '-'
     if not dash.any():
         return _join(pieces, n, done=done), pieces
-    keys = _join([_Texts(["", "_"], dash.view(np.int8)), *pieces], n, done=done)
+    keys = _join(pieces, n, prefix=dash, done=done)
     lengths = np.diff(offsets)
     # Only IDs of different lengths can meet once prefixed ('-x' and '_-x'); YouTube IDs all have 11.
     return (_unique_keys(keys) if lengths.min() != lengths.max() else keys), None
