@@ -25,12 +25,15 @@ Decisions:
 - Bad input (missing columns, non-numeric or reversed times, empty IDs or labels, IDs with whitespace, an
   empty or non-UTF-8 file, a folder with no CSV) stops the build with the file and line, before any output.
 
-Speed: each CSV is parsed once by pyarrow (labels dictionary-encoded while parsing, times as integers; a
-file with fractional times is parsed a second time as floats), labels are resolved on their distinct
-values, and the IDs of every file are hashed in one pass; everything after is numpy, with fixed-width
-records for the keys and paths. Each output is written in a thread as soon as it is made, so
-the train manifest, the longest write, runs while the rest is computed. pyarrow allocates from the C
-heap like numpy (less memory fetched from the kernel); large per-row arrays are not copied twice.
+Speed (the full lists on two cores; benchmarks/bench_build_k710.py): each CSV is parsed once by pyarrow,
+two files at a time (labels dictionary-encoded while parsing, times as integers; a file with fractional
+times is parsed a second time as floats). The IDs are then grouped in numpy hash tables on both cores while
+the labels are resolved on their distinct values; everything after is numpy, with fixed-width records for
+the keys and paths, and the duplicate counts are made on the second core while the train split is made.
+Each output is written in a thread as soon as it is made, the manifests in row groups as their keys come,
+so that the train manifest, the longest write, runs beside the rest. Memory: pyarrow allocates from the C
+heap like numpy, glibc is asked to keep freed memory for reuse (vmae.memory), and the parsed tables are
+let go as soon as their columns are copied out: fresh pages from the kernel were a fifth of the time.
 """
 import codecs
 import csv
@@ -210,13 +213,9 @@ def _pyvalue(value):
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def render(template: str, columns: Mapping, n: int, known: Mapping = None) -> pa.Array:
-    """Format template for n rows; columns are pyarrow string arrays, _Texts or numpy number arrays."""
-    return _join(_template_pieces(template, columns, known), n)
-
-
 def _template_pieces(template: str, columns: Mapping, known: Mapping = None) -> list:
-    """The template as pieces for _join: its literals and, per field, the column's texts.
+    """The template as pieces for _join: its literals and, per field, the texts of the column (a pyarrow
+    string array, _Texts or a numpy number array).
 
     Each field is formatted once per distinct value; a pyarrow string column without a format spec passes
     through as it is (it must be free of whitespace). known: {(field, spec): _Texts} already made."""
@@ -531,7 +530,8 @@ def _hash(head: np.ndarray, tail: np.ndarray) -> np.ndarray:
 
 def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds: int = 16):
     """For the ascending positions rows, the position of the first row with the same (head, tail) words;
-    -1 for rows left after `rounds` rounds (only when many different IDs share one hash).
+    -1 for rows left after `rounds` rounds (only when many different IDs share one hash), or for all rows
+    if numpy did not apply repeated assignments in order.
 
     A round scatters each row's number into a hash table at its slot with the latest row first, so that the
     earliest row of each slot stays; a row whose words equal that earliest row's has found its first row
@@ -544,8 +544,13 @@ def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds:
     table = np.empty(1 << bits, np.int32)
     # The first round, which places nearly every row, without the bookkeeping of the later ones.
     slot = (hashes >> shift).view(np.intp)
-    table[slot[::-1]] = np.arange(len(rows) - 1, -1, -1, dtype=np.int32)
+    order = np.arange(len(rows) - 1, -1, -1, dtype=np.int32)
+    table[slot[::-1]] = order
     earliest = table[slot]
+    # numpy applies repeated assignments in order (the last one stays), which the rounds rely on; it does
+    # not promise to: check that every slot kept its earliest row.
+    if (earliest > order[::-1]).any():
+        return np.full(len(rows), -1, np.int64)
     same = head[earliest] == head
     same &= tail[earliest] == tail
     first = np.where(same, earliest, -1)
@@ -646,9 +651,10 @@ def _dedup(rows: _Rows, first_of: np.ndarray, label_id: np.ndarray) -> dict:
     return report
 
 
-def _distinct(values: np.ndarray):
-    """(distinct values, position of each row's value among them). Small non-negative whole numbers (the
-    official times) are grouped by table lookup instead of hashing."""
+def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
+    """format_one(v) for every value, computed once per distinct value.
+
+    Whole seconds (the official times) are grouped by table lookup instead of hashing."""
     ints = values.astype(np.int64)
     if len(values) and (ints == values).all() and ints.min() >= 0 and ints.max() < 1 << 22:
         present = np.zeros(int(ints.max()) + 1, bool)
@@ -656,15 +662,9 @@ def _distinct(values: np.ndarray):
         used = np.flatnonzero(present)
         position = np.zeros(len(present), np.int32)
         position[used] = np.arange(len(used), dtype=np.int32)
-        return used, position[ints]
+        return _Texts([format_one(v) for v in used.tolist()], position[ints])
     codes, uniques = pd.factorize(values)
-    return uniques, codes
-
-
-def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
-    """format_one(v) for every value, computed once per distinct value."""
-    uniques, index = _distinct(values)
-    return _Texts([format_one(v) for v in uniques.tolist()], index)
+    return _Texts([format_one(v) for v in uniques.tolist()], codes)
 
 
 @dataclass
@@ -878,22 +878,21 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     stream = _Stream() if on_output else None
     if stream:
         on_output(f"{split}.parquet", stream)
-    tables, cuts, sent = [], [*range(_ROW_GROUP, n, _ROW_GROUP), n], [0]
+    manifest, sent, cuts = None, 0, [*range(_ROW_GROUP, n, _ROW_GROUP), n]
 
     def send(key, rows_done):
-        if not tables:
-            tables.append(pa.table([key if f.name == "key" else columns[f.name] if f.name in columns
-                                    else nulls[f.type] for f in SCHEMA], names=SCHEMA.names))
+        nonlocal manifest, sent
+        if manifest is None:
+            manifest = pa.table([key if f.name == "key" else columns[f.name] if f.name in columns
+                                 else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
         while stream and cuts and cuts[0] <= rows_done:
-            upto = cuts.pop(0)
-            stream.put(tables[0].slice(sent[0], upto - sent[0]))
-            sent[0] = upto
+            stream.put(manifest.slice(sent, cuts[0] - sent))
+            sent = cuts.pop(0)
     try:
         key, key_pieces = _keys(video_id, start_text, end_text, done=send)
     finally:
         if stream:
             stream.close()
-    manifest = tables[0]
     used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
     fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key}
     if "source" in used:
