@@ -528,17 +528,17 @@ def _hash(head: np.ndarray, tail: np.ndarray) -> np.ndarray:
     return hashes
 
 
-def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds: int = 16):
-    """For the ascending positions rows, the position of the first row with the same (head, tail) words;
-    -1 for rows left after `rounds` rounds (only when many different IDs share one hash), or for all rows
-    if numpy did not apply repeated assignments in order.
+def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, first: np.ndarray, rounds: int = 16):
+    """Set first[rows], for the ascending positions rows, to the position of the first row with the same
+    (head, tail) words. False, leaving first as it was, when rows are left after `rounds` rounds (only when
+    many different IDs share one hash) or numpy did not apply repeated assignments in order.
 
     A round scatters each row's number into a hash table at its slot with the latest row first, so that the
     earliest row of each slot stays; a row whose words equal that earliest row's has found its first row
     (any earlier row with the same ID would have the same slot). The others, whole IDs at a time, try again
-    with their hashes mixed anew. Everything is numpy, which releases the GIL: two parts run on two cores."""
+    with their hashes mixed anew. Everything is numpy, which releases the GIL: parts run on both cores."""
     head, tail = head[rows], tail[rows]
-    hashes = _hash(head, tail)
+    hashes = _hash(head, tail) * _MIX  # mixed again: the slot bits are not the ones that chose the part
     bits = max(int(len(rows)).bit_length() + 1, 10)
     shift = np.uint64(64 - bits)
     table = np.empty(1 << bits, np.int32)
@@ -550,10 +550,10 @@ def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds:
     # numpy applies repeated assignments in order (the last one stays), which the rounds rely on; it does
     # not promise to: check that every slot kept its earliest row.
     if (earliest > order[::-1]).any():
-        return np.full(len(rows), -1, np.int64)
+        return False
     same = head[earliest] == head
     same &= tail[earliest] == tail
-    first = np.where(same, earliest, -1)
+    local = np.where(same, earliest, -1)
     todo = np.flatnonzero(~same)
     head, tail, hashes = head[todo], tail[todo], hashes[todo]
     for _ in range(rounds - 1):
@@ -565,10 +565,13 @@ def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, rounds:
         earliest = table[slot]
         same = head[earliest] == head
         same &= tail[earliest] == tail
-        first[todo[same]] = todo[earliest[same]]
+        local[todo[same]] = todo[earliest[same]]
         left = np.flatnonzero(~same)
         todo, head, tail, hashes = todo[left], head[left], tail[left], hashes[left]
-    return np.where(first >= 0, rows[first], -1)
+    if len(todo):
+        return False
+    first[rows] = rows[local]
+    return True
 
 
 def first_row_of_id(arrays) -> np.ndarray:
@@ -590,14 +593,13 @@ def _group_ids(arrays):
                                      "offsets": [0, width - 8], "itemsize": width}))
         # Contiguous copies: gathered from many times, several times faster than the 11-byte-strided words.
         head, tail = np.ascontiguousarray(words["head"]), np.ascontiguousarray(words["tail"])
+        # Two parts by the top hash bit, one per core (more, smaller parts were slower).
         upper = _hash(head, tail) >= np.uint64(1 << 63)
         parts = [np.flatnonzero(~upper), np.flatnonzero(upper)]
         first = np.empty(len(cells), np.int64)
         with ThreadPoolExecutor(2) as pool:
-            for rows, got in zip(parts, pool.map(lambda rows: _first_in_part(rows, head, tail), parts)):
-                first[rows] = got
-        if (first >= 0).all():
-            return first, cells
+            if all(list(pool.map(lambda rows: _first_in_part(rows, head, tail, first), parts))):
+                return first, cells
     encoded = pc.dictionary_encode(pa.chunked_array(_chunks(arrays), pa.string()))
     codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks] or [np.zeros(0, np.int32)])
     return _first_rows(codes)[codes], cells
