@@ -506,6 +506,13 @@ def test_fractional_times(tmp_path):
     config = BuildK710Config(path_template="{video_id}_{start:09.3f}.mp4")
     build_k710(tmp_path / "k400", None, None, tmp_path / "out3", config)
     assert (tmp_path / "out3" / "val.csv").read_text().splitlines()[0] == f"{A}_00001.500.mp4 {K710['yoga']}"
+    # One file with fractional times, one with whole seconds: both read, the same ID compared across them.
+    write_split(tmp_path, "k600", "val", [("yoga", C, 3, 13), ("yoga", B, 2, 12)])
+    report = build_k710(tmp_path / "k400", tmp_path / "k600", None, tmp_path / "out4",
+                        BuildK710Config(path_template="{key}.mp4"))
+    val = read_manifest(tmp_path / "out4" / "val.parquet")
+    assert val["start_sec"].tolist() == [1.5, 3.0, 2.0] and val["end_sec"].tolist() == [11.5, 13.0, 12.0]
+    assert report["duplicates"]["by_kind"]["same_segment_same_label"] == 1
 
 
 # ------------------------------------------------------------------------------------- ID grouping paths

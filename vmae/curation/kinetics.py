@@ -314,7 +314,7 @@ def _parse(path: Path, columns) -> pa.Table:
     """pyarrow's parse of the columns (it reads the file itself and skips a BOM: no copy in Python memory).
 
     Times are parsed as integers first, a tenth faster than as floats, and the official files hold whole
-    seconds; a file with fractional times is parsed again as floats. Either way they come out as float64."""
+    seconds; a file with fractional times is parsed again as floats (int64 or float64 columns)."""
     def read(time_type):
         types = {c: _TYPES.get(c, time_type) for c in columns}
         options = pcsv.ConvertOptions(include_columns=list(columns), column_types=types,
@@ -323,13 +323,9 @@ def _parse(path: Path, columns) -> pa.Table:
     if "time_start" not in columns:
         return read(pa.float64())
     try:
-        table = read(pa.int64())
+        return read(pa.int64())
     except pa.ArrowInvalid:
         return read(pa.float64())
-    for name in ("time_start", "time_end"):
-        table = table.set_column(table.schema.get_field_index(name), name,
-                                 pc.cast(table[name], pa.float64(), memory_pool=_POOL))
-    return table
 
 
 def _contents(path: Path) -> bytes:
@@ -449,6 +445,11 @@ def _labelled_files(tables: dict) -> list:
 def _concat(tables: dict) -> _Rows:
     files = _labelled_files(tables)
     parts = [tables[(v, s)][1] for v, s, _ in files]
+    if any(pa.types.is_floating(t.schema.field("time_start").type) for t in parts):
+        # Fractional times in some file: all times as float64, so that the tables concatenate.
+        times = pa.schema([pa.field("time_start", pa.float64()), pa.field("time_end", pa.float64())])
+        parts = [t.cast(pa.schema([times.field(f.name) if f.name in times.names else f for f in t.schema]))
+                 for t in parts]
     sizes = [t.num_rows for t in parts]
     table = pa.concat_tables(parts)
     label = table["label"].unify_dictionaries(memory_pool=_POOL)
@@ -870,7 +871,8 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     zeros = np.zeros(n, np.int8)
     label_column = pa.array(ids, pa.int64())
     columns = {"source": _dictionary(np.take(version_of_file, rows.fid[idx]), pa.array(VERSIONS, pa.string())),
-               "video_id": video_id, "start_sec": pa.array(start, pa.float64()), "end_sec": pa.array(end, pa.float64()),
+               "video_id": video_id, "start_sec": pa.array(start.astype(np.float64, copy=False)),
+               "end_sec": pa.array(end.astype(np.float64, copy=False)),
                "label": _dictionary(ids, pa.array(names, pa.string())), "label_id": label_column,
                "split": _dictionary(zeros, pa.array([split], pa.string())),
                "stride": pa.array(np.full(n, config.stride, np.int64))}
@@ -905,8 +907,8 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
         # The list is space-separated: class names go into paths with '_' for ' '.
         fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids)
     # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
-    known = {("start", "06d"): start_text, ("end", "06d"): end_text} if (
-        {"start", "end"} & used and (np.round(start) == start).all() and (np.round(end) == end).all()) else {}
+    whole = start.dtype.kind == "i" or (np.round(start) == start).all() and (np.round(end) == end).all()
+    known = {("start", "06d"): start_text, ("end", "06d"): end_text} if {"start", "end"} & used and whole else {}
     pieces = _template_pieces(config.path_template, fields, known)
     # A path that begins with the key's own pieces (the default template does) copies the key.
     if key_pieces and len(pieces) >= len(key_pieces) and all(
