@@ -542,7 +542,8 @@ def _first_in_part(rows: np.ndarray, head: np.ndarray, tail: np.ndarray, first: 
     (any earlier row with the same ID would have the same slot). The others, whole IDs at a time, try again
     with their hashes mixed anew. Everything is numpy, which releases the GIL: parts run on both cores."""
     head, tail = head[rows], tail[rows]
-    hashes = _hash(head, tail) * _MIX  # mixed again: the slot bits are not the ones that chose the part
+    hashes = _hash(head, tail)
+    hashes *= _MIX  # mixed again: the slot bits are not the ones that chose the part
     bits = max(int(len(rows)).bit_length() + 1, 10)
     shift = np.uint64(64 - bits)
     table = np.empty(1 << bits, np.int32)
