@@ -662,8 +662,9 @@ def _format_numbers(values: np.ndarray, format_one) -> "_Texts":
     """format_one(v) for every value, computed once per distinct value.
 
     Whole seconds (the official times) are grouped by table lookup instead of hashing."""
-    ints = values.astype(np.int64)
-    if len(values) and (ints == values).all() and ints.min() >= 0 and ints.max() < 1 << 22:
+    ints = values.astype(np.int64, copy=False)
+    whole = values.dtype.kind in "iu" or (ints == values).all()
+    if len(values) and whole and ints.min() >= 0 and ints.max() < 1 << 22:
         present = np.zeros(int(ints.max()) + 1, bool)
         present[ints] = True
         used = np.flatnonzero(present)
@@ -872,41 +873,48 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     # written without the Arrow schema, so readers see the manifest schema's plain strings. A dictionary
     # must not repeat an entry (Parquet would fall back to plain strings): one entry per version.
     version_of_file = np.array([VERSIONS.index(v) for v, _, _ in rows.files], np.int8)
-    zeros = np.zeros(n, np.int8)
-    label_column = pa.array(ids, pa.int64())
-    columns = {"source": _dictionary(np.take(version_of_file, rows.fid[idx]), pa.array(VERSIONS, pa.string())),
-               "video_id": video_id, "start_sec": pa.array(start.astype(np.float64, copy=False)),
-               "end_sec": pa.array(end.astype(np.float64, copy=False)),
-               "label": _dictionary(ids, pa.array(names, pa.string())), "label_id": label_column,
-               "split": _dictionary(zeros, pa.array([split], pa.string())),
-               "stride": pa.array(np.full(n, config.stride, np.int64))}
-    nulls = _nulls(n)
+    source = np.take(version_of_file, rows.fid[idx])
+    dictionaries = {"source": pa.array(VERSIONS, pa.string()), "label": pa.array(names, pa.string()),
+                    "split": pa.array([split], pa.string())}
+
+    def row_group(key, lo, hi):
+        """The manifest's rows lo..hi; made a row group at a time so that the first goes out early."""
+        m = hi - lo
+        columns = {"key": key.slice(lo, m), "source": _dictionary(source[lo:hi], dictionaries["source"]),
+                   "video_id": video_id.slice(lo, m), "start_sec": pa.array(start[lo:hi].astype(np.float64)),
+                   "end_sec": pa.array(end[lo:hi].astype(np.float64)),
+                   "label": _dictionary(ids[lo:hi], dictionaries["label"]), "label_id": pa.array(ids[lo:hi], pa.int64()),
+                   "split": _dictionary(np.zeros(m, np.int8), dictionaries["split"]),
+                   "stride": pa.array(np.full(m, config.stride, np.int64))}
+        nulls = _nulls(m)
+        return pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
+
     # The manifest goes to its writer in row groups as soon as their keys are made, so that the longest
     # write of the build runs while the rest of the keys are made.
     stream = _Stream() if on_output else None
     if stream:
         on_output(f"{split}.parquet", stream)
-    manifest, sent, cuts = None, 0, [*range(_ROW_GROUP, n, _ROW_GROUP), n]
+    groups, sent, cuts = [], 0, [*range(_ROW_GROUP, n, _ROW_GROUP), n]
 
     def send(key, rows_done):
-        nonlocal manifest, sent
-        if manifest is None:
-            manifest = pa.table([key if f.name == "key" else columns[f.name] if f.name in columns
-                                 else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
-        while stream and cuts and cuts[0] <= rows_done:
-            stream.put(manifest.slice(sent, cuts[0] - sent))
+        nonlocal sent
+        while cuts and cuts[0] <= rows_done:
+            groups.append(row_group(key, sent, cuts[0]))
             sent = cuts.pop(0)
+            if stream:
+                stream.put(groups[-1])
     try:
         key, key_pieces = _keys(video_id, start_text, end_text, done=send)
     finally:
         if stream:
             stream.close()
+    manifest = pa.concat_tables(groups)
     used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
     fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key}
     if "source" in used:
         fields["source"] = _Texts([v for v, _, _ in rows.files], rows.fid[idx])
     if "split" in used:
-        fields["split"] = _Texts([split], zeros)
+        fields["split"] = _Texts([split], np.zeros(n, np.int8))
     if "label" in used:
         # The list is space-separated: class names go into paths with '_' for ' '.
         fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids)
