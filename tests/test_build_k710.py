@@ -549,6 +549,8 @@ def test_non_youtube_ids_get_safe_unique_keys(tmp_path):
     write_split(tmp_path, "k401", "val", [("yoga", "-x", 0, 10), ("yoga", "_-x", 0, 10)])
     with pytest.raises(ManifestError, match="two YouTube IDs give the same key '_-x_000000_000010'"):
         build_k710(tmp_path / "k401", None, None, tmp_path / "out2")
+    # The manifest's row groups had gone to its writer before the keys were found to clash: nothing is left.
+    assert not (tmp_path / "out2").exists()
 
 
 REAL = Path(__file__).parent / "data" / "kinetics-real"
