@@ -447,15 +447,19 @@ def test_a_failed_write_leaves_no_output(tmp_path, monkeypatch):
     assert list(out.iterdir()) == []
 
 
-def test_manifests_written_in_row_groups_while_keys_are_made(tmp_path, monkeypatch):
+@pytest.mark.parametrize("template", [kinetics.DEFAULT_PATH_TEMPLATE, "{key}.mp4",
+                                      "{split}/{source}/{label}/{video_id}-{start:.1f}-{label_id:03d}.mp4"])
+def test_outputs_made_a_row_group_at_a_time(tmp_path, monkeypatch, template):
     dirs = full_inputs(tmp_path / "in")
-    build_k710(*dirs, tmp_path / "whole")
+    config = BuildK710Config(path_template=template)
+    build_k710(*dirs, tmp_path / "whole", config)
     monkeypatch.setattr(kinetics, "_ROW_GROUP", 2)
-    build_k710(*dirs, tmp_path / "groups")
+    build_k710(*dirs, tmp_path / "groups", config)
     for split in ("train", "val"):
         whole, groups = (read_manifest(tmp_path / d / f"{split}.parquet") for d in ("whole", "groups"))
         assert groups.equals(whole) and len(groups) > 2
         assert kinetics.pq.ParquetFile(tmp_path / "groups" / f"{split}.parquet").num_row_groups == -(-len(groups) // 2)
+        assert (tmp_path / "groups" / f"{split}.csv").read_bytes() == (tmp_path / "whole" / f"{split}.csv").read_bytes()
 
 
 # ------------------------------------------------------------------------------------------ path template

@@ -684,6 +684,10 @@ class _Texts:
     def array(self) -> pa.Array:
         return pa.array(self.texts, pa.string()).take(pa.array(self.index))
 
+    def rows(self, lo: int, hi: int) -> "_Texts":
+        """Rows lo..hi, sharing these distinct texts."""
+        return _Texts(self.texts, self.index[lo:hi])
+
     @cached_property
     def table(self):
         """The distinct texts as numpy void cells when all have one width in bytes (> 0), else None."""
@@ -728,14 +732,13 @@ def _rows_of(cells):
     return lambda lo, hi: np.ndarray(hi - lo, table.dtype, np.take(words, index[lo:hi]), 0, (size,))
 
 
-def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16, done=None) -> pa.Array:
+def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16) -> pa.Array:
     """Row-wise concatenation of pieces (literals, pyarrow string arrays, _Texts); prefix: rows that get '_'.
 
     When every piece has one width (YouTube IDs, zero-padded times), each row is a fixed-width record and
     each piece a column of it, filled by numpy: several times faster than pyarrow's
     binary_join_element_wise, which does any other case. Rows go in blocks, so that the gathered cells and
-    the '_' insertions stay small and in the CPU cache. done(array, rows), when given, is called whenever
-    the first rows of the array (the one returned) are final."""
+    the '_' insertions stay small and in the CPU cache."""
     cells = [_cells(p, n) for p in pieces]
     widths = [len(c) if isinstance(c, bytes) else c[0].itemsize for c in cells if c is not None]
     width = sum(widths)
@@ -746,7 +749,6 @@ def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16, done=
         if prefix is not None:
             offsets[1:] += np.cumsum(prefix, dtype=np.int32)
         data = np.empty(int(offsets[-1]), np.uint8)
-        array = pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
         for lo in range(0, n, block):
             hi = min(n, lo + block)
             records = data[lo * width:hi * width] if prefix is None else np.empty((hi - lo) * width, np.uint8)
@@ -759,18 +761,11 @@ def _join(pieces, n: int, prefix: np.ndarray = None, block: int = 1 << 16, done=
             if prefix is not None:
                 data[offsets[lo]:offsets[hi]] = np.insert(records, np.flatnonzero(prefix[lo:hi]) * width,
                                                           np.uint8(ord("_")))
-            if done:
-                done(array, hi)
-        if done and not n:
-            done(array, 0)
-        return array
+        return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
     arrays = [p.array() if isinstance(p, _Texts) else p for p in pieces]
     if prefix is not None:
         arrays.insert(0, pa.array(["", "_"], pa.string()).take(pa.array(prefix.astype(np.int8))))
-    array = pc.binary_join_element_wise(*arrays, "")
-    if done:
-        done(array, n)
-    return array
+    return pc.binary_join_element_wise(*arrays, "")
 
 
 def _take_strings(array: pa.Array, idx: np.ndarray) -> pa.Array:
@@ -807,23 +802,22 @@ def _key_safe(data: np.ndarray, block: int = 1 << 18) -> bool:
     return True
 
 
-def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts", done=None):
-    """(make_key(video_id, start, end) per row for unique IDs, the pieces that make them or None);
-    vectorised for IDs made of safe characters. done: as for _join."""
+def _keys(video_id: pa.Array, start_text: "_Texts", end_text: "_Texts"):
+    """make_key(video_id, start, end) per row, vectorised for IDs made of safe characters: (keys, the pieces
+    that make them or None, whether two IDs may have met in one key, which _unique_keys then checks)."""
     values, offsets = _string_bytes(video_id)
     body = values[offsets[0]:offsets[-1]]
     n = len(video_id)
     pieces = [video_id, "_", start_text, "_", end_text]
     if not _key_safe(body):  # not YouTube IDs: the general path
         safe = pa.array([make_key(v) for v in video_id.to_pylist()], pa.string())
-        return _unique_keys(_join([safe, *pieces[1:]], n, done=done)), None
+        return _join([safe, *pieces[1:]], n), None, True
     dash = body[offsets[:-1] - offsets[0]] == ord("-")  # make_key puts '_' before a leading '-'
     if not dash.any():
-        return _join(pieces, n, done=done), pieces
-    keys = _join(pieces, n, prefix=dash, done=done)
+        return _join(pieces, n), pieces, False
     lengths = np.diff(offsets)
     # Only IDs of different lengths can meet once prefixed ('-x' and '_-x'); YouTube IDs all have 11.
-    return (_unique_keys(keys) if lengths.min() != lengths.max() else keys), None
+    return _join(pieces, n, prefix=dash), None, bool(lengths.min() != lengths.max())
 
 
 def _unique_keys(keys: pa.Array) -> pa.Array:
@@ -839,7 +833,7 @@ def _dictionary(indices: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray
     return pa.DictionaryArray.from_arrays(pa.array(indices), dictionary)
 
 
-_ROW_GROUP = 1 << 17  # rows per row group of a manifest written while its keys are made
+_ROW_GROUP = 1 << 17  # rows per row group of the manifests (and per block of the lists) as they are made
 
 
 class _Stream:
@@ -861,10 +855,10 @@ class _Stream:
 
 def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray, config: BuildK710Config,
                   on_output=None):
-    """(manifest table, list table) of the rows idx of one split; each is passed to on_output(name, table)
-    as soon as it is made."""
+    """(manifest table, list table) of the rows idx of one split, made a row group at a time. Each row group
+    of the manifest goes to its writer (on_output(name, _Stream)) as soon as it is made, so that the
+    longest write of the build starts early and runs while the rest is made; the list goes out whole."""
     n = len(idx)
-    video_id = _take_strings(rows.video_id, idx)
     start, end, ids = rows.start[idx], rows.end[idx], label_id[idx]
     names = label_maps.class_names("k710")
     start_text, end_text = _format_numbers(start, _time_text), _format_numbers(end, _time_text)
@@ -876,59 +870,58 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     source = np.take(version_of_file, rows.fid[idx])
     dictionaries = {"source": pa.array(VERSIONS, pa.string()), "label": pa.array(names, pa.string()),
                     "split": pa.array([split], pa.string())}
-
-    def row_group(key, lo, hi):
-        """The manifest's rows lo..hi; made a row group at a time so that the first goes out early."""
-        m = hi - lo
-        columns = {"key": key.slice(lo, m), "source": _dictionary(source[lo:hi], dictionaries["source"]),
-                   "video_id": video_id.slice(lo, m), "start_sec": pa.array(start[lo:hi].astype(np.float64)),
-                   "end_sec": pa.array(end[lo:hi].astype(np.float64)),
-                   "label": _dictionary(ids[lo:hi], dictionaries["label"]), "label_id": pa.array(ids[lo:hi], pa.int64()),
-                   "split": _dictionary(np.zeros(m, np.int8), dictionaries["split"]),
-                   "stride": pa.array(np.full(m, config.stride, np.int64))}
-        nulls = _nulls(m)
-        return pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA], names=SCHEMA.names)
-
-    # The manifest goes to its writer in row groups as soon as their keys are made, so that the longest
-    # write of the build runs while the rest of the keys are made.
+    used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
+    # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
+    whole = start.dtype.kind == "i" or (np.round(start) == start).all() and (np.round(end) == end).all()
+    # label_id as its text: pyarrow writes a text column faster than it formats numbers.
+    label_texts = pa.array([str(i) for i in range(len(names))], pa.string())
     stream = _Stream() if on_output else None
     if stream:
         on_output(f"{split}.parquet", stream)
-    groups, sent, cuts = [], 0, [*range(_ROW_GROUP, n, _ROW_GROUP), n]
-
-    def send(key, rows_done):
-        nonlocal sent
-        while cuts and cuts[0] <= rows_done:
-            groups.append(row_group(key, sent, cuts[0]))
-            sent = cuts.pop(0)
-            if stream:
-                stream.put(groups[-1])
+    manifests, listings, check_keys = [], [], False
     try:
-        key, key_pieces = _keys(video_id, start_text, end_text, done=send)
+        for lo in range(0, max(n, 1), _ROW_GROUP):  # an empty split is one empty row group
+            hi = min(n, lo + _ROW_GROUP)
+            m = hi - lo
+            video_id = _take_strings(rows.video_id, idx[lo:hi])
+            times = start_text.rows(lo, hi), end_text.rows(lo, hi)
+            key, key_pieces, unchecked = _keys(video_id, *times)
+            check_keys |= unchecked
+            columns = {"key": key, "source": _dictionary(source[lo:hi], dictionaries["source"]),
+                       "video_id": video_id, "start_sec": pa.array(start[lo:hi].astype(np.float64)),
+                       "end_sec": pa.array(end[lo:hi].astype(np.float64)),
+                       "label": _dictionary(ids[lo:hi], dictionaries["label"]),
+                       "label_id": pa.array(ids[lo:hi], pa.int64()),
+                       "split": _dictionary(np.zeros(m, np.int8), dictionaries["split"]),
+                       "stride": pa.array(np.full(m, config.stride, np.int64))}
+            nulls = _nulls(m)
+            manifests.append(pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA],
+                                      names=SCHEMA.names))
+            fields = {"video_id": video_id, "start": start[lo:hi], "end": end[lo:hi], "label_id": ids[lo:hi],
+                      "key": key}
+            if "source" in used:
+                fields["source"] = _Texts([v for v, _, _ in rows.files], rows.fid[idx[lo:hi]])
+            if "split" in used:
+                fields["split"] = _Texts([split], np.zeros(m, np.int8))
+            if "label" in used:
+                # The list is space-separated: class names go into paths with '_' for ' '.
+                fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids[lo:hi])
+            known = {("start", "06d"): times[0], ("end", "06d"): times[1]} if {"start", "end"} & used and whole else {}
+            pieces = _template_pieces(config.path_template, fields, known)
+            # A path that begins with the key's own pieces (the default template does) copies the key.
+            if key_pieces and len(pieces) >= len(key_pieces) and all(
+                    a is b or isinstance(a, str) and a == b for a, b in zip(pieces, key_pieces)):
+                pieces = [key, *pieces[len(key_pieces):]]
+            listings.append(pa.table({"path": _join(pieces, m), "label_id": label_texts.take(pa.array(ids[lo:hi]))}))
+            if stream:
+                stream.put(manifests[-1])
+        manifest, listing = pa.concat_tables(manifests), pa.concat_tables(listings)
+        if check_keys:
+            _unique_keys(manifest["key"])
     finally:
         if stream:
             stream.close()
-    manifest = pa.concat_tables(groups)
-    used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
-    fields = {"video_id": video_id, "start": start, "end": end, "label_id": ids, "key": key}
-    if "source" in used:
-        fields["source"] = _Texts([v for v, _, _ in rows.files], rows.fid[idx])
-    if "split" in used:
-        fields["split"] = _Texts([split], np.zeros(n, np.int8))
-    if "label" in used:
-        # The list is space-separated: class names go into paths with '_' for ' '.
-        fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids)
-    # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
-    whole = start.dtype.kind == "i" or (np.round(start) == start).all() and (np.round(end) == end).all()
-    known = {("start", "06d"): start_text, ("end", "06d"): end_text} if {"start", "end"} & used and whole else {}
-    pieces = _template_pieces(config.path_template, fields, known)
-    # A path that begins with the key's own pieces (the default template does) copies the key.
-    if key_pieces and len(pieces) >= len(key_pieces) and all(
-            a is b or isinstance(a, str) and a == b for a, b in zip(pieces, key_pieces)):
-        pieces = [key, *pieces[len(key_pieces):]]
-    # label_id as its text: pyarrow writes a text column faster than it formats numbers.
-    label_text = pc.take(pa.array([str(i) for i in range(len(names))], pa.string()), pa.array(ids), memory_pool=_POOL)
-    listing = pa.table({"path": _join(pieces, n), "label_id": label_text})
+    # Streamed as well, the list's writer competed with the manifest's for the CPU: the build was slower.
     if on_output:
         on_output(f"{split}.csv", listing)
     return manifest, listing
@@ -1062,30 +1055,32 @@ def _build(located: dict, order: list, folders: dict, skipped: list, out_dir: Pa
 
 
 def _write_output(name: str, value, path: Path) -> None:
-    """Write one output: bytes as they are, a table or a _Stream of tables (row groups) as Parquet, a table
-    as the space-separated list."""
+    """Write one output: bytes as they are, a table or a _Stream of tables (row groups) as Parquet or as the
+    space-separated list."""
     if isinstance(value, bytes):
         path.write_bytes(value)
-    elif name.endswith(".parquet"):
-        tables = iter(value) if isinstance(value, _Stream) else iter([value])
-        first = next(tables, None)
-        if first is None:  # the merge failed before the first row group; the build is failing
-            return
+        return
+    tables = iter(value) if isinstance(value, _Stream) else iter([value])
+    first = next(tables, None)
+    if first is None:  # the merge failed before the first row group; the build is failing
+        return
+    if name.endswith(".parquet"):
         # No statistics, and neither dictionary nor compression for the unique key/video_id (random IDs
         # barely compress) or the times (hashing each of them was a sixth of the write): the full K710 train
         # manifest is 41 MB instead of 31 MB and written a tenth faster.
         unique = ("key", "video_id", "start_sec", "end_sec")
         plain = [c for c in SCHEMA.names if c not in unique]
         compression = {c: "none" if c in unique else "snappy" for c in SCHEMA.names}
-        with pq.ParquetWriter(path, first.schema, store_schema=False, use_dictionary=plain, write_statistics=False,
-                              compression=compression, memory_pool=_POOL) as writer:
-            writer.write_table(first)
-            for table in tables:
-                writer.write_table(table)
+        writer = pq.ParquetWriter(path, first.schema, store_schema=False, use_dictionary=plain,
+                                  write_statistics=False, compression=compression, memory_pool=_POOL)
     else:
         # Batches of 8192 rows: a quarter faster than the default 1024 on the K710 train list.
         options = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_style="none", batch_size=1 << 13)
-        pcsv.write_csv(value, path, write_options=options, memory_pool=_POOL)
+        writer = pcsv.CSVWriter(path, first.schema, write_options=options, memory_pool=_POOL)
+    with writer:
+        writer.write_table(first)
+        for table in tables:
+            writer.write_table(table)
 
 
 @contextmanager
