@@ -880,8 +880,10 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
         on_output(f"{split}.parquet", stream)
     manifests, listings, check_keys = [], [], False
     try:
-        for lo in range(0, max(n, 1), _ROW_GROUP):  # an empty split is one empty row group
-            hi = min(n, lo + _ROW_GROUP)
+        # All row groups of the manifest first, so that its writer never waits; then the list's blocks.
+        groups = [(lo, min(n, lo + _ROW_GROUP)) for lo in range(0, max(n, 1), _ROW_GROUP)]  # empty: one group
+        made = []
+        for lo, hi in groups:
             m = hi - lo
             video_id = _take_strings(rows.video_id, idx[lo:hi])
             times = start_text.rows(lo, hi), end_text.rows(lo, hi)
@@ -897,6 +899,11 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
             nulls = _nulls(m)
             manifests.append(pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA],
                                       names=SCHEMA.names))
+            if stream:
+                stream.put(manifests[-1])
+            made.append((video_id, times, key, key_pieces))
+        for (lo, hi), (video_id, times, key, key_pieces) in zip(groups, made):
+            m = hi - lo
             fields = {"video_id": video_id, "start": start[lo:hi], "end": end[lo:hi], "label_id": ids[lo:hi],
                       "key": key}
             if "source" in used:
@@ -913,8 +920,6 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
                     a is b or isinstance(a, str) and a == b for a, b in zip(pieces, key_pieces)):
                 pieces = [key, *pieces[len(key_pieces):]]
             listings.append(pa.table({"path": _join(pieces, m), "label_id": label_texts.take(pa.array(ids[lo:hi]))}))
-            if stream:
-                stream.put(manifests[-1])
         manifest, listing = pa.concat_tables(manifests), pa.concat_tables(listings)
         if check_keys:
             _unique_keys(manifest["key"])
