@@ -954,15 +954,16 @@ def _leakage(manifests: dict, out_idx: dict, test_first: dict, n: int) -> dict:
 
 
 def merge_k710(tables: dict, config: BuildK710Config, on_output=None):
-    """The pure core. tables: {(version, split): (path, table)} as read_annotation returns them; it is
-    emptied once the tables' columns have been copied out, so that their memory is reused for the outputs
-    (a tenth of the build's time on the full lists).
+    """The core, without files. tables: {(version, split): (path, table)} as read_annotation returns them;
+    it is emptied once the tables' columns have been copied out, so that their memory is reused for the
+    outputs (a tenth of the build's time on the full lists).
 
     Returns ({split: manifest table}, {split: list table}, report); the manifest tables have the manifest
     columns, with label, source and split dictionary-encoded; the list tables hold path and label_id as
-    the texts of the list file. on_output(name, table), when given, receives each table as soon as it is
-    made ("train.parquet", "train.csv", "val.parquet", "val.csv"), so that a caller can write it while
-    the rest (the duplicate and leakage counts) is computed."""
+    the texts of the list file. on_output(name, value), when given, receives each output as soon as it is
+    begun ("train.parquet", "train.csv", "val.parquet", "val.csv"), so that a caller can write it while
+    the rest is computed: a manifest as a _Stream that yields its row groups as they are made and ends
+    with the last, a list as a table."""
     tests = {v: t["youtube_id"] for (v, s), (_, t) in tables.items() if s == "test"}
     with ThreadPoolExecutor(1) as helper:
         # The IDs are grouped on the other cores while the labels are resolved here.
