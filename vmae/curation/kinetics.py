@@ -314,7 +314,7 @@ def _parse(path: Path, columns) -> pa.Table:
     """pyarrow's parse of the columns (it reads the file itself and skips a BOM: no copy in Python memory).
 
     Times are parsed as integers first, a tenth faster than as floats, and the official files hold whole
-    seconds; a file with fractional times is parsed again as floats (int64 or float64 columns)."""
+    seconds; a file with fractional times is parsed again as floats (int32 or float64 columns)."""
     def read(time_type):
         types = {c: _TYPES.get(c, time_type) for c in columns}
         options = pcsv.ConvertOptions(include_columns=list(columns), column_types=types,
@@ -326,7 +326,7 @@ def _parse(path: Path, columns) -> pa.Table:
     if "time_start" not in columns:
         return read(pa.float64())
     try:
-        return read(pa.int64())
+        return read(pa.int32())
     except pa.ArrowInvalid:
         return read(pa.float64())
 
