@@ -511,16 +511,23 @@ def _chunks(arrays) -> list:
     return [c for a in arrays for c in (a.chunks if isinstance(a, pa.ChunkedArray) else [a])]
 
 
-def _id_cells(arrays) -> np.ndarray | None:
-    """The IDs of the (chunked) string arrays, one after the other, as numpy void cells when all have one
-    width of 8 to 16 bytes; else None."""
+def _id_chunks(arrays):
+    """The IDs of the (chunked) string arrays, chunk by chunk, as numpy void cells (views, no copy) when all
+    have one width of 8 to 16 bytes; else None."""
     parts = [_string_bytes(c) for c in _chunks(arrays) if len(c)]
     widths = {int(offsets[1] - offsets[0]) for _, offsets in parts}
     if len(widths) != 1 or not 8 <= (width := widths.pop()) <= 16:
         return None
     if any((np.diff(offsets) != width).any() for _, offsets in parts):
         return None
-    return np.concatenate([values[offsets[0]:offsets[-1]].view(f"V{width}") for values, offsets in parts])
+    return [values[offsets[0]:offsets[-1]].view(f"V{width}") for values, offsets in parts]
+
+
+def _id_cells(arrays) -> np.ndarray | None:
+    """The IDs of the (chunked) string arrays, one after the other, as numpy void cells when all have one
+    width of 8 to 16 bytes; else None."""
+    chunks = _id_chunks(arrays)
+    return None if chunks is None else np.concatenate(chunks)
 
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # odd 64-bit constant (2**64 / golden ratio): multiplying mixes bits upwards
@@ -584,30 +591,30 @@ def first_row_of_id(arrays) -> np.ndarray:
     same ID.
 
     YouTube IDs all have 11 bytes: equal-width IDs of 8 to 16 bytes are read as two 64-bit words (their
-    first and their last 8 bytes, in place), which together are the ID; rows are grouped by those words in
-    numpy hash tables, in two halves (by a hash bit) on two threads. Other IDs take pyarrow's string hashing."""
-    return _group_ids(arrays)[0]
-
-
-def _group_ids(arrays):
-    """(first_row_of_id(arrays), the IDs as _id_cells gives them)."""
-    cells = _id_cells(arrays)
-    if cells is not None and len(cells):
-        width = cells.itemsize
-        words = cells.view(np.dtype({"names": ["head", "tail"], "formats": ["<u8", "<u8"],
-                                     "offsets": [0, width - 8], "itemsize": width}))
-        # Contiguous copies: gathered from many times, several times faster than the 11-byte-strided words.
-        head, tail = np.ascontiguousarray(words["head"]), np.ascontiguousarray(words["tail"])
+    first and their last 8 bytes), which together are the ID; rows are grouped by those words in numpy hash
+    tables, in two halves (by a hash bit) on two threads. Other IDs take pyarrow's string hashing."""
+    chunks = _id_chunks(arrays)
+    if chunks:
+        width = chunks[0].itemsize
+        words = np.dtype({"names": ["head", "tail"], "formats": ["<u8", "<u8"], "offsets": [0, width - 8],
+                          "itemsize": width})
+        # Contiguous copies, made chunk by chunk: gathered from many times, several times faster than the
+        # words in place (an 11-byte stride).
+        head, tail = np.empty(sum(map(len, chunks)), np.uint64), np.empty(sum(map(len, chunks)), np.uint64)
+        at = 0
+        for cells in chunks:
+            head[at:at + len(cells)], tail[at:at + len(cells)] = cells.view(words)["head"], cells.view(words)["tail"]
+            at += len(cells)
         # Two parts by the top hash bit, one per core (more, smaller parts were slower).
         upper = _hash(head, tail) >= np.uint64(1 << 63)
         parts = [np.flatnonzero(~upper), np.flatnonzero(upper)]
-        first = np.empty(len(cells), np.int64)
+        first = np.empty(len(head), np.int64)
         with ThreadPoolExecutor(2) as pool:
             if all(list(pool.map(lambda rows: _first_in_part(rows, head, tail, first), parts))):
-                return first, cells
+                return first
     encoded = pc.dictionary_encode(pa.chunked_array(_chunks(arrays), pa.string()))
     codes = np.concatenate([c.indices.to_numpy() for c in encoded.chunks] or [np.zeros(0, np.int32)])
-    return _first_rows(codes)[codes], cells
+    return _first_rows(codes)[codes]
 
 
 def _strings(cells: np.ndarray) -> pa.Array:
@@ -967,21 +974,23 @@ def merge_k710(tables: dict, config: BuildK710Config, on_output=None):
     tests = {v: t["youtube_id"] for (v, s), (_, t) in tables.items() if s == "test"}
     with ThreadPoolExecutor(1) as helper:
         # The IDs are grouped on the other cores while the labels are resolved here.
-        grouping = helper.submit(_group_ids, [tables[(v, s)][1]["youtube_id"] for v, s, _ in _labelled_files(tables)]
-                                 + list(tests.values()))
+        grouping = helper.submit(first_row_of_id, [tables[(v, s)][1]["youtube_id"]
+                                                   for v, s, _ in _labelled_files(tables)] + list(tests.values()))
         rows = _concat(tables)
         label_id, label_report = _resolve_labels(rows, config)
-        first_of, cells = grouping.result()
-    known = label_id >= 0
+        known = label_id >= 0
+        if not known.all():
+            rows, label_id = rows.take(known), label_id[known]
+        # The labelled rows' IDs as one array, to take the outputs' from: equal-width IDs as numpy cells.
+        cells = _id_cells([rows.video_id])
+        rows.video_id = _strings(cells) if cells is not None else rows.video_id.combine_chunks(memory_pool=_POOL)
+        first_of = grouping.result()
     if not known.all():
         # Rows with unknown labels leave before deduplication: regroup the rest by the groups just found.
         kept = np.concatenate([np.flatnonzero(known), np.arange(len(known), len(first_of))])
         codes, _ = pd.factorize(first_of[kept])
-        first_of, cells = _first_rows(codes)[codes], (cells[kept] if cells is not None else None)
-        rows, label_id = rows.take(known), label_id[known]
+        first_of = _first_rows(codes)[codes]
     n = len(rows.fid)
-    # The labelled rows' IDs as one array: for equal widths a view of the cells just grouped.
-    rows.video_id = _strings(cells[:n]) if cells is not None else rows.video_id.combine_chunks(memory_pool=_POOL)
     bounds = np.cumsum([n] + [len(ids) for ids in tests.values()])
     test_first = {v: first_of[lo:hi] for v, lo, hi in zip(tests, bounds[:-1], bounds[1:])}
     tests = None
