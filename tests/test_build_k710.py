@@ -144,7 +144,12 @@ def test_manifest_columns_keys_and_label_ids(full):
     assert (out / "labels.txt").read_bytes() == label_maps.data_file("label_map_k710.txt").read_bytes()
     assert len(names) == 710
     for split in ("train", "val"):
-        assert pq.read_schema(out / f"{split}.parquet").remove_metadata().equals(SCHEMA)
+        schema = pq.read_schema(out / f"{split}.parquet")
+        # The manifest schema, the columns K710 always fills stored as required (non-null) ones.
+        filled = {"key", "source", "video_id", "start_sec", "end_sec", "label", "label_id", "split", "stride"}
+        assert schema.names == SCHEMA.names and schema.types == SCHEMA.types
+        assert {f.name for f in schema if not f.nullable} == filled
+        assert pa.unify_schemas([schema, SCHEMA]).remove_metadata().equals(SCHEMA)  # mixes with other manifests
         m = read_manifest(out / f"{split}.parquet")
         assert (m["split"] == split).all() and (m["stride"] == 4).all()
         assert m["url"].isna().all() and m["path"].isna().all()

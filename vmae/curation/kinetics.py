@@ -904,8 +904,13 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
                        "split": _dictionary(np.zeros(m, np.int8), dictionaries["split"]),
                        "stride": pa.array(np.full(m, config.stride, np.int64))}
             nulls = _nulls(m)
-            manifests.append(pa.table([columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA],
-                                      names=SCHEMA.names))
+            arrays = [columns[f.name] if f.name in columns else nulls[f.type] for f in SCHEMA]
+            # The columns filled here are never null: declared so, Parquet stores them as required columns,
+            # without a definition level per value (a quarter of the manifest's write). read_manifest, and
+            # so every vmae step, reads them back in the manifest schema all the same; pyarrow shows them
+            # as "not null".
+            manifests.append(pa.Table.from_arrays(arrays, schema=pa.schema(
+                [pa.field(f.name, a.type, nullable=f.name not in columns) for f, a in zip(SCHEMA, arrays)])))
             if stream:
                 stream.put(manifests[-1])
             made.append((video_id, times, key, key_pieces))
