@@ -17,8 +17,8 @@ Decisions:
   version of the same split, a val row whose video is in train) and by how it differed (nothing, only the
   label's spelling, the segment, the K710 class).
 - Test leakage: surviving videos whose ID is in any version's test file are counted, not removed.
-- Outputs in OUT/: train.parquet and val.parquet (manifest schema, stride 4, key
-  `{video_id}_{start:06d}_{end:06d}` made safe), labels.txt (label_map_k710.txt byte for byte, so label_id
+- Outputs in OUT/: train.parquet and val.parquet (manifest schema, the columns always filled stored as
+  required ones; stride 4, key `{video_id}_{start:06d}_{end:06d}` made safe), labels.txt (label_map_k710.txt byte for byte, so label_id
   = line number), train.csv and val.csv in the VideoMAE V2 finetune list format (`path label_id`, paths from
   the template; `{label}` is written with '_' for spaces because the list is space-separated), and
   report.json. All are written under temporary names and renamed only once everything has succeeded.
