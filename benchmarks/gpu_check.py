@@ -83,7 +83,8 @@ def check_precision(video_u8) -> list:
             optimizer.zero_grad(set_to_none=True)
             losses.append(step_loss.item())
         seconds = timed(lambda: amp.backward(pretrain_step(model, video_u8, amp)))
-        print(f"pretrain {mode}: loss {loss:.5f} vs fp32 {reference:.5f} (rel. {abs(loss - reference) / reference:.1e}); "
+        relative = abs(loss - reference) / reference
+        print(f"pretrain {mode}: loss {loss:.5f} vs fp32 {reference:.5f} (rel. {relative:.1e}); "
               f"12 steps {losses[0]:.4f} -> {losses[-1]:.4f}, last grad norm {float(norm):.3g}; "
               f"forward+backward {seconds * 1000:.1f} ms for {BATCH} clips")
         if abs(loss - reference) > 0.02 * reference:
@@ -138,7 +139,8 @@ def check_nccl(video_u8) -> list:
         amp.step(optimizer, model.parameters(), None)
         total = torch.ones(4, device=DEVICE)
         dist.all_reduce(total)
-        print(f"nccl {torch.cuda.nccl.version()}: one DDP bf16 step, loss {loss.item():.4f}; all_reduce {total.tolist()}")
+        print(f"nccl {torch.cuda.nccl.version()}: one DDP bf16 step, loss {loss.item():.4f}; "
+              f"all_reduce {total.tolist()}")
         return [] if torch.isfinite(loss) and total.sum().item() == 4 else ["DDP step or all_reduce wrong"]
     finally:
         dist.destroy_process_group()

@@ -21,7 +21,8 @@ Decisions:
   required ones; stride 4, key `{video_id}_{start:06d}_{end:06d}` made safe), labels.txt
   (label_map_k710.txt byte for byte, so label_id = line number), train.csv and val.csv in the VideoMAE V2
   finetune list format (`path label_id`, paths from the template; `{label}` is written with '_' for spaces
-  because the list is space-separated), and report.json. All are written under temporary names and renamed only once everything has succeeded.
+  because the list is space-separated), and report.json. All are written under temporary names and renamed
+  only once everything has succeeded.
 - Bad input (missing columns, non-numeric or reversed times, empty IDs or labels, IDs with whitespace, an
   empty or non-UTF-8 file, a folder with no CSV) stops the build with the file and line, before any output.
 
