@@ -601,10 +601,12 @@ def first_row_of_id(arrays) -> np.ndarray:
                           "itemsize": width})
         # Contiguous copies, made chunk by chunk: gathered from many times, several times faster than the
         # words in place (an 11-byte stride).
-        head, tail = np.empty(sum(map(len, chunks)), np.uint64), np.empty(sum(map(len, chunks)), np.uint64)
+        total = sum(map(len, chunks))
+        head, tail = np.empty(total, np.uint64), np.empty(total, np.uint64)
         at = 0
         for cells in chunks:
-            head[at:at + len(cells)], tail[at:at + len(cells)] = cells.view(words)["head"], cells.view(words)["tail"]
+            pair = cells.view(words)
+            head[at:at + len(cells)], tail[at:at + len(cells)] = pair["head"], pair["tail"]
             at += len(cells)
         # Two parts by the top hash bit, one per core (more, smaller parts were slower).
         upper = _hash(head, tail) >= np.uint64(1 << 63)
@@ -879,6 +881,15 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
     dictionaries = {"source": pa.array(VERSIONS, pa.string()), "label": pa.array(names, pa.string()),
                     "split": pa.array([split], pa.string())}
     used = {name for _, name, _, _ in string.Formatter().parse(config.path_template)}
+    # The path fields whose texts are known before any row group: made once, sliced per row group.
+    texts = {}
+    if "source" in used:
+        texts["source"] = _Texts([v for v, _, _ in rows.files], rows.fid[idx])
+    if "split" in used:
+        texts["split"] = _Texts([split], np.zeros(n, np.int8))
+    if "label" in used:
+        # The list is space-separated: class names go into paths with '_' for ' '.
+        texts["label"] = _Texts([name.replace(" ", "_") for name in names], ids)
     # The key's time texts are what {start:06d} / {end:06d} give for whole seconds: reuse them.
     whole = start.dtype.kind == "i" or (np.round(start) == start).all() and (np.round(end) == end).all()
     # label_id as its text: pyarrow writes a text column faster than it formats numbers.
@@ -918,14 +929,7 @@ def _split_tables(rows: _Rows, idx: np.ndarray, split: str, label_id: np.ndarray
         for (lo, hi), (video_id, times, key, key_pieces) in zip(groups, made):
             m = hi - lo
             fields = {"video_id": video_id, "start": start[lo:hi], "end": end[lo:hi], "label_id": ids[lo:hi],
-                      "key": key}
-            if "source" in used:
-                fields["source"] = _Texts([v for v, _, _ in rows.files], rows.fid[idx[lo:hi]])
-            if "split" in used:
-                fields["split"] = _Texts([split], np.zeros(m, np.int8))
-            if "label" in used:
-                # The list is space-separated: class names go into paths with '_' for ' '.
-                fields["label"] = _Texts([name.replace(" ", "_") for name in names], ids[lo:hi])
+                      "key": key, **{name: column.rows(lo, hi) for name, column in texts.items()}}
             known = {("start", "06d"): times[0], ("end", "06d"): times[1]} if {"start", "end"} & used and whole else {}
             pieces = _template_pieces(config.path_template, fields, known)
             # A path that begins with the key's own pieces (the default template does) copies the key.
