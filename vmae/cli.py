@@ -7,7 +7,7 @@ import functools
 
 import click
 
-from vmae.manifests.errors import ManifestError
+from vmae.errors import VmaeError
 
 
 def user_errors(fn):
@@ -16,7 +16,7 @@ def user_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ManifestError, FileNotFoundError) as e:
+        except (VmaeError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from None
     return wrapper
 

@@ -1,7 +1,8 @@
 """Errors that point at the file, the row and the fix."""
+from vmae.errors import VmaeError
 
 
-class ManifestError(ValueError):
+class ManifestError(VmaeError, ValueError):
     """A bad input file or row: the message names the file, the line or row, and how to fix it."""
 
     def __init__(self, message: str, path=None, row=None, line=None):

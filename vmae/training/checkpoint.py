@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vmae.atomic import atomic_path
+from vmae.errors import VmaeError
 from vmae.manifests.labels import head_map
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{8})\.pth$")
@@ -26,7 +27,7 @@ ENCODER_PREFIXES = ("encoder.", "backbone.")
 DECODER_PREFIXES = ("decoder.", "encoder_to_decoder.", "mask_token")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VmaeError, ValueError):
     """A checkpoint that cannot be used, with the file and the fix in the message."""
 
 

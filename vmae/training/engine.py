@@ -13,6 +13,7 @@ import torch
 from tqdm import tqdm
 
 from vmae.atomic import write_text
+from vmae.errors import VmaeError
 from vmae.training import checkpoint, distributed
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def step_seed(*parts: int) -> int:
     return hash(tuple(int(p) for p in parts)) & (2**63 - 1)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(VmaeError, RuntimeError):
     """The loss became NaN or infinite: training stops rather than write broken weights."""
 
 
