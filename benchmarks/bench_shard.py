@@ -6,7 +6,7 @@
 3. keyframes: for each keyframe interval, the bytes of the transcoded clips and the CPU time (one thread,
    so other work on the machine does not skew it) to decode 16 frames at stride 4 from a random start,
    with plain PyAV (seek to the keyframe, decode forward) and with the project's decoder
-   (vmae.training.decode). This is the measurement behind the default gop (see the README).
+   (vmae.training.decode). This is the measurement behind the default gop (benchmarks/README.md).
 
 Clips are synthetic (ffmpeg testsrc2 with temporal noise, 640x360, 30 fps), made at run time.
     .venv/bin/python benchmarks/bench_shard.py          # 300 MB copied, 16 5-s clips transcoded, 4 x 12 windows

@@ -38,7 +38,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 # x264 writes its thread count into the stream and its output depends on it: a fixed count keeps transcoded
 # shards byte-identical on every machine. Parallelism comes from --workers (one ffmpeg per worker).
 TRANSCODE_THREADS = 1
-DEFAULT_GOP = 16                     # chosen from the keyframe-interval measurement (README, bench_shard.py)
+DEFAULT_GOP = 16                     # chosen from the keyframe-interval measurement (benchmarks/README.md)
 
 SKIPPED_COLUMNS = ["key", "source", "path", "reason", "error"]
 
