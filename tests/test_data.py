@@ -12,7 +12,7 @@ from videos import index_frames, write_video
 
 from vmae.shards.format import encode_sample
 from vmae.training import sampling, transforms
-from vmae.training.data import StreamConfig, make_loader
+from vmae.training.data import StreamConfig, make_loader, shard_urls
 from vmae.training.decode import get_decoder
 
 LEVELS = 8  # colour levels per channel: frame i is one flat colour, robust to crops, resizing and H.264
@@ -249,6 +249,12 @@ def test_ranks_split_shards_disjointly_and_epoch_lengths(tmp_path):
     assert make_loader(StreamConfig(shards=f"{pattern}::{other}", mode="train", workers=0), 0, 1)[1] is None
     assert make_loader(StreamConfig(shards=pattern.replace("000004", "000001"), mode="pretrain", batch_size=2,
                                     workers=0))[1] == 6 // 2
+    # A shard folder stands for the shards its shards.json lists, as the brace pattern does.
+    assert shard_urls(str(tmp_path)) == shard_urls(pattern)
+    assert make_loader(StreamConfig(shards=str(tmp_path), mode="train", input_size=32, batch_size=2, workers=1),
+                       0, 2)[1] == 15 // 4
+    with pytest.raises(FileNotFoundError, match="incomplete"):
+        shard_urls(f"{pattern}::{tmp_path / 'other'}")
 
 
 def test_one_pass_streams_end_and_resampled_ones_do_not(colour_shards):

@@ -7,9 +7,9 @@ from vmae.curation.hybrid import PAPER_CLIPS, PAPER_TOTAL, mix_unlabeled_hybrid
 from vmae.manifests import ManifestError, read_manifest, write_manifest
 
 
-def manifest(path, source, keys, status="ok", split="train", stride=None):
+def manifest(path, source, keys, status="ok", split="train", stride=None, path_column=None):
     df = pd.DataFrame({"key": keys, "source": source, "video_id": keys, "status": status, "split": split,
-                       "stride": stride})
+                       "stride": stride, "path": path_column})
     return write_manifest(df, path)
 
 
@@ -19,7 +19,7 @@ def sources(tmp_path):
     return {
         "k710": manifest(tmp_path / "k710.parquet", "k400", k710, split=["train"] * 5 + ["val"]),
         "ssv2": manifest(tmp_path / "ssv2.parquet", "ssv2", ["ssv2_1", "ssv2_2", "ssv2_3", "ssv2_2"],
-                         status=["ok", None, "missing-file", "ok"], stride=4),
+                         status=["ok", None, "missing-file", "ok"], stride=4, path_column=str(tmp_path / "v.webm")),
         "ava": manifest(tmp_path / "ava.parquet", "ava", [f"ava_m_{i:03d}" for i in range(3)],
                         status=["ok", "ok", "too-short"], split=None),
         "webvid": manifest(tmp_path / "webvid.parquet", "webvid", ["webvid_1", "webvid_2", "k400_3"], split=None),
@@ -44,6 +44,9 @@ def test_mix_counts_strides_and_duplicates(sources, tmp_path):
     text = "\n".join(report.lines())
     assert "658,000" in text and "1,350,000" in text and "instagram" in text and "(not given)" in text
     assert "val" in text and "warning" in text  # the k710 manifest holds a val row
+    # Lists without clips (build-k710's, sample's) are named: the shard step would skip all their rows.
+    no_clips = [ln.split()[1] for ln in report.lines() if "has no clip paths" in ln]
+    assert no_clips == ["k710", "ava", "webvid"]  # the ssv2 manifest has its videos' paths
 
 
 def test_stride_override_and_table(sources, tmp_path):

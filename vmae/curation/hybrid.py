@@ -6,9 +6,9 @@ from pathlib import Path
 import pandas as pd
 
 from vmae.manifests import ManifestError, read_manifest, write_manifest
+from vmae.manifests.schema import MIXTURE_SOURCES as SOURCES
 from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
 
-SOURCES = ("k710", "ssv2", "ava", "webvid", "instagram")
 # VideoMAE V2, Table 2: clips per source of UnlabeledHybrid (1.35M in all).
 PAPER_CLIPS = {"k710": 658_000, "ssv2": 169_000, "ava": 21_000, "webvid": 250_000, "instagram": 250_000}
 PAPER_TOTAL = 1_350_000
@@ -24,6 +24,7 @@ class SourceCount:
     duplicates: int
     stride: int
     other_splits: dict = field(default_factory=dict)   # split -> rows, for splits other than train/empty
+    paths: int = 0                                       # rows with a clip path
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,10 @@ class HybridReport:
         for c in self.counts:
             if c.duplicates:
                 out.append(f"dropped {c.duplicates} {c.source} rows whose key was already taken")
+            if c.rows and not c.paths:
+                out.append(f"warning: {c.source} ({c.manifest}) has no clip paths: it is a list, not clips; pass "
+                           "the manifest `vmae-data download` wrote (OUT/manifest.parquet), since the shard step "
+                           "skips rows without a clip")
             if c.other_splits:
                 out.append(f"warning: {c.source} has rows of split(s) {c.other_splits} - pretraining on "
                            "validation/test videos leaks them into evaluation; pass the train manifest")
@@ -97,7 +102,8 @@ def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None) -> Hybr
         other = splits[splits != "train"].value_counts().to_dict()
         counts.append(SourceCount(source=name, manifest=str(inputs[name]), rows=len(df),
                                   ok=int((df["status"] == "ok").sum()), duplicates=len(dup),
-                                  stride=int(strides[name]), other_splits=other))
+                                  stride=int(strides[name]), other_splits=other,
+                                  paths=int(df["path"].notna().sum())))
         parts.append(df)
     write_manifest(pd.concat(parts, ignore_index=True), out)
     rejects_file = write_rejects(pd.DataFrame(dropped, columns=REJECT_COLUMNS), out)

@@ -32,6 +32,17 @@ SCHEMA = pa.schema([
 COLUMNS = SCHEMA.names
 REQUIRED = ("key", "source")
 
+# Sources are named as the UnlabeledHybrid's parts in the paper's Table 2, by `mix` (its options) and `stats`
+# (its rows) alike. A K710 row's `source` column keeps the Kinetics version it came from (provenance); it
+# counts as k710.
+MIXTURE_SOURCES = ("k710", "ssv2", "ava", "webvid", "instagram")
+K710_VERSIONS = ("k400", "k600", "k700")
+
+
+def mixture_source(source: str) -> str:
+    """The name a row's `source` is counted under: k400/k600/k700 -> k710, any other name unchanged."""
+    return "k710" if source in K710_VERSIONS else source
+
 # WebDataset splits a member name at its first dot, and keys become file names: letters, digits,
 # '_' and '-' only, and no leading '-' so that no tool reads a key as an option.
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from vmae.manifests.schema import mixture_source
 from vmae.shards import index as shard_index
 
 
@@ -23,13 +24,15 @@ def _duration(meta: dict):
 
 
 def sample_table(shard_dir) -> pd.DataFrame:
-    """One row per sample: key, shard, source, split, duration (s, NaN if unknown), width, height, bytes."""
+    """One row per sample: key, shard, source (as `mix` names it), split, duration (s, NaN if unknown), width,
+    height, bytes."""
     index = shard_index.read_index(shard_dir)
     sizes = index.groupby("key")["size"].sum()
     rows = []
     for row, data in shard_index.read_members(shard_dir, index[index["member"].str.endswith(".json")]):
         meta = json.loads(data)
-        rows.append({"key": row.key, "shard": row.shard, "source": meta.get("source") or "unknown",
+        source = mixture_source(meta.get("source") or "unknown")
+        rows.append({"key": row.key, "shard": row.shard, "source": source,
                      "split": meta.get("split") or "unknown", "duration": _duration(meta),
                      "width": meta.get("width"), "height": meta.get("height"), "bytes": int(sizes[row.key])})
     table = pd.DataFrame(rows, columns=["key", "shard", "source", "split", "duration", "width", "height", "bytes"])

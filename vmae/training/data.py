@@ -23,6 +23,7 @@ import torch
 import webdataset as wds
 
 from vmae.shards.format import decode_sample
+from vmae.shards.index import read_shards_json
 from vmae.training import sampling, transforms
 from vmae.training.config import common_problems, raise_problems
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
@@ -103,8 +104,15 @@ class StreamConfig:
 
 
 def shard_urls(shards: str) -> list[str]:
-    """Every shard URL of a pattern: braces expanded, '::'-joined sets concatenated."""
-    urls = wds.shardlists.expand_urls(shards)
+    """Every shard URL of a pattern: braces expanded, '::'-joined sets concatenated; a local shard folder
+    stands for the shards its shards.json lists (so a user need not count them)."""
+    urls = []
+    for part in shards.split("::"):
+        folder = _local_path(part)
+        if folder is not None and folder.is_dir():
+            urls += [str(folder / entry["file"]) for entry in read_shards_json(folder)["shards"]]
+        else:
+            urls += wds.shardlists.expand_urls(part)
     if not urls:
         raise ValueError(f"the shard pattern {shards!r} names no shard")
     return urls
