@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 from videos import make_index_video, read_index
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.ava import AvaConfig, clips_that_fit, cut_ava, plan_clips, read_file_list
 from vmae.executors import ExecutorConfig
 from vmae.manifests import ManifestError, read_manifest

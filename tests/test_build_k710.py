@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation import kinetics
 from vmae.curation.kinetics import (DEDUP_RULE, OUTPUTS, BuildK710Config, build_k710, first_row_of_id,
                                     resolve_label)

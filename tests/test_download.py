@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from videos import make_index_video, read_index
 
 from vmae import media
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.download import DownloadConfig, clip_path, download, fill_template, needs_work, plan_units
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, read_manifest, write_manifest

@@ -8,7 +8,7 @@ import webdataset as wds
 from click.testing import CliRunner
 
 from videos import index_frames, read_index, write_video
-from vmae.cli import train
+from vmae.cli.train import train
 from vmae.shards.format import encode_sample
 from vmae.training.config import FeatureConfig
 from vmae.training.decode import get_decoder

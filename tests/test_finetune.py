@@ -236,7 +236,7 @@ def test_official_finetuned_checkpoint_loads_strictly_with_weights_only(tmp_path
 def test_cli_finetune_smoke_and_off_switches(tmp_path, shards):
     from click.testing import CliRunner
 
-    from vmae.cli import train
+    from vmae.cli.train import train
 
     for command in ("finetune", "distill", "eval", "extract-features"):
         result = CliRunner().invoke(train, [command, "--help"])

@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.hybrid import PAPER_CLIPS, PAPER_TOTAL, mix_unlabeled_hybrid
 from vmae.manifests import ManifestError, read_manifest, write_manifest
 

@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 from videos import make_index_video
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.importer import import_videos, probed_lines, unique_keys
 from vmae.manifests.validate import excluded_lines
 from vmae.manifests import KEY_PATTERN, ManifestError, read_manifest

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 from pretrain_data import TINY, make_shards
 
-from vmae.cli import train
+from vmae.cli.train import train
 from vmae.training.checkpoint import latest_checkpoint, load_checkpoint_file
 from vmae.training.config import pretrain_config
 from vmae.training.pretrain import pretrain

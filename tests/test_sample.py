@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.sampling import parse_iso_duration, read_webvid, sample_rows, sample_source
 from vmae.manifests import KEY_PATTERN, ManifestError, read_manifest
 

@@ -17,7 +17,7 @@ import webdataset as wds
 from click.testing import CliRunner
 
 from videos import make_index_video, read_index
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
 from vmae.shards.format import decode_sample, encode_sample, sample_metadata
@@ -216,7 +216,7 @@ def test_rerun_keeps_complete_shards_and_replans_when_options_change(tmp_path, c
 
 
 def _cli(*args):
-    return [sys.executable, "-c", "from vmae.cli import data; data()", *map(str, args)]
+    return [sys.executable, "-c", "from vmae.cli.data import data; data()", *map(str, args)]
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 from click.testing import CliRunner
 from videos import index_frames, write_video
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.ssv2 import read_labels, split_from_name, ssv2_manifest, template_name
 from vmae.manifests import ManifestError, read_manifest
 

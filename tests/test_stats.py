@@ -3,7 +3,7 @@ import pytest
 from click.testing import CliRunner
 
 from test_shard import make_clips, make_manifest
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.shards.index import read_index
 from vmae.shards.stats import sample_table, summarize
 from vmae.shards.writer import ShardConfig, write_shards

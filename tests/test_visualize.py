@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from PIL import Image
 from pretrain_data import TINY, make_shards
 
-from vmae.cli import train
+from vmae.cli.train import train
 from vmae.training.config import pretrain_config
 from vmae.training.losses import patchify, pretrain_targets
 from vmae.training.masking import tube_mask

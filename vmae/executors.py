@@ -10,6 +10,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Sequence
 
+from vmae.errors import ConfigError
+
 EXECUTORS = ("local", "ray")
 
 
@@ -22,13 +24,13 @@ class ExecutorConfig:
 
     def __post_init__(self):
         if self.executor not in EXECUTORS:
-            raise ValueError(f"unknown executor {self.executor!r}; choose one of {EXECUTORS}")
+            raise ConfigError(f"unknown executor {self.executor!r}; choose one of {EXECUTORS}")
         if self.workers < 1:
-            raise ValueError("--workers must be at least 1")
+            raise ConfigError("--workers must be at least 1")
         if (self.unit_index is None) != (self.num_units is None):
-            raise ValueError("--unit-index and --num-units go together")
+            raise ConfigError("--unit-index and --num-units go together")
         if self.num_units is not None and not 0 <= self.unit_index < self.num_units:
-            raise ValueError(f"--unit-index must lie in 0..{self.num_units - 1}")
+            raise ConfigError(f"--unit-index must lie in 0..{self.num_units - 1}")
 
 
 def my_slice(units: Sequence, cfg: ExecutorConfig) -> list:

@@ -28,6 +28,7 @@ import pandas as pd
 
 from vmae import media
 from vmae.atomic import write_text
+from vmae.errors import ConfigError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.manifests import read_manifest, validate, write_manifest
 from vmae.manifests.validate import write_rejects
@@ -64,19 +65,21 @@ class DownloadConfig:
     min_frames: int = 16                   # ... and so is one under this many frames (one model input)
 
     def __post_init__(self):
+        if self.short_side == 0:  # the command line's "keep the size"
+            object.__setattr__(self, "short_side", None)
         if self.rows_per_unit < 1:
-            raise ValueError("--rows-per-unit must be at least 1")
+            raise ConfigError("--rows-per-unit must be at least 1")
         if self.tries < 1:
-            raise ValueError("tries must be at least 1")
+            raise ConfigError("tries must be at least 1")
         if self.sleep < 0 or self.backoff < 0:
-            raise ValueError("--sleep and the back-off must not be negative")
+            raise ConfigError("--sleep and the back-off must not be negative")
         bad = [r for r in self.retry_failed or () if r not in media.REASONS]
         if bad:
-            raise ValueError(f"unknown failure reason(s) {bad} for --retry-failed; choose from {media.REASONS}")
+            raise ConfigError(f"unknown failure reason(s) {bad} for --retry-failed; choose from {media.REASONS}")
         for name, template in (("--url-template", self.url_template), ("--from-template", self.from_template)):
             unknown = template_fields(template) - set(TEMPLATE_FIELDS)
             if unknown:
-                raise ValueError(f"{name} {template!r} uses unknown field(s) {sorted(unknown)}; "
+                raise ConfigError(f"{name} {template!r} uses unknown field(s) {sorted(unknown)}; "
                                  f"available: {', '.join(TEMPLATE_FIELDS)}")
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from vmae import media
 from vmae.atomic import atomic_path, write_text
+from vmae.errors import ConfigError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.manifests import KEY_PATTERN, ManifestError, conform, read_manifest
 from vmae.shards import index as shard_index
@@ -64,11 +65,11 @@ class ShardConfig:
 
     def __post_init__(self):
         if self.name is not None and not NAME_PATTERN.match(self.name):
-            raise ValueError(f"--name {self.name!r}: use letters, digits, '_' and '-' only")
+            raise ConfigError(f"--name {self.name!r}: use letters, digits, '_' and '-' only")
         if self.max_count < 1:
-            raise ValueError("--max-count must be at least 1")
+            raise ConfigError("--max-count must be at least 1")
         if self.max_size is not None and self.max_size < 1:
-            raise ValueError("--max-size must be positive")
+            raise ConfigError("--max-size must be positive")
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,7 @@ def parse_size(text) -> Optional[int]:
         return None
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([A-Za-z]*)", text)
     if not m or m.group(2).upper() not in _UNITS:
-        raise ValueError(f"size {text!r}: write a number with an optional unit, e.g. 1GB, 500MB, 2GiB")
+        raise ConfigError(f"size {text!r}: write a number with an optional unit, e.g. 1GB, 500MB, 2GiB")
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
@@ -150,12 +151,12 @@ def parse_transcode(text) -> Optional[Transcode]:
         k, sep, v = part.partition("=")
         k = k.strip().replace("_", "-")
         if not sep or k not in ("short-side", "gop"):
-            raise ValueError(f"--transcode {text!r}: write 'none' or 'short-side=320,gop=16'")
+            raise ConfigError(f"--transcode {text!r}: write 'none' or 'short-side=320,gop=16'")
         if k == "short-side" and v.strip() == "keep":
             values[k] = None
             continue
         if not v.strip().isdigit() or int(v) < 1:
-            raise ValueError(f"--transcode {k}={v!r}: needs a positive whole number")
+            raise ConfigError(f"--transcode {k}={v!r}: needs a positive whole number")
         values[k] = int(v)
     return Transcode(short_side=values.get("short-side", 320), gop=values.get("gop", DEFAULT_GOP))
 

@@ -1,14 +1,34 @@
 """Run configurations: frozen dataclasses built defaults -> preset -> command-line overrides.
 
-Unknown keys are rejected (a typo must not silently fall back to a default). The final config is saved as
-plain data (`to_dict`) in the run folder and in every checkpoint, so a checkpoint says how it was made.
+Every default lives here, once. A field made with `option(default, help, ...)` is also a command-line option
+of the commands built on its config (vmae/cli/options.py reads the metadata); a subclass that only changes a
+default writes `name: type = value` and keeps the help. Sentinels from the command line ("0 turns clipping
+off") are turned into None here (`OFF`), so the saved config says what ran. Unknown keys are rejected (a typo
+must not silently fall back to a default). The final config is saved as plain data (`to_dict`) in the run
+folder and in every checkpoint, so a checkpoint says how it was made.
 """
 import dataclasses
 import json
 import typing
 from dataclasses import dataclass
+from typing import ClassVar
 
 from vmae.atomic import write_text
+from vmae.errors import ConfigError
+from vmae.training import presets
+
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+DEVICES = ("cpu", "cuda")
+DECODERS = ("pyav", "decord")
+DECODER_MASK_RATIOS = (0.0, 0.25, 0.5, 0.75)
+LABEL_MAPS = {"k710-to-k400": 400, "k710-to-k600": 600, "k710-to-k700": 700}
+
+
+def option(default, help: str, **cli):
+    """A config field that is also a command-line option. `cli` hints for the option: choices, metavar,
+    flag ("--sparse/--dense"), path ("existing", "folder", "existing-folder"), required, and unset (what an
+    unset default, None or "", means; shown in --help)."""
+    return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
 def build_config(cls, presets: dict, preset: str | None = None, **overrides):
@@ -16,7 +36,7 @@ def build_config(cls, presets: dict, preset: str | None = None, **overrides):
     values = {}
     if preset is not None:
         if preset not in presets:
-            raise ValueError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(presets))}")
+            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(presets))}")
         values.update(presets[preset])
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_dict(cls, values)
@@ -27,8 +47,8 @@ def from_dict(cls, values: dict):
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
-                         f"valid keys: {', '.join(sorted(fields))}")
+        raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
+                          f"valid keys: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     clean = {}
     for name, value in values.items():
@@ -47,23 +67,23 @@ def save_config(cfg, path) -> None:
     write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 
 
-AMP_MODES = ("auto", "bf16", "fp16", "off")
-DECODER_MASK_RATIOS = (0.0, 0.25, 0.5, 0.75)
+def count_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]:
+    """Counts that must be >= 1 (or unset)."""
+    problems = [f"{name} must be at least 1, got {getattr(cfg, name)}"
+                for name in at_least_one if getattr(cfg, name) < 1]
+    for name in unset_or_at_least_one:
+        value = getattr(cfg, name)
+        if value is not None and value < 1:
+            problems.append(f"{name} must be at least 1 (or unset), got {value}")
+    return problems
 
 
 def common_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]:
     """The checks the run and stream configs share: counts that must be >= 1 (or unset) and, where the
     config has them, the amp mode, workers >= 0, a positive clip_grad and warmup_epochs within epochs."""
-    problems = []
+    problems = count_problems(cfg, at_least_one, unset_or_at_least_one)
     if getattr(cfg, "amp", "off") not in AMP_MODES:
         problems.append(f"amp {cfg.amp!r} must be one of {AMP_MODES}")
-    for name in at_least_one:
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be at least 1, got {getattr(cfg, name)}")
-    for name in unset_or_at_least_one:
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            problems.append(f"{name} must be at least 1 (or unset), got {value}")
     if getattr(cfg, "workers", 0) < 0:
         problems.append(f"workers must be >= 0, got {cfg.workers}")
     clip_grad = getattr(cfg, "clip_grad", None)
@@ -76,79 +96,108 @@ def common_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]
 
 def raise_problems(cfg, problems: list[str]) -> None:
     if problems:
-        raise ValueError(f"invalid {type(cfg).__name__}: " + "; ".join(problems))
+        raise ConfigError(f"invalid {type(cfg).__name__}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class RunConfig:
+    """What every training run has: data, model size, batch, schedule, optimiser, precision, checkpoints.
+
+    Defaults are pretraining's (the paper's Table 4); FinetuneConfig overrides the ones that differ.
+    Epochs count passes over the training videos. Learning rates are per 256 samples of the global batch
+    (`global_batch`: clips for pretraining, videos for fine-tuning).
+    """
+    OFF: ClassVar[dict] = {"clip_grad": 0}  # command-line value -> None (off)
+
+    shards: str = option("", "Training shards, brace patterns allowed, e.g. 'shards/uh-{000000..001347}.tar'; "
+                             "join sets with '::'.", required=True)
+    output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth.",
+                             required=True, path="folder")
+    model: str = option("pretrain_videomae_base_patch16_224", "Model name.")
+    num_frames: int = option(16, "Frames per clip.")
+    input_size: int = option(224, "Crop size in pixels.")
+    tubelet_size: int = 2
+    drop_path: float = option(0.0, "Stochastic depth rate.")
+    # Batch: videos per process per micro-step; each video gives num_sample views (one decode).
+    batch_size: int = option(32, "Videos per process per micro-step.")
+    num_sample: int = option(4, "Views per decoded video (repeated augmentation).")
+    accum_steps: int = option(1, "Micro-steps per optimiser step (gradient accumulation).")
+    # Schedule, in epochs of the shard set's videos (steps per epoch from shards.json unless given).
+    epochs: int = option(300, "Passes over the training videos.")
+    warmup_epochs: int = option(30, "Epochs of linear warmup from lr 0.")
+    steps_per_epoch: int | None = option(None, "Batches per process per epoch, when the shards have no "
+                                               "shards.json to count from.")
+    max_steps: int | None = option(None, "Stop after this many optimiser steps (smoke runs); the lr schedule "
+                                         "still spans --epochs.")
+    # Optimiser: AdamW, per-step linear warmup from 0, then cosine to min_lr.
+    base_lr: float = option(1.5e-4, "Learning rate per 256 clips of the global batch (views counted).")
+    # the reference's 1e-5 per 256 videos = 2.5e-6 per 256 clips at num_sample 4
+    min_lr: float = option(2.5e-6, "Final learning rate, scaled like --base-lr.")
+    weight_decay: float = option(0.05, "AdamW weight decay (not on 1-D parameters).")
+    opt_betas: tuple[float, float] = (0.9, 0.95)
+    opt_eps: float = 1e-8
+    clip_grad: float | None = option(0.02, "Gradient-norm clip.", unset="off")
+    # Precision and speed: "auto" = bf16 autocast on GPU, off on CPU.
+    amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU; fp16 adds a grad scaler.",
+                      choices=AMP_MODES)
+    checkpoint_activations: bool = option(False, "Recompute block activations in backward (less memory, more "
+                                                 "compute).")
+    compile: bool = option(False, "torch.compile the model.")
+    device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
+    # Data.
+    workers: int = option(8, "Loader worker processes per training process.")
+    decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
+    shuffle_buffer: int | None = option(None, "Samples in each loader worker's shuffle buffer.",
+                                        unset="the stream's")
+    # Checkpoints and logs.
+    resume: str | None = option(None, "'auto' (newest checkpoint in --output-dir; a fresh start if there is "
+                                      "none) or a checkpoint path.")
+    keep_last: int = option(3, "Numbered checkpoints to keep.")
+    log_every: int = option(10, "Log interval in steps.")
+    tensorboard: bool = option(True, "Write TensorBoard events to tb/ (log.jsonl is always written).")
+    seed: int = option(0, "Seed of every random choice (offset by the rank).")
+
+    def __post_init__(self):
+        for name, off in self.OFF.items():
+            if getattr(self, name) == off:
+                object.__setattr__(self, name, None)
+        raise_problems(self, self.problems())
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not self.shards:
+            problems.append("shards is required (--shards 'DIR/NAME-{000000..000099}.tar')")
+        if not self.output_dir:
+            problems.append("output_dir is required (--output-dir DIR)")
+        return problems + common_problems(self, ("batch_size", "num_sample", "accum_steps", "epochs", "keep_last",
+                                                 "log_every"), ("max_steps", "steps_per_epoch"))
+
+
+@dataclass(frozen=True)
+class PretrainConfig(RunConfig):
     """VideoMAE V2 dual-masking pretraining. Defaults are the paper's Table 4 (ViT-g on UnlabeledHybrid).
 
     Epochs count passes over the *videos* (as the reference's --epochs): each video yields num_sample
     clips, so the paper's "1200e" is epochs=300 with num_sample=4. Learning rates are per 256 clips:
     lr = base_lr x batch_size x num_sample x world_size x accum_steps / 256 (min_lr scaled alike).
     """
-    shards: str = ""
-    output_dir: str = ""
-    model: str = "pretrain_videomae_base_patch16_224"
-    num_frames: int = 16
-    input_size: int = 224
-    tubelet_size: int = 2
-    decoder_depth: int = 4
-    drop_path: float = 0.0
-    # Batch: videos per process per micro-step; each video gives num_sample views (one decode).
-    batch_size: int = 32
-    num_sample: int = 4
-    accum_steps: int = 1
-    # Schedule, in epochs of the shard set's videos (steps per epoch from shards.json unless given).
-    epochs: int = 300
-    warmup_epochs: int = 30
-    steps_per_epoch: int | None = None
-    max_steps: int | None = None
-    # Optimiser.
-    base_lr: float = 1.5e-4
-    min_lr: float = 2.5e-6  # the reference's 1e-5 per 256 videos = 2.5e-6 per 256 clips at num_sample 4
-    weight_decay: float = 0.05
-    opt_betas: tuple[float, float] = (0.9, 0.95)
-    opt_eps: float = 1e-8
-    clip_grad: float | None = 0.02
-    # Masking and target.
-    mask_ratio: float = 0.9
-    decoder_mask_ratio: float = 0.5
+    decoder_depth: int = option(4, "Decoder blocks.")
+    mask_ratio: float = option(0.9, "Encoder tube-mask ratio.")
+    decoder_mask_ratio: float = option(0.5, "Decoder running-cell ratio: 0.25, 0.5 or 0.75; 0 = VideoMAE v1.")
     normalize_target: bool = True
-    # Precision and speed: "auto" = bf16 autocast on GPU, off on CPU.
-    amp: str = "auto"
-    checkpoint_activations: bool = False
-    compile: bool = False
-    device: str | None = None
-    # Data.
-    workers: int = 8
-    decoder: str | None = None
-    shuffle_buffer: int | None = None
     resampled: bool = True
-    # Deterministic: one loader worker, no resampling, so a resumed run replays exactly.
-    deterministic: bool = False
-    # Checkpoints and logs.
-    resume: str | None = None
-    save_every_steps: int = 1000
-    keep_last: int = 3
-    log_every: int = 10
-    tensorboard: bool = True
-    seed: int = 0
+    deterministic: bool = option(False, "One loader worker, no resampling: a resumed run replays exactly (for "
+                                        "debugging and tests).")
+    save_every_steps: int = option(1000, "Checkpoint interval in steps; one is also written at the end.")
 
-    def __post_init__(self):
-        problems = []
-        if not self.shards:
-            problems.append("shards is required (--shards 'DIR/NAME-{000000..000099}.tar')")
-        if not self.output_dir:
-            problems.append("output_dir is required (--output-dir DIR)")
+    def problems(self) -> list[str]:
+        problems = super().problems() + count_problems(self, ("save_every_steps",))
         if not 0.0 < self.mask_ratio < 1.0:
             problems.append(f"mask_ratio {self.mask_ratio} must lie strictly between 0 and 1")
         if self.decoder_mask_ratio not in DECODER_MASK_RATIOS:
             problems.append(f"decoder_mask_ratio {self.decoder_mask_ratio} must be one of {DECODER_MASK_RATIOS} "
                             "(running-cell masking on 2x2 cells; 0 = VideoMAE v1)")
-        problems += common_problems(self, ("batch_size", "num_sample", "accum_steps", "epochs", "save_every_steps",
-                                           "keep_last", "log_every"), ("max_steps", "steps_per_epoch"))
-        raise_problems(self, problems)
+        return problems
 
     @property
     def loader_workers(self) -> int:
@@ -163,27 +212,8 @@ class PretrainConfig:
         return self.batch_size * self.num_sample * world_size * self.accum_steps
 
 
-# The reference's scripts (spec section 5.3) in this project's units. The reference scales its lr by
-# videos (1e-3 x 32 x GPUs / 256); per 256 clips that is 2.5e-4 for B, L and H, and 6e-4 / 4 = 1.5e-4
-# for g, so a run with the same global batch gets the same actual lr.
-PRETRAIN_PRESETS = {
-    "vit-b-hybrid": dict(model="pretrain_videomae_base_patch16_224", epochs=200, warmup_epochs=20,
-                         base_lr=2.5e-4, clip_grad=None),
-    "vit-l-hybrid": dict(model="pretrain_videomae_large_patch16_224", epochs=300, warmup_epochs=30,
-                         base_lr=2.5e-4, clip_grad=None),
-    "vit-h-hybrid": dict(model="pretrain_videomae_huge_patch16_224", epochs=300, warmup_epochs=30,
-                         base_lr=2.5e-4, clip_grad=None, checkpoint_activations=True),
-    "vit-g-hybrid": dict(model="pretrain_videomae_giant_patch14_224", epochs=300, warmup_epochs=30,
-                         base_lr=1.5e-4, clip_grad=0.02, checkpoint_activations=True),
-}
-for _preset in PRETRAIN_PRESETS.values():
-    _preset.update(batch_size=32, num_sample=4, mask_ratio=0.9, decoder_mask_ratio=0.5, decoder_depth=4,
-                   weight_decay=0.05, opt_betas=(0.9, 0.95), drop_path=0.0, num_frames=16, input_size=224)
-del _preset
-
-
 def pretrain_config(preset: str | None = None, **overrides) -> PretrainConfig:
-    return build_config(PretrainConfig, PRETRAIN_PRESETS, preset, **overrides)
+    return build_config(PretrainConfig, presets.PRETRAIN, preset, **overrides)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,99 +222,71 @@ def pretrain_config(preset: str | None = None, **overrides) -> PretrainConfig:
 # and 10: lr = base_lr x batch_size x world_size x accum_steps / 256, not counting the num_sample views, so
 # the presets carry the published numbers unchanged.
 
-SAMPLING_DOCS = "dense: 16 frames at `stride` (Kinetics, UCF, HMDB); sparse: TSN segments (SSV2)"
-
-
 def parse_views(views: str) -> tuple[int, int]:
     """'5x3' -> (5 temporal segments, 3 spatial crops)."""
     parts = views.lower().split("x")
     if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise ValueError(f"views {views!r} must look like SEGMENTSxCROPS, e.g. 5x3 (Kinetics) or 2x3 (SSV2)")
+        raise ConfigError(f"views {views!r} must look like SEGMENTSxCROPS, e.g. 5x3 (Kinetics) or 2x3 (SSV2)")
     return int(parts[0]), int(parts[1])
 
 
-LABEL_MAPS = {"k710-to-k400": 400, "k710-to-k600": 600, "k710-to-k700": 700}
-
-
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(RunConfig):
     """Supervised fine-tuning of the ViT encoder with a mean-pooled fc_norm + linear head.
 
     Defaults are the reference's (spec sections 4.6 and 6.2); presets (vmae.training.presets) carry the
     paper's per-task recipes. Epochs count passes over the training videos; each video gives num_sample
     augmented clips (repeated augmentation).
     """
-    shards: str = ""
-    val_shards: str | None = None
-    output_dir: str = ""
+    OFF: ClassVar[dict] = {**RunConfig.OFF, "layer_decay": 1, "randaug": "none"}
+
+    # The run defaults that differ from pretraining's.
+    shards: str = option("", "Labeled training shards (KEY.cls), brace patterns allowed, e.g. "
+                             "'k710/train-{000000..000659}.tar'.", required=True)
+    output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth, "
+                                 "checkpoint-best.pth.", required=True, path="folder")
     model: str = "vit_base_patch16_224"
-    num_classes: int = 400
-    init: str | None = None
-    model_key: str = "model|module"
-    num_frames: int = 16
-    input_size: int = 224
-    tubelet_size: int = 2
     drop_path: float = 0.1
-    head_drop: float = 0.0
-    init_scale: float = 0.001
-    # Data: sparse = SSV2-style segment sampling; stride None = each sample's own stride from KEY.json.
-    sparse: bool = False
-    stride: int | None = None
-    flip: bool = True
-    randaug: str | None = "rand-m7-n4-mstd0.5-inc1"
-    reprob: float = 0.25
-    # Batch: videos per process per micro-step; each gives num_sample clips (one decode).
     batch_size: int = 16
     num_sample: int = 2
-    accum_steps: int = 1
     epochs: int = 30
     warmup_epochs: int = 5
-    steps_per_epoch: int | None = None
-    max_steps: int | None = None
-    # Optimiser (AdamW) and schedule (per-step linear warmup from 0, then cosine to min_lr).
-    base_lr: float = 1e-3
+    base_lr: float = option(1e-3, "Learning rate per 256 videos of the global batch (views not counted, as the "
+                                  "paper's tables).")
     min_lr: float = 1e-6
-    weight_decay: float = 0.05
-    layer_decay: float | None = 0.75
     opt_betas: tuple[float, float] = (0.9, 0.999)
-    opt_eps: float = 1e-8
     clip_grad: float | None = None
+    keep_last: int = option(1, "Epoch checkpoints to keep (besides checkpoint-best.pth).")
+    # Fine-tuning's own.
+    val_shards: str | None = option(None, "Labeled shards for the single-view validation after every epoch.")
+    num_classes: int = option(400, "Classes of the new head.")
+    init: str | None = option(None, "Initial weights: a pretrain or fine-tuned checkpoint (vmae or official). A "
+                                    "K710 head is converted for 400/600/700 classes, any other mismatching head "
+                                    "is re-initialised.", path="existing")
+    model_key: str = option("model|module", "Key(s) of the state dict inside --init.")
+    head_drop: float = option(0.0, "Dropout before the head.")
+    init_scale: float = 0.001
+    # Data: sparse = SSV2-style segment sampling; stride None = each sample's own stride from KEY.json.
+    sparse: bool = option(False, "Frame sampling: sparse TSN segments (SSV2) or dense strided windows "
+                                 "(Kinetics).", flag="--sparse/--dense")
+    stride: int | None = option(None, "Dense frame stride.", unset="each sample's own, from KEY.json")
+    flip: bool = option(True, "Random horizontal flip (off for SSV2).")
+    randaug: str | None = option("rand-m7-n4-mstd0.5-inc1", "timm RandAugment spec, the same ops on every frame.")
+    reprob: float = option(0.25, "Cube random-erasing probability.")
+    layer_decay: float | None = option(0.75, "Layer-wise lr decay.", unset="off")
     # Mixup / CutMix on the batch viewed as (B, C*T, H, W); label smoothing folded into the soft targets.
-    mixup: float = 0.8
-    cutmix: float = 1.0
+    mixup: float = option(0.8, "Mixup alpha; 0 turns it off.")
+    cutmix: float = option(1.0, "CutMix alpha; 0 turns it off.")
     mixup_prob: float = 1.0
     mixup_switch_prob: float = 0.5
-    smoothing: float = 0.1
-    model_ema: bool = False
-    model_ema_decay: float = 0.9999
-    # Precision and speed: "auto" = bf16 autocast on GPU, off on CPU.
-    amp: str = "auto"
-    checkpoint_activations: bool = False
-    compile: bool = False
-    device: str | None = None
-    workers: int = 8
-    decoder: str | None = None
-    shuffle_buffer: int | None = None
+    smoothing: float = option(0.1, "Label smoothing.")
+    model_ema: bool = option(False, "Keep an EMA of the weights (validated too).")
+    model_ema_decay: float = option(0.9999, "Decay of the weights' EMA.")
     val_batch_size: int | None = None
-    # Checkpoints and logs: checkpoint-best.pth (best val top-1) and the newest keep_last epoch checkpoints.
-    resume: str | None = None
-    keep_last: int = 1
-    log_every: int = 10
-    tensorboard: bool = True
-    seed: int = 0
-
-    def __post_init__(self):
-        raise_problems(self, self.problems())
 
     def problems(self) -> list[str]:
-        problems = []
-        if not self.shards:
-            problems.append("shards is required (--shards 'DIR/train-{000000..000099}.tar')")
-        if not self.output_dir:
-            problems.append("output_dir is required (--output-dir DIR)")
-        problems += common_problems(self, ("num_classes", "batch_size", "num_sample", "accum_steps", "epochs",
-                                           "keep_last", "log_every"),
-                                    ("steps_per_epoch", "max_steps", "stride", "val_batch_size"))
+        problems = super().problems()
+        problems += count_problems(self, ("num_classes",), ("stride", "val_batch_size"))
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             problems.append(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
         for name in ("drop_path", "head_drop", "reprob", "mixup_prob", "mixup_switch_prob", "smoothing"):
@@ -312,14 +314,12 @@ class DistillConfig(FinetuneConfig):
 
     Defaults are the paper's Table 10 for K710 (the `distill-ssv2` preset has the SSV2 values).
     """
-    teacher: str = ""
-    teacher_model: str | None = None  # None: the name recorded in the teacher checkpoint
-    teacher_key: str = "model|module"
-    temperature: float = 3.0
+    teacher: str = option("", "Fine-tuned teacher checkpoint.", required=True, path="existing")
+    teacher_model: str | None = option(None, "Teacher model name.", unset="the name recorded in the checkpoint")
+    teacher_key: str = option("model|module", "Key(s) of the state dict inside --teacher.")
+    temperature: float = option(3.0, "Softmax temperature of the KL loss.")
     num_classes: int = 710
     epochs: int = 100
-    drop_path: float = 0.1
-    layer_decay: float | None = 0.75
     clip_grad: float | None = 1.0
 
     def problems(self) -> list[str]:
@@ -334,28 +334,30 @@ class DistillConfig(FinetuneConfig):
 @dataclass(frozen=True)
 class EvalConfig:
     """Multi-view testing: every video decoded once, its segments x crops views cut from that decode."""
-    shards: str = ""
-    checkpoint: str = ""
-    model: str | None = None  # None: the name recorded in the checkpoint (vmae config or official args)
-    # None: the checkpoint's head size (or the label map's target size).
-    num_classes: int | None = None
-    label_map: str | None = None
-    model_key: str = "model|module"
-    views: str = "5x3"
-    sparse: bool = False
-    stride: int | None = None
-    num_frames: int = 16
-    input_size: int = 224
+    shards: str = option("", "Labeled shards to score, e.g. 'k400/val-{000000..000019}.tar'.", required=True)
+    checkpoint: str = option("", "Fine-tuned checkpoint (vmae or official; weights under model or module).",
+                             required=True, path="existing")
+    model: str | None = option(None, "Model name.", unset="the name recorded in the checkpoint")
+    num_classes: int | None = option(None, "Expected head size.", unset="the checkpoint's, or the label map's")
+    label_map: str | None = option(None, "Score a K710 head on K400/K600/K700 by the official row gather "
+                                         "(label_710to{N}.json).", choices=tuple(LABEL_MAPS))
+    model_key: str = option("model|module", "Key(s) of the state dict in the checkpoint.")
+    views: str = option("5x3", "Temporal segments x spatial crops.", metavar="SEGMENTSxCROPS")
+    sparse: bool = option(False, "Sparse TSN-style views (SSV2) or dense strided windows.", flag="--sparse/--dense")
+    stride: int | None = option(None, "Dense frame stride.", unset="each sample's own, from KEY.json")
+    num_frames: int = option(16, "Frames per view.")
+    input_size: int = option(224, "Crop size.")
     tubelet_size: int = 2
-    short_side: int | None = None
-    batch_size: int = 4
-    workers: int = 4
-    decoder: str | None = None
-    amp: str = "auto"
-    device: str | None = None
-    output_dir: str = ""
-    confusion: bool = False
-    save_probs: bool = False
+    short_side: int | None = option(None, "Resize the shorter side to this before cropping.", unset="input size")
+    batch_size: int = option(4, "Videos per process per batch (each gives all its views).")
+    workers: int = option(4, "Loader worker processes.")
+    decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
+    amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU.", choices=AMP_MODES)
+    device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
+    output_dir: str = option("", "Where predictions.parquet, metrics.json (and confusion.png) go.",
+                             path="folder", unset="eval-CKPT-VIEWS[-MAP] next to the checkpoint")
+    confusion: bool = option(False, "Also draw confusion.png.")
+    save_probs: bool = option(False, "Store every video's full probability vector.")
 
     def __post_init__(self):
         problems = []
@@ -370,7 +372,7 @@ class EvalConfig:
                             f"not num_classes={self.num_classes}")
         try:
             parse_views(self.views)
-        except ValueError as e:
+        except ConfigError as e:
             problems.append(str(e))
         problems += common_problems(self, ("batch_size", "num_frames", "input_size"))
         raise_problems(self, problems)
@@ -388,23 +390,25 @@ class FeatureConfig:
     the last frame are dropped, and a video shorter than one window gives one window padded with its last
     frame. Frames are resized to input_size x input_size (whole frame, as the reference) and ImageNet-normalised.
     """
-    checkpoint: str = ""
-    model: str | None = None  # None: the name recorded in the checkpoint (pretrain names map to vit_*)
-    out: str = ""
-    videos: str | None = None
-    shards: str | None = None
+    checkpoint: str = option("", "Fine-tuned (or pretrain) checkpoint, vmae or official.", required=True,
+                             path="existing")
+    model: str | None = option(None, "Model name.", unset="the name recorded in the checkpoint")
+    out: str = option("", "Folder for KEY.npy and index.parquet.", required=True, path="folder")
+    videos: str | None = option(None, "Folder of video files (searched recursively); KEY = path without the "
+                                      "suffix.", path="existing-folder")
+    shards: str | None = option(None, "Or shards (KEY.mp4 members); KEY = the sample key.")
     num_classes: int | None = None
-    model_key: str = "model|module"
-    num_frames: int = 16
-    input_size: int = 224
+    model_key: str = option("model|module", "Key(s) of the state dict in the checkpoint.")
+    num_frames: int = option(16, "Frames per window (the model's).")
+    input_size: int = option(224, "Frames are resized to this square.")
     tubelet_size: int = 2
-    window_stride: int = 4
-    frame_stride: int = 1
-    batch_size: int = 16
-    decoder: str | None = None
-    amp: str = "auto"
-    device: str | None = None
-    overwrite: bool = False
+    window_stride: int = option(4, "Frames between window starts.")
+    frame_stride: int = option(1, "Frames between a window's frames.")
+    batch_size: int = option(16, "Windows per forward pass.")
+    decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
+    amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU.", choices=AMP_MODES)
+    device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
+    overwrite: bool = option(False, "Recompute videos whose KEY.npy exists.")
 
     def __post_init__(self):
         problems = []
@@ -420,18 +424,14 @@ class FeatureConfig:
 
 def finetune_config(preset: str | None = None, cls=FinetuneConfig, **overrides):
     """FinetuneConfig (or DistillConfig): defaults -> preset for the chosen model size -> overrides."""
-    from vmae.training.presets import resolve
-
-    presets = {}
+    recipes = {}
     if preset is not None:
         model = overrides.get("model") or cls.model
-        presets[preset] = resolve(preset, model)[0]
-    return build_config(cls, presets, preset, **overrides)
+        recipes[preset] = presets.resolve(preset, model)[0]
+    return build_config(cls, recipes, preset, **overrides)
 
 
 def eval_config(preset: str | None = None, **overrides) -> EvalConfig:
     """EvalConfig: defaults -> the preset's views, sampling and classes -> overrides."""
-    from vmae.training.presets import eval_settings
-
-    presets = {preset: eval_settings(preset)} if preset is not None else {}
-    return build_config(EvalConfig, presets, preset, **overrides)
+    recipes = {preset: presets.eval_settings(preset)} if preset is not None else {}
+    return build_config(EvalConfig, recipes, preset, **overrides)

@@ -9,6 +9,7 @@ import logging
 
 import torch
 
+from vmae.errors import ConfigError
 from vmae.training import finetune
 from vmae.training.config import DistillConfig
 from vmae.training.engine import Amp
@@ -24,7 +25,7 @@ def load_teacher(cfg: DistillConfig, device):
                                              num_frames=cfg.num_frames, img_size=cfg.input_size,
                                              tubelet_size=cfg.tubelet_size)
     if classes != cfg.num_classes:
-        raise ValueError(f"--teacher {cfg.teacher} predicts {classes} classes but the student has "
+        raise ConfigError(f"--teacher {cfg.teacher} predicts {classes} classes but the student has "
                          f"--num-classes {cfg.num_classes}; they must match")
     teacher.requires_grad_(False)
     return teacher.to(device).eval(), note

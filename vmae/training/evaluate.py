@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from vmae.atomic import atomic_path, write_text
+from vmae.errors import ConfigError
 from vmae.manifests import labels
 from vmae.training import checkpoint, distributed
 from vmae.training.config import LABEL_MAPS, EvalConfig, to_dict
@@ -166,19 +167,19 @@ def load_classifier(model_name: str | None, path, num_classes: int | None = None
     ckpt = checkpoint.load_checkpoint_file(path)
     model_name = model_name or recorded_model_name(ckpt)
     if model_name is None:
-        raise ValueError(f"{path} records no model name; pass --model (e.g. vit_base_patch16_224)")
+        raise ConfigError(f"{path} records no model name; pass --model (e.g. vit_base_patch16_224)")
     state = checkpoint.extract_state_dict(ckpt, model_key)
     del ckpt
     rows = state["head.weight"].shape[0] if "head.weight" in state else 0
     if label_map is not None:
         if rows != 710:
-            raise ValueError(f"--label-map {label_map} converts a 710-class head, but {path} has "
+            raise ConfigError(f"--label-map {label_map} converts a 710-class head, but {path} has "
                              f"{rows or 'no'} head rows")
         num_classes = LABEL_MAPS[label_map]
     elif num_classes is None:
         num_classes = rows
     elif strict and rows != num_classes:
-        raise ValueError(f"{path}: the checkpoint head has {rows} classes but {num_classes} were asked for; drop "
+        raise ConfigError(f"{path}: the checkpoint head has {rows} classes but {num_classes} were asked for; drop "
                          "--num-classes, or pass --label-map k710-to-k400|k600|k700 for a K710 head")
     model = create_model(model_name, num_classes=num_classes, **model_options)
     report = checkpoint.load_pretrained(model, {"model": state}, strict=strict)

@@ -32,6 +32,8 @@ from timm.models import register_model
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vmae.errors import ConfigError
+
 __all__ = ["FINETUNE_MODELS", "PRETRAIN_MODELS", "SIZES", "Attention", "Block", "PatchEmbed",
            "PretrainVisionTransformer", "Size", "VisionTransformer", "create_model", "sinusoid_table",
            "token_indices"]
@@ -375,7 +377,7 @@ def create_model(name: str, **options) -> nn.Module:
     embed_dim, depth, num_heads, mlp_ratio, decoder_embed_dim, decoder_num_heads."""
     pretrain = name in PRETRAIN_MODELS
     if not pretrain and name not in FINETUNE_MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(PRETRAIN_MODELS) + sorted(FINETUNE_MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; choose one of {sorted(PRETRAIN_MODELS) + sorted(FINETUNE_MODELS)}")
     size = asdict(SIZES[PRETRAIN_MODELS[name] if pretrain else FINETUNE_MODELS[name]])
     allowed = _PRETRAIN_OPTIONS if pretrain else _FINETUNE_OPTIONS
     unknown = sorted(set(options) - allowed)

@@ -1,7 +1,7 @@
-"""The paper's fine-tuning, post-pretraining and distillation recipes as named presets.
+"""The paper's pretraining, fine-tuning, post-pretraining and distillation recipes as named presets.
 
-A preset is a dict of FinetuneConfig (or DistillConfig) fields; the CLI applies it between the defaults and
-the user's own options. The numbers come from the official scripts (scripts/finetune/*.sh, summarised in
+A preset is a dict of config fields (PretrainConfig, FinetuneConfig or DistillConfig); it applies between the
+defaults and the user's own options. The numbers come from the official scripts (scripts/finetune/*.sh, summarised in
 videomaev2-reference.md §6.3) and, for distillation, the paper's Table 10. The paper's Table 3 (specific
 fine-tuning) and Table 5 (post-pretraining) are the ViT-g rows; other sizes use their own script's row where
 one exists and the ViT-g row otherwise (`resolve` says so in its note).
@@ -21,6 +21,26 @@ Where a recipe fine-tunes the K710 post-pretrained model (g: k400, k600, ucf101,
 with --init; its 710-class head is converted (K400/K600) or dropped (UCF101/HMDB51) by the loader.
 """
 import re
+
+from vmae.errors import ConfigError
+
+# Pretraining: the reference's scripts (spec section 5.3) in this project's units. The reference scales its lr
+# by videos (1e-3 x 32 x GPUs / 256); per 256 clips that is 2.5e-4 for B, L and H, and 6e-4 / 4 = 1.5e-4 for
+# g, so a run with the same global batch gets the same actual lr.
+PRETRAIN = {
+    "vit-b-hybrid": dict(model="pretrain_videomae_base_patch16_224", epochs=200, warmup_epochs=20,
+                         base_lr=2.5e-4, clip_grad=None),
+    "vit-l-hybrid": dict(model="pretrain_videomae_large_patch16_224", epochs=300, warmup_epochs=30,
+                         base_lr=2.5e-4, clip_grad=None),
+    "vit-h-hybrid": dict(model="pretrain_videomae_huge_patch16_224", epochs=300, warmup_epochs=30,
+                         base_lr=2.5e-4, clip_grad=None, checkpoint_activations=True),
+    "vit-g-hybrid": dict(model="pretrain_videomae_giant_patch14_224", epochs=300, warmup_epochs=30,
+                         base_lr=1.5e-4, clip_grad=0.02, checkpoint_activations=True),
+}
+for _preset in PRETRAIN.values():
+    _preset.update(batch_size=32, num_sample=4, mask_ratio=0.9, decoder_mask_ratio=0.5, decoder_depth=4,
+                   weight_decay=0.05, opt_betas=(0.9, 0.95), drop_path=0.0, num_frames=16, input_size=224)
+del _preset
 
 # Settings every recipe shares (the reference CLI defaults the scripts do not override).
 COMMON = dict(num_frames=16, input_size=224, num_sample=2, min_lr=1e-6, warmup_epochs=5,
@@ -87,7 +107,7 @@ def resolve(name: str, model: str) -> tuple[dict, str]:
     if name in DISTILL:
         return {**COMMON, **DISTILL_COMMON, **DISTILL[name]}, f"{name}: paper Table 10"
     if name not in TASKS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {FINETUNE_PRESETS + DISTILL_PRESETS}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {FINETUNE_PRESETS + DISTILL_PRESETS}")
     size = model_size(model)
     row_size = size if (name, size) in RECIPES else "giant"
     note = f"{name}: official {row_size} recipe"
@@ -100,6 +120,6 @@ def resolve(name: str, model: str) -> tuple[dict, str]:
 def eval_settings(name: str) -> dict:
     """The evaluation side of a preset: views, sampling and classes (for `vmae-train eval --preset`)."""
     if name not in TASKS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {FINETUNE_PRESETS}")
+        raise ConfigError(f"unknown preset {name!r}; choose one of {FINETUNE_PRESETS}")
     task = TASKS[name]
     return dict(views=task["test_views"], sparse=task["sparse"], num_classes=task["num_classes"])

@@ -12,6 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 from vmae.atomic import atomic_path
+from vmae.errors import ConfigError
 from vmae.training.checkpoint import extract_state_dict, load_checkpoint_file
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.losses import TARGET_EPS, patchify
@@ -52,7 +53,7 @@ def _model_settings(ckpt: dict, model_name: str | None) -> dict:
     args = ckpt.get("args")
     name = model_name or cfg.get("model") or getattr(args, "model", None)
     if name is None:
-        raise ValueError("the checkpoint names no model (no vmae config, no official args): pass --model")
+        raise ConfigError("the checkpoint names no model (no vmae config, no official args): pass --model")
     return {"model": name, "num_frames": cfg.get("num_frames", getattr(args, "num_frames", 16)),
             "input_size": cfg.get("input_size", getattr(args, "input_size", 224)),
             "tubelet_size": cfg.get("tubelet_size", getattr(args, "tubelet_size", 2)),
@@ -77,7 +78,7 @@ def visualize(checkpoint, shards: str, out, num: int = 4, model_name: str | None
     loader, _ = make_loader(StreamConfig(**options))
     batch = next(iter(loader), None)
     if batch is None:
-        raise ValueError(f"{shards}: fewer than {num} decodable clips; lower --num")
+        raise ConfigError(f"{shards}: fewer than {num} decodable clips; lower --num")
     video = normalize(batch["video"])
     generator = torch.Generator().manual_seed(seed)
     mask = tube_mask(video.shape[0], model.grid, mask_ratio or s["mask_ratio"], generator, "cpu")

@@ -1,0 +1,63 @@
+"""What both command groups share: the group with its --debug flag, and one path for errors a user reads."""
+import errno
+import functools
+
+import click
+
+from vmae.errors import ConfigError, VmaeError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+# Faults of the machine, not of vmae, that the user can fix: errno -> the fix.
+FIXES = {
+    errno.ENOENT: "check the path (and that the step that writes it has run)",
+    errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
+    errno.EISDIR: "it is a folder: pass a file",
+    errno.EACCES: "change its permissions, or choose a path you may write to",
+    errno.EPERM: "change its permissions, or choose a path you may write to",
+    errno.EROFS: "choose a folder on a writable file system",
+    errno.ENOSPC: "free space there (or choose a folder on another disk) and rerun the same command",
+    errno.EDQUOT: "free space within your quota (or choose another folder) and rerun the same command",
+}
+# Exceptions of these types count as such faults even when raised with only a message.
+FAULT_TYPES = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def group(fn):
+    """A top-level command group with the global --debug flag (also VMAE_DEBUG=1)."""
+    fn = click.option("--debug", is_flag=True, envvar="VMAE_DEBUG",
+                      help="On an error, show the full traceback instead of a one-line message.")(fn)
+    return click.group(context_settings=CONTEXT)(fn)
+
+
+def fault_message(err: OSError, ctx: click.Context) -> str | None:
+    """One line naming the file and the fix for an environment fault, or None if `err` is not one."""
+    if not isinstance(err, FAULT_TYPES) and err.errno not in FIXES:
+        return None
+    if err.errno is None:  # raised by vmae with its own message, which names the file and the fix
+        return str(err)
+    # A write that fails for lack of space often names no file: the command's output folder is the place.
+    where = err.filename or next((ctx.params[k] for k in ("out", "output_dir") if ctx.params.get(k)), None)
+    reason = (err.strerror or str(err)).lower()
+    return f"{where}: {reason}; {FIXES[err.errno]}" if where else f"{reason}; {FIXES[err.errno]}"
+
+
+def handle_errors(fn):
+    """The one error path of every command: a ConfigError is a usage error (exit 2), any other VmaeError or an
+    environment fault (missing file, no permission, no space) one line and exit 1. Anything else is a bug and
+    keeps its traceback, as every error does under --debug."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        ctx = click.get_current_context()
+        try:
+            return fn(*args, **kwargs)
+        except (VmaeError, OSError) as err:
+            if ctx.find_root().params.get("debug"):
+                raise
+            if isinstance(err, ConfigError):
+                raise click.UsageError(str(err), ctx=ctx) from None
+            message = str(err) if isinstance(err, VmaeError) else fault_message(err, ctx)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+    return run

@@ -1,0 +1,420 @@
+"""`vmae-data`: annotation lists in, manifests out; videos in, clips and WebDataset shards out.
+
+Curation options are written here by hand (the curation steps take a few plain arguments each); the sets that
+several commands share (executor, progress, output manifest) are defined once below. Each command calls one
+library function and prints its report.
+"""
+import click
+
+from vmae.cli.common import group, handle_errors
+from vmae.executors import EXECUTORS, ExecutorConfig
+
+
+@group
+def data(debug):
+    """vmae-data: build VideoMAE V2 training data from public video datasets.
+
+    \b
+    Typical flow:
+      vmae-data build-k710 --k400 K400 --k600 K600 --k700 K700 --out k710/
+      vmae-data download k710/train.parquet --out clips/ --from-dir /mirror/k400
+      vmae-data mix unlabeled-hybrid --k710 clips/manifest.parquet ... --out hybrid.parquet
+      vmae-data shard unlabeled-hybrid --manifest hybrid.parquet --out shards/uh
+    """
+
+
+def options(*decorators):
+    """Several click options applied as one decorator."""
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
+
+
+def executor_options(workers_help: str, slices: bool = True):
+    """--workers, and with `slices` --executor, --unit-index and --num-units: the ExecutorConfig fields."""
+    workers = click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help=workers_help)
+    if not slices:
+        return workers
+    return options(
+        workers,
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+                     help="local: a process pool of --workers; ray: Ray tasks (RAY_ADDRESS or a local Ray)."),
+        click.option("--unit-index", type=int, help="With --num-units: run only this slice of the work "
+                                                     "(e.g. $SLURM_ARRAY_TASK_ID)."),
+        click.option("--num-units", type=int, help="Number of slices the work is split into."))
+
+
+PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+OUT_MANIFEST = click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.parquet).")
+
+
+def echo_lines(report) -> None:
+    click.echo("\n".join(report.lines()))
+
+
+@data.command("build-k710")
+@click.option("--k400", type=click.Path(path_type=str), metavar="DIR",
+              help="Official K400 annotation folder (train.csv, val.csv, optional test.csv).")
+@click.option("--k600", type=click.Path(path_type=str), metavar="DIR", help="Same for K600.")
+@click.option("--k700", type=click.Path(path_type=str), metavar="DIR", help="Same for K700 (2020).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="OUT",
+              help="Output folder (created; its outputs are replaced only once the build has succeeded).")
+@click.option("--label-aliases", type=click.Path(dir_okay=False), metavar="FILE.json",
+              help='JSON object {"label in a CSV": "K710 name"} for labels the built-in rules do not place.')
+@click.option("--on-unknown-label", type=click.Choice(["error", "drop"]), default="error", show_default=True,
+              help="A label with no K710 class stops the build (error) or its rows are dropped and reported.")
+@click.option("--path-template", default="{video_id}_{start:06d}_{end:06d}.mp4", show_default=True,
+              metavar="TEMPLATE", help="Path of each clip in train.csv/val.csv; fields {video_id} {start} {end} "
+              "{label} {label_id} {source} {split} {key}, Python format specs allowed; {label} is written with "
+              "'_' for spaces.")
+@handle_errors
+def build_k710_cmd(k400, k600, k700, out, label_aliases, on_unknown_label, path_template):
+    """Merge the official Kinetics-400/600/700 annotation CSVs into Kinetics-710 ("LabeledHybrid"):
+    train+val of every version, one row per YouTube ID, 710 classes.
+
+    \b
+      vmae-data build-k710 --k400 kinetics400/ --k600 kinetics600/ --k700 kinetics700_2020/ --out k710/
+
+    A version or split that is absent is reported and skipped (a run on val files alone works).
+
+    Labels: exact K710 name, then the official rename table, then the same ignoring case, spaces and
+    underscores, then --label-aliases. Other labels stop the build with a list (label, file, rows) unless
+    --on-unknown-label drop.
+
+    Dedup rule: One row per YouTube ID survives across all versions and splits: a train row beats any val
+    row (so a val video that is in any train list leaves val), then the newest version wins (K700 > K600 >
+    K400), then the first row in its file. The survivor keeps its own segment and label. Videos also in a
+    test file are reported (test leakage), not removed.
+
+    Writes OUT/train.parquet, val.parquet (manifests), train.csv, val.csv (VideoMAE V2 lists: "path
+    label_id"), labels.txt (the 710 names; label_id = line number from 0) and report.json (every count:
+    duplicates by kind, val-in-train, label conflicts, unknown labels, test leakage, classes present).
+    """
+    from vmae.curation.kinetics import BuildK710Config, build_k710, format_summary, load_label_aliases
+
+    aliases = load_label_aliases(label_aliases) if label_aliases else {}
+    config = BuildK710Config(label_aliases=aliases, on_unknown_label=on_unknown_label, path_template=path_template)
+    click.echo(format_summary(build_k710(k400, k600, k700, out, config)))
+
+
+# ---------------------------------------------------------------- curation: ssv2, ava, sample, import, mix
+
+@data.command("ssv2")
+@click.option("--annotations", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="Official annotation JSON, e.g. something-something-v2-train.json.")
+@click.option("--labels", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="The 174-class label file (something-something-v2-labels.json).")
+@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of the extracted videos, named ID.webm.")
+@OUT_MANIFEST
+@click.option("--split", type=click.Choice(["train", "val", "test"]),
+              help="Split of every row [default: from the annotation file name].")
+@click.option("--ext", default="webm", show_default=True, help="Video file extension.")
+@click.option("--probe", is_flag=True, help="Probe every video now (status ok / reason, probe facts); "
+              "otherwise existing files keep an empty status until download --from-dir or shard checks them.")
+@executor_options("Parallel probes (with --probe).", slices=False)
+@handle_errors
+def ssv2(annotations, labels, videos, out, split, ext, probe, workers):
+    """Something-Something V2 annotations -> a manifest of its .webm videos (stride 2, labels kept).
+
+    Label = the template without brackets, label_id from the label file. Videos that are not in the
+    folder stay in the manifest with status missing-file; unusable entries go to OUT.rejects.csv.
+
+    \b
+    Example:
+      vmae-data ssv2 --annotations something-something-v2-train.json \\
+        --labels something-something-v2-labels.json --videos 20bn-something-something-v2 --out ssv2.parquet
+    """
+    from vmae.curation.ssv2 import ssv2_manifest
+    echo_lines(ssv2_manifest(annotations, labels, videos, out, split=split, ext=ext, probe=probe,
+                             executor=ExecutorConfig(workers=workers)))
+
+
+@data.command("ava")
+@click.option("--file-list", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="ava_file_names_trainval_v2.1.txt: one movie file name per line.")
+@click.option("--videos", required=True, type=click.Path(exists=True, file_okay=False),
+              help="Folder of the downloaded movies (a listed name with another extension is accepted).")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: clips/, parts/ and manifest.parquet.")
+@click.option("--window-start", default=900.0, show_default=True, help="Window start, seconds.")
+@click.option("--window-end", default=1800.0, show_default=True, help="Window end, seconds.")
+@click.option("--clip-frames", default=300, show_default=True, help="Frames per clip.")
+@click.option("--fps", default=30.0, show_default=True, help="Movies are resampled to this constant rate.")
+@click.option("--short-side", type=int, help="Resize clips so the short side is at most this many pixels.")
+@click.option("--stride", default=4, show_default=True, help="Temporal sampling stride written to the manifest.")
+@executor_options("Movies cut in parallel (local executor).")
+@handle_errors
+def ava(file_list, videos, out, window_start, window_end, clip_frames, fps, short_side, stride, **run):
+    """Cut AVA movies (900 s to 1800 s) into consecutive 300-frame clips at 30 fps, frame-exact.
+
+    90 clips per full movie, keys ava_MOVIE_000..089, no gaps or overlaps. Movies that are missing or too
+    short are reported with the clips that could be cut; each planned clip has a manifest row with its
+    status. A rerun keeps clips already cut (right frame count) and cuts the rest.
+
+    \b
+    Example:
+      vmae-data ava --file-list ava_file_names_trainval_v2.1.txt --videos ava/movies --out ava/ --workers 8
+    """
+    from vmae.curation.ava import AvaConfig, cut_ava
+    cfg = AvaConfig(window_start=window_start, window_end=window_end, clip_frames=clip_frames, fps=fps,
+                    short_side=short_side, stride=stride)
+    echo_lines(cut_ava(file_list, videos, out, cfg, ExecutorConfig(**run)))
+
+
+@data.command("sample")
+@click.argument("source", type=click.Choice(["webvid", "instagram"]))
+@click.option("--metadata", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="WebVid: the metadata CSV (videoid, contentUrl, duration, ...). "
+                   "Instagram: CSV/TSV/JSONL with id and url and/or path.")
+@click.option("--n", "n", default=250_000, show_default=True, help="Rows to sample.")
+@click.option("--seed", default=0, show_default=True, help="Same seed, same sample, on any machine.")
+@OUT_MANIFEST
+@handle_errors
+def sample(source, metadata, n, seed, out):
+    """A seeded random sample of N usable rows of a WebVid2M or Instagram list (stride 4, unlabeled).
+
+    Rows without a URL, with a bad or non-positive duration, or with an id seen before are excluded
+    before sampling and listed in OUT.rejects.csv. Asking for more rows than are usable is an error.
+
+    \b
+    Example:
+      vmae-data sample webvid --metadata results_2M_train.csv --n 250000 --seed 0 --out webvid.parquet
+    """
+    from vmae.curation.sampling import sample_source
+    echo_lines(sample_source(source, metadata, n, seed, out))
+
+
+@data.command("import")
+@click.argument("src", type=click.Path(exists=True))
+@click.option("--source", required=True, help="Source name for the rows and their keys, e.g. ucf101.")
+@OUT_MANIFEST
+@click.option("--labels-from", type=click.Choice(["folders", "csv", "none"]),
+              help="Class of each video [default: folders for a folder, csv for a list with a label column].")
+@click.option("--stride", default=4, show_default=True, help="Temporal sampling stride of every row.")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), help="Split of every row.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False),
+              help="Folder that relative paths in a list start from [default: the list's folder].")
+@click.option("--class-list", type=click.Path(exists=True, dir_okay=False),
+              help="Fixed class list (one name per line, id = line from 0), e.g. the train import's "
+                   "OUT.classes.txt when importing its test split.")
+@click.option("--probe", is_flag=True, help="Probe every video now (status ok / reason, probe facts).")
+@executor_options("Parallel probes (with --probe).", slices=False)
+@handle_errors
+def import_(src, source, out, labels_from, stride, split, root, class_list, probe, workers):
+    """Import your own videos: a folder tree (CLASS/VIDEO.ext) or a CSV/TSV of path[,label].
+
+    Writes the manifest, its class list OUT.classes.txt (sorted names, label_id = line from 0) and, for
+    unreadable rows, OUT.rejects.csv with line numbers. Missing files keep a row with status missing-file.
+
+    \b
+    Examples:
+      vmae-data import UCF-101/ --source ucf101 --out ucf101.parquet
+      vmae-data import test.csv --source mine --labels-from csv --class-list train.classes.txt --out test.parquet
+    """
+    from vmae.curation.importer import import_videos
+    echo_lines(import_videos(src, source, out, labels_from=labels_from, stride=stride, split=split, root=root,
+                             class_list=class_list, probe=probe, executor=ExecutorConfig(workers=workers)))
+
+
+@data.group("mix")
+def mix():
+    """Combine per-source manifests into a pretraining mixture."""
+
+
+@mix.command("unlabeled-hybrid")
+@click.option("--k710", type=click.Path(exists=True, dir_okay=False), help="K710 train manifest.")
+@click.option("--ssv2", type=click.Path(exists=True, dir_okay=False), help="SSV2 train manifest.")
+@click.option("--ava", type=click.Path(exists=True, dir_okay=False), help="AVA manifest (vmae-data ava).")
+@click.option("--webvid", type=click.Path(exists=True, dir_okay=False), help="Sampled WebVid2M manifest.")
+@click.option("--instagram", type=click.Path(exists=True, dir_okay=False), help="Sampled Instagram manifest.")
+@OUT_MANIFEST
+@click.option("--stride", "strides", multiple=True, metavar="SOURCE=N",
+              help="Override a source's stride (default 2 for ssv2, 4 otherwise); repeatable.")
+@handle_errors
+def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides):
+    """UnlabeledHybrid: concatenate the given manifests, set strides, drop duplicate keys, compare counts.
+
+    Any source may be left out. Every row is kept whatever its status (shard takes the usable ones);
+    a key already taken drops the later row (listed in OUT.rejects.csv). Prints clips per source next to
+    the paper's Table 2 (K710 658k, SSv2 169k, AVA 21k, WebVid2M 250k, Instagram 250k; 1.35M).
+
+    \b
+    Example:
+      vmae-data mix unlabeled-hybrid --k710 k710/train.parquet --ssv2 ssv2.parquet --ava ava/manifest.parquet \\
+        --webvid webvid.parquet --instagram instagram.parquet --out hybrid.parquet
+    """
+    from vmae.curation.hybrid import mix_unlabeled_hybrid
+    overrides = {}
+    for item in strides:
+        name, _, value = item.partition("=")
+        if not value.isdigit():
+            raise click.BadParameter(f"{item!r}: expected SOURCE=N, e.g. ssv2=2", param_hint="--stride")
+        overrides[name] = int(value)
+    inputs = {"k710": k710, "ssv2": ssv2, "ava": ava, "webvid": webvid, "instagram": instagram}
+    echo_lines(mix_unlabeled_hybrid(inputs, out, overrides))
+
+
+@data.command("download")
+@click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: clips/xx/KEY.mp4, manifest.parquet, report.json, .units/ (resume state).")
+@click.option("--url-template", default="https://www.youtube.com/watch?v={video_id}", show_default=True,
+              help="URL for rows without a url; fields {video_id} {key} {source} {split} {start} {end}.")
+@click.option("--from-dir", type=click.Path(exists=True, file_okay=False),
+              help="Adopt local clips (e.g. a CVDF Kinetics mirror) instead of downloading; missing ones "
+                   "get status missing-file.")
+@click.option("--from-template", default="{video_id}_{start:06d}_{end:06d}.mp4", show_default=True,
+              help="File name inside --from-dir. With {start}/{end} the file is the clip itself; without, "
+                   "[start_sec, end_sec) is cut from it.")
+@click.option("--short-side", default=320, show_default=True,
+              help="Resize so the short side is at most this many pixels (never upscales); 0 keeps the size.")
+@click.option("--gop", default=16, show_default=True, help="Keyframe interval of the cut clips, in frames.")
+@click.option("--retry-failed", is_flag=False, flag_value="all", default=None, metavar="[REASONS]",
+              help="Retry rows that failed in an earlier run: all of them, or only the comma-separated "
+                   "reasons given (e.g. rate-limited,network).")
+@click.option("--cookies", type=click.Path(exists=True, dir_okay=False), help="Cookies file passed to yt-dlp.")
+@click.option("--sleep", default=0.0, show_default=True, help="Seconds between two requests of a worker.")
+@click.option("--backoff", default=10.0, show_default=True,
+              help="First wait after a rate-limited answer, doubled at each of --tries attempts.")
+@click.option("--tries", default=5, show_default=True, help="Attempts per row on rate-limited/network errors.")
+@click.option("--rows-per-unit", default=256, show_default=True,
+              help="Rows per unit of work (and per resume file); keep it the same across reruns.")
+@executor_options("Units run in parallel (local process pool); each runs its rows in turn.")
+@PROGRESS
+@handle_errors
+def download_cmd(manifest, out, url_template, from_dir, from_template, short_side, gop, retry_failed, cookies,
+                 sleep, backoff, tries, rows_per_unit, progress, **run):
+    """Fetch (yt-dlp) or adopt (--from-dir) every clip of MANIFEST, cut it frame-accurately to H.264 and
+    record its probe facts and status.
+
+    \b
+    Kinetics from the CVDF mirror, then YouTube for what the mirror lacks:
+      vmae-data download k710/train.parquet --out clips/ --from-dir /data/k400/train --workers 16
+      vmae-data download clips/manifest.parquet --out clips/ --retry-failed missing-file --sleep 2
+
+    A rerun skips finished rows and recorded failures (unless --retry-failed); nothing is fetched twice.
+    """
+    from vmae.curation.download import DownloadConfig, download
+
+    retry = None if retry_failed is None else (
+        () if retry_failed == "all" else tuple(r.strip() for r in retry_failed.split(",") if r.strip()))
+    cfg = DownloadConfig(url_template=url_template, from_dir=from_dir, from_template=from_template,
+                         short_side=short_side, gop=gop, retry_failed=retry, cookies=cookies, sleep=sleep,
+                         backoff=backoff, tries=tries, rows_per_unit=rows_per_unit)
+    echo_lines(download(manifest, out, cfg, ExecutorConfig(**run), progress=progress))
+
+
+# ---------------------------------------------------------------- shards: shard, verify, stats (shards stream)
+
+SHARD_OPTIONS = options(
+    click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
+                 help="Manifest of clips (Parquet, CSV or JSONL); relative paths are read from its folder."),
+    click.option("--out", required=True, type=click.Path(file_okay=False),
+                 help="Folder of the shard set (one set per folder)."),
+    click.option("--max-size", default="1GB", show_default=True,
+                 help="Size cap per shard: 1GB, 500MB, 2GiB; 0 for none. Exact without --transcode."),
+    click.option("--max-count", default=10_000, show_default=True, type=click.IntRange(min=1),
+                 help="Samples per shard at most."),
+    click.option("--seed", default=0, show_default=True, help="Shuffle seed: same seed, same bytes."),
+    click.option("--transcode", default="none", show_default=True, metavar="none|short-side=N,gop=G",
+                 help="Re-encode every clip to H.264 with this short side (px) and keyframe interval (frames); "
+                      "short-side=320 alone takes gop=16."),
+    executor_options("Shards written at once by the local pool (with --transcode: the number of cores)."),
+    PROGRESS)
+
+
+def write_shard_set(labeled, manifest, out, name, max_size, max_count, seed, transcode, progress, **run):
+    from vmae.shards.writer import ShardConfig, parse_size, parse_transcode, write_shards
+
+    cfg = ShardConfig(name=name, labeled=labeled, max_size=parse_size(max_size), max_count=max_count, seed=seed,
+                      transcode=parse_transcode(transcode))
+    report = write_shards(manifest, out, cfg, ExecutorConfig(**run), progress=progress)
+    echo_lines(report)
+    if report.complete and report.samples == 0:
+        raise click.ClickException("no sample was written: every row was skipped (see skipped.parquet)")
+
+
+@data.group("shard")
+def shard():
+    """Pack a manifest's clips into well-mixed WebDataset shards: NAME-000000.tar ..., index.parquet,
+    skipped.parquet and shards.json (written last).
+
+    \b
+      vmae-data shard unlabeled-hybrid --manifest hybrid.parquet --out shards/uh --workers 8
+      vmae-data shard k710 --manifest clips/train.parquet --out shards/k710-train
+
+    Same manifest, seed and options give byte-identical shards with any executor or worker count. A rerun
+    (after a crash, or of a Slurm slice) keeps the complete shards and writes the rest.
+    """
+
+
+@shard.command("unlabeled-hybrid")
+@SHARD_OPTIONS
+@click.option("--name", default="uh", show_default=True, help="Shard file prefix: NAME-000000.tar, ...")
+@handle_errors
+def shard_unlabeled_hybrid(**options):
+    """Unlabeled shards (KEY.mp4 + KEY.json) for pretraining."""
+    write_shard_set(False, **options)
+
+
+@shard.command("k710")
+@SHARD_OPTIONS
+@click.option("--name", help="Shard file prefix. [default: the manifest's split when it has one (train, val), "
+                             "else k710]")
+@handle_errors
+def shard_k710(**options):
+    """Labeled shards (KEY.mp4 + KEY.json + KEY.cls) for fine-tuning and evaluation; rows need label_id.
+
+    Shard one split per folder: --manifest clips/train.parquet --out shards/k710-train.
+    """
+    write_shard_set(True, **options)
+
+
+@data.command("verify")
+@click.argument("shard_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--decode", is_flag=True, help="Also decode every frame of every clip with the training decoder.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Shards checked at once.")
+@PROGRESS
+@handle_errors
+def verify_cmd(shard_dir, decode, workers, progress):
+    """Check every shard of SHARD_DIR against index.parquet and shards.json: sizes, checksums, complete
+    members, valid JSON, mp4+json(+cls) per sample, counts; with --decode, that every clip decodes.
+    Lists each problem and exits 1 if there is any.
+
+    \b
+      vmae-data verify shards/uh --workers 4
+    """
+    from vmae.shards.verify import verify
+
+    report = verify(shard_dir, decode=decode, workers=workers, progress=progress)
+    for problem in report.problems:
+        click.echo(problem)
+    decoded = f", {report.decoded} decoded" if decode else ""
+    click.echo(f"{shard_dir}: {report.shards} shards, {report.samples} samples{decoded}; "
+               f"{len(report.problems)} problem(s)")
+    if report.problems:
+        raise SystemExit(1)
+
+
+@data.command("stats")
+@click.argument("shard_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write a PNG: source mix, clip durations, resolutions.")
+@handle_errors
+def stats_cmd(shard_dir, plot):
+    """Samples, hours and GB per source and split of the shard set in SHARD_DIR.
+
+    \b
+      vmae-data stats shards/uh --plot uh-stats.png
+    """
+    from vmae.shards.stats import plot_stats, sample_table, summarize
+
+    samples = sample_table(shard_dir)
+    click.echo(summarize(samples).to_string(float_format=lambda x: f"{x:.3f}"))
+    if plot:
+        click.echo(f"wrote {plot_stats(samples, plot)}")
+
+
