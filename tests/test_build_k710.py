@@ -1,9 +1,11 @@
 """vmae-data build-k710: the K400/K600/K700 merge, on small CSVs written in the official formats."""
 import json
+import os
 import re
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -12,8 +14,8 @@ from click.testing import CliRunner
 
 from vmae.cli.data import data
 from vmae.curation import kinetics
-from vmae.curation.kinetics import (DEDUP_RULE, OUTPUTS, BuildK710Config, build_k710, first_row_of_id,
-                                    resolve_label)
+from vmae.curation.kinetics import DEDUP_RULE, OUTPUTS, BuildK710Config, build_k710, resolve_label
+from vmae.errors import OutputError
 from vmae.manifests import KEY_PATTERN, SCHEMA, ManifestError, make_key, read_manifest
 from vmae.manifests import labels as label_maps
 
@@ -385,6 +387,18 @@ def bad_file_cases():
         "not utf-8": (f"{LABELED_HEADER}\n{ok}\n".encode() + b'"caf\xe9",x,0,10,val\n', 3, "not UTF-8"),
         "extra field": (f"{LABELED_HEADER}\n{ok}\nyoga,{B},0,10,val,1\n".encode(), 3,
                         "6 fields where the header has 5"),
+        "huge time": (f"{LABELED_HEADER}\n{ok}\nyoga,{B},1e300,1e301,val\n".encode(), 3,
+                      "time_start 1e300 is beyond 86400 s (24 h)"),
+        "end past a day": (f"{LABELED_HEADER}\nyoga,{B},86000,86401,val\n".encode(), 2,
+                           "time_end 86401 is beyond 86400 s"),
+        "infinite time": (f"{LABELED_HEADER}\nyoga,{B},0,inf,val\n".encode(), 2, "time_end 'inf' is not a number"),
+        "nan time": (f"{LABELED_HEADER}\nyoga,{B},nan,10,val\n".encode(), 2, "time_start 'nan' is not a number"),
+        "id with a path": (f"{LABELED_HEADER}\n{ok}\nyoga,../../outside,0,10,val\n".encode(), 3,
+                           "youtube_id '../../outside' is not a YouTube ID"),
+        "id with a separator": (f"{LABELED_HEADER}\nyoga,abc\\defghijk,0,10,val\n".encode(), 2, "is not a YouTube ID"),
+        "id of dots": (f"{LABELED_HEADER}\nyoga,..,0,10,val\n".encode(), 2, "youtube_id '..' is not a YouTube ID"),
+        "id not ascii": (f"{LABELED_HEADER}\nyoga,vidé,0,10,val\n".encode(), 2, "youtube_id 'vidé' is not a YouTube ID"),
+        "long id": (f"{LABELED_HEADER}\nyoga,{'x' * 65},0,10,val\n".encode(), 2, "has 65 characters (at most 64)"),
     }
 
 
@@ -437,34 +451,78 @@ def test_folder_problems(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_failed_write_leaves_no_output(tmp_path, monkeypatch):
-    dirs = full_inputs(tmp_path / "in")
-    out = tmp_path / "out"
+# ------------------------------------------------------------------------------------------ output faults
 
-    class FailOnVal(kinetics.pq.ParquetWriter):
-        def write_table(self, table, *args, **kwargs):
-            if table.num_rows == 3:
-                raise OSError("disk full")
-            super().write_table(table, *args, **kwargs)
-    monkeypatch.setattr(kinetics.pq, "ParquetWriter", FailOnVal)
-    with pytest.raises(OSError, match="disk full"):
+@contextmanager
+def tmpfs(path: Path, size: str = "1m"):
+    """A real, small file system at path (needs root and mount); skips the test where there is none."""
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode:
+        pytest.skip("a real small file system needs root and mount")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@contextmanager
+def read_only(path: Path):
+    """path made read-only for this process: a tmpfs remounted read-only under root (root ignores modes)."""
+    if os.geteuid() == 0:
+        with tmpfs(path):
+            yield lambda: subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+    else:
+        path.mkdir()
+        try:
+            yield lambda: path.chmod(0o555)
+        finally:
+            path.chmod(0o755)
+
+
+def assert_output_error(tmp_path, out, dirs, reason):
+    """build-k710 into out fails with one line naming out, its reason and a fix; earlier outputs stay."""
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()} if out.is_dir() else None
+    with pytest.raises(OutputError) as e:
         build_k710(*dirs, out)
-    assert list(out.iterdir()) == []
+    message = str(e.value)
+    assert message.startswith(f"{out}: cannot write the outputs ({reason}") and "\n" not in message
+    assert "choose another output folder" in message
+    result = CliRunner().invoke(data, ["build-k710", "--k400", str(dirs[0]), "--k600", str(dirs[1]),
+                                       "--k700", str(dirs[2]), "--out", str(out)])
+    assert result.exit_code == 1 and result.output == f"Error: {message}\n"
+    if earlier is not None:
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
 
 
-@pytest.mark.parametrize("template", [kinetics.DEFAULT_PATH_TEMPLATE, "{key}.mp4",
-                                      "{split}/{source}/{label}/{video_id}-{start:.1f}-{label_id:03d}.mp4"])
-def test_outputs_made_a_row_group_at_a_time(tmp_path, monkeypatch, template):
+def test_read_only_output_folder(tmp_path):
     dirs = full_inputs(tmp_path / "in")
-    config = BuildK710Config(path_template=template)
-    build_k710(*dirs, tmp_path / "whole", config)
-    monkeypatch.setattr(kinetics, "_ROW_GROUP", 2)
-    build_k710(*dirs, tmp_path / "groups", config)
-    for split in ("train", "val"):
-        whole, groups = (read_manifest(tmp_path / d / f"{split}.parquet") for d in ("whole", "groups"))
-        assert groups.equals(whole) and len(groups) > 2
-        assert kinetics.pq.ParquetFile(tmp_path / "groups" / f"{split}.parquet").num_row_groups == -(-len(groups) // 2)
-        assert (tmp_path / "groups" / f"{split}.csv").read_bytes() == (tmp_path / "whole" / f"{split}.csv").read_bytes()
+    with read_only(tmp_path / "out") as make_read_only:
+        (tmp_path / "out" / "train.csv").write_text("an earlier build\n")
+        make_read_only()
+        assert_output_error(tmp_path, tmp_path / "out", dirs, "Read-only file system" if os.geteuid() == 0
+                            else "Permission denied")
+
+
+def test_output_that_is_a_file(tmp_path):
+    dirs = full_inputs(tmp_path / "in")
+    (tmp_path / "out").write_text("not a folder\n")
+    with pytest.raises(OutputError, match=re.escape(f"{tmp_path / 'out'}: cannot write the outputs (not a folder)")):
+        build_k710(*dirs, tmp_path / "out")
+    # (The CLI refuses an existing file as --out before it starts: a usage error.)
+    assert_output_error(tmp_path, tmp_path / "out" / "k710", dirs, "not a folder")
+    assert (tmp_path / "out").read_text() == "not a folder\n"
+
+
+def test_full_disk_leaves_the_earlier_build(tmp_path):
+    dirs = full_inputs(tmp_path / "in")
+    with tmpfs(tmp_path / "disk", size="16k") as disk:
+        (disk / "k710").mkdir()
+        (disk / "k710" / "train.csv").write_text("an earlier build\n")
+        assert_output_error(tmp_path, disk / "k710", dirs, "No space left on device")
+        assert_output_error(tmp_path, disk / "new", dirs, "No space left on device")
+        assert not (disk / "new").exists()
+        assert "MiB free there; free some space" in str(pytest.raises(OutputError, build_k710, *dirs, disk / "k710").value)
 
 
 # ------------------------------------------------------------------------------------------ path template
@@ -497,6 +555,19 @@ def test_bad_templates_are_refused_before_reading(tmp_path, template, message):
     assert result.exit_code == 1 and message in result.output
 
 
+@pytest.mark.parametrize("template, value", [("{video_id}/{start:/>8}.mp4", "///////0"),
+                                             ("{label:.<2.0}/{video_id}.mp4", ".."),
+                                             ("{video_id:\\<12}.mp4", A + "\\")])
+def test_template_fields_stay_inside_their_folder(tmp_path, template, value):
+    write_split(tmp_path, "k400", "val", [("yoga", A, 0, 10)])
+    with pytest.raises(ManifestError, match=re.escape(f"puts {value!r} into")):
+        build_k710(tmp_path / "k400", None, None, tmp_path / "out", BuildK710Config(path_template=template))
+    assert not (tmp_path / "out").exists()
+    # A dot inside a field is fine: only a whole '.' or '..' could leave the folder.
+    build_k710(tmp_path / "k400", None, None, tmp_path / "out", BuildK710Config(path_template="{key}{source:.>5}"))
+    assert (tmp_path / "out" / "val.csv").read_text() == f"{A}_000000_000010.k400 {K710['yoga']}\n"
+
+
 def test_template_that_pads_with_spaces_is_refused(tmp_path):
     write_split(tmp_path, "k400", "val", [("yoga", A, 0, 10)])
     with pytest.raises(ManifestError, match="puts whitespace into start"):
@@ -522,32 +593,6 @@ def test_fractional_times(tmp_path):
     val = read_manifest(tmp_path / "out4" / "val.parquet")
     assert val["start_sec"].tolist() == [1.5, 3.0, 2.0] and val["end_sec"].tolist() == [11.5, 13.0, 12.0]
     assert report["duplicates"]["by_kind"]["same_segment_same_label"] == 1
-
-
-# ------------------------------------------------------------------------------------- ID grouping paths
-
-def reference_first(ids):
-    first = {}
-    return [first.setdefault(v, i) for i, v in enumerate(ids)]
-
-
-@pytest.mark.parametrize("ids", [
-    [A, B, A, C, B, B, "-0123456789"],                          # YouTube IDs: the packed fast path
-    ["a", "bb", "a", "ccc", "bb"],                              # other widths: pyarrow hashing
-    ["a" * 20, "b" * 20, "a" * 20],                             # too wide to pack
-])
-def test_first_row_of_id_is_exact(ids):
-    half = len(ids) // 2
-    got = first_row_of_id([pa.array(ids[:half]), pa.array(ids[half:])])
-    assert got.tolist() == reference_first(ids)
-
-
-@pytest.mark.parametrize("distinct", [3, 40])
-def test_first_row_of_id_survives_hash_collisions(monkeypatch, distinct):
-    # Every ID hashes alike: each round places one ID; 40 IDs outlast the rounds and go to pyarrow's hashing.
-    ids = [yid(f"{i % distinct:03d}") for i in range(3 * distinct)][::-1]
-    monkeypatch.setattr(kinetics, "_hash", lambda head, tail: np.zeros(len(head), np.uint64))
-    assert first_row_of_id([pa.array(ids)]).tolist() == reference_first(ids)
 
 
 def test_non_youtube_ids_get_safe_unique_keys(tmp_path):
