@@ -106,15 +106,13 @@ def check_template(template: str) -> None:
 
 
 def _distinct(column):
-    """(distinct values as Python values, the position of each row's value among them) of a numpy array,
-    a pyarrow string array or a dictionary array. Whole-second floats become ints, so that `{start:06d}`
-    works on the official integer times."""
-    if isinstance(column, np.ndarray):
-        values, index = np.unique(column, return_inverse=True)
-        return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values.tolist()], index
+    """(distinct values as Python values, the position of each row's value among them) of a numpy or
+    pyarrow array. Whole-second floats become ints, so that `{start:06d}` works on the official times."""
+    column = pa.array(column)
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
-    return column.dictionary.to_pylist(), column.indices
+    values = column.dictionary.to_pylist()
+    return [int(v) if isinstance(v, float) and v.is_integer() else v for v in values], column.indices
 
 
 def _formatted(column, format_one) -> pa.Array:
@@ -338,7 +336,7 @@ def merge_k710(tables: dict, config: BuildK710Config):
         manifests[split], lists[split] = _split_tables(rows, idx, split, config)
         present[split] = np.bincount(rows.label_id[idx], minlength=len(label_maps.class_names("k710"))) > 0
     keys = pa.chunked_array([manifests[s]["key"].combine_chunks() for s in SPLITS])
-    if pc.count_distinct(keys).as_py() != len(keys):
+    if len(pc.unique(keys)) != len(keys):
         counts = pc.value_counts(keys)
         twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
         raise ManifestError(f"two YouTube IDs give the same key {twice!r} (make_key replaces characters other "

@@ -83,7 +83,7 @@ def read_annotation(path, split: str) -> pa.Table:
     if not data or data.isspace():
         raise ManifestError(f"the file is empty; expected the official header {_OFFICIAL_HEADER}", path, line=1)
     try:
-        header = next(csv.reader([data.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8")]))
+        header = next(csv.reader([io.BytesIO(data).readline().rstrip(b"\r\n").decode("utf-8")]))
     except UnicodeDecodeError:
         raise ManifestError("not UTF-8 text; re-save the file as UTF-8", path, line=1) from None
     columns = COLUMNS[split]
