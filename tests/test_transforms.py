@@ -53,7 +53,7 @@ def test_multiscale_crop_is_one_crop_for_all_frames():
     assert out.shape == (4, 3, 48, 48) and out.dtype == torch.uint8
     assert all(torch.equal(out[0], out[i]) for i in range(4))
     top, left, h, w = T.multiscale_crop_box(96, 128, 48, rng(3))
-    expected = T.resize(clip[..., top:top + h, left:left + w], 48, 48)
+    expected = T.resize(clip[..., top:top + h, left:left + w], 48, 48, antialias=True)
     assert torch.equal(out, expected)
 
 
@@ -80,6 +80,21 @@ def test_random_resized_crop_and_flip_share_the_box():
     assert out.shape == (3, 3, 32, 32)
     assert torch.equal(out[0], out[2])
     assert torch.equal(T.hflip(out), T.random_resized_crop(clip, rng(1), 32))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_resized_crop_equals_the_references_float_resize(seed):
+    """The reference normalises first and resizes the floats (F.interpolate, bilinear, no antialias); our
+    uint8 resize normalised afterwards is the same within one grey level (the rounding)."""
+    clip = noise_clip(t=2, h=120, w=200, seed=seed)
+    ours = T.normalize(T.random_resized_crop(clip, rng(seed), 56).permute(1, 0, 2, 3))
+    top, left, h, w = T.random_resized_crop_box(120, 200, rng(seed))
+    normalised = T.normalize(clip.permute(1, 0, 2, 3))[..., top:top + h, left:left + w]  # [3, T, h, w]
+    theirs = torch.nn.functional.interpolate(normalised, size=(56, 56), mode="bilinear", align_corners=False)
+    grey_level = 1 / (255 * torch.tensor(T.IMAGENET_STD).view(3, 1, 1, 1))
+    assert ((ours - theirs).abs() <= grey_level + 1e-6).all()
+    antialiased = T.normalize(T.random_resized_crop(clip, rng(seed), 56, antialias=True).permute(1, 0, 2, 3))
+    assert (antialiased - theirs).abs().max() > 10 * grey_level.max() or (h, w) == (56, 56)
 
 
 def test_resize_short_side_and_test_crops_match_the_reference_example():

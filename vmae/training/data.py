@@ -35,9 +35,6 @@ DEFAULT_STRIDE = 4
 RANDAUG = "rand-m7-n4-mstd0.5-inc1"
 # A stream where this many samples in a row fail is broken, not unlucky: stop with an error.
 MAX_CONSECUTIVE_FAILURES = 100
-# Fine-tuning: frames with a shorter side above this many crop sizes are shrunk before RandAugment (the
-# reference augments at full resolution, which costs a lot on 720p/1080p sources for no gain).
-RANDAUG_MAX_SHORT_SIDE = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +50,9 @@ class StreamConfig:
     stride: frame stride for dense sampling (None: each sample's KEY.json `stride`, 4 if absent).
     sparse: SSV2-style segment sampling instead of dense strided windows (train/val/test).
     short_side: val/test resize of the shorter side before cropping (None: input_size).
+    antialias: antialiased train/val/test resizes; off = the reference's (bilinear without antialiasing, as
+      OpenCV's INTER_LINEAR and F.interpolate), so published accuracies reproduce. Pretraining's multi-scale
+      crop always antialiases, as the reference's PIL resize.
     shuffle_buffer: samples held per worker for shuffling (memory: this many compressed clips).
     """
     shards: str
@@ -73,6 +73,7 @@ class StreamConfig:
     test_segments: int = 5
     test_crops: int = 3
     short_side: int | None = None
+    antialias: bool = False
 
     def __post_init__(self):
         problems = []
@@ -180,14 +181,15 @@ def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator)
     elif cfg.mode == "train":
         ids = (sampling.sparse_train_indices(n, cfg.num_frames, rng) if cfg.sparse
                else sampling.dense_train_indices(n, cfg.num_frames, stride, rng))
+        # RandAugment sees the decoded resolution, as the reference (its cost grows with the pixel count:
+        # benchmarks/README.md, RandAugment).
         clip = transforms.as_clip(reader.get_frames(ids))
-        if cfg.randaug and min(clip.shape[-2:]) > RANDAUG_MAX_SHORT_SIDE * size:
-            clip = transforms.resize_short_side(clip, RANDAUG_MAX_SHORT_SIDE * size)
         views = [_train_view(cfg, clip, rng) for _ in range(cfg.num_sample)]
     elif cfg.mode == "val":
         ids = (sampling.sparse_val_indices(n, cfg.num_frames) if cfg.sparse
                else sampling.dense_val_indices(n, cfg.num_frames, stride))
-        clip = transforms.resize_short_side(transforms.as_clip(reader.get_frames(ids)), cfg.short_side or size)
+        clip = transforms.resize_short_side(transforms.as_clip(reader.get_frames(ids)), cfg.short_side or size,
+                                            cfg.antialias)
         views = [transforms.centre_crop(clip, size)]
     else:
         views = test_views(cfg, reader, stride)
@@ -197,7 +199,7 @@ def clip_views(cfg: StreamConfig, reader, stride: int, rng: np.random.Generator)
 def _train_view(cfg: StreamConfig, clip: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     if cfg.randaug:
         clip = transforms.randaugment_clip(clip, cfg.randaug, rng, cfg.input_size)
-    clip = transforms.random_resized_crop(clip, rng, cfg.input_size)
+    clip = transforms.random_resized_crop(clip, rng, cfg.input_size, antialias=cfg.antialias)
     if cfg.flip and rng.random() < 0.5:
         clip = transforms.hflip(clip)
     return clip
@@ -215,7 +217,7 @@ def test_views(cfg: StreamConfig, reader, stride: int) -> list[torch.Tensor]:
     segments = test_view_indices(cfg, reader.num_frames, stride)
     union = np.unique(np.concatenate(segments))
     clip = transforms.resize_short_side(transforms.as_clip(reader.get_frames(union)),
-                                        cfg.short_side or cfg.input_size)
+                                        cfg.short_side or cfg.input_size, cfg.antialias)
     views = []
     for ids in segments:
         part = clip[torch.from_numpy(np.searchsorted(union, ids))]

@@ -111,12 +111,20 @@ def sparse_test_views(n: int, num_frames: int, num_segments: int) -> list[np.nda
     return [pooled[c::num_segments] for c in range(num_segments)]
 
 
+def centre_offset(side: int, crop: int) -> int:
+    """Where a centred crop starts: round((side - crop) / 2) with Python's half-to-even rounding, as the
+    reference's CenterCrop (a margin of 175 gives 88, 173 gives 86)."""
+    if crop > side:
+        raise ValueError(f"crop {crop} is larger than the side {side}")
+    return int(round((side - crop) / 2))
+
+
 def crop_offsets(long_side: int, crop: int, num_crops: int) -> list[int]:
     """Offsets of num_crops crops of size `crop` spread evenly along a side of length long_side (397, 224, 3:
-    0, 86, 173); one crop is centred."""
+    0, 86, 173); one crop is centred (`centre_offset`; the reference divides by zero there)."""
+    if num_crops == 1:
+        return [centre_offset(long_side, crop)]
     if crop > long_side:
         raise ValueError(f"crop {crop} is larger than the side {long_side}")
-    if num_crops == 1:
-        return [(long_side - crop) // 2]
     step = (long_side - crop) / (num_crops - 1)
     return [int(i * step) for i in range(num_crops)]

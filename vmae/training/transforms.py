@@ -2,9 +2,15 @@
 [T, H, W, 3] array, see `as_clip`); every crop is shared by all frames of a clip. Device side: `normalize`,
 `denormalize` and `random_erase_cube` on float batches [..., 3, T, H, W].
 
-Resizing uses torch's uint8 bilinear with antialiasing (close to PIL's bilinear, ~3x faster on one core) on the
-channels-last frames, its fast path: on planar [3, T, H, W] input it is ~3x slower, so the stream crops and
-resizes first and transposes each view as it writes it into the batch (`write_cthw`).
+Resizing uses torch's uint8 bilinear on the channels-last frames, its fast path (on planar [3, T, H, W] input
+it is ~3x slower, so the stream crops and resizes first and transposes each view as it writes it into the
+batch, `write_cthw`). Each resize follows the reference's library at that step:
+- eval/val short-side resize: OpenCV INTER_LINEAR, i.e. bilinear without antialiasing (antialias=False;
+  within one grey level of cv2.resize, tested);
+- fine-tuning random resized crop: F.interpolate bilinear without antialiasing on normalised floats. Bilinear
+  weights sum to 1, so resizing the uint8 frames and normalising afterwards gives the same values up to the
+  rounding to whole grey levels (at most one, tested); the batch stays uint8 (4x less to move);
+- pretraining multi-scale crop: PIL bilinear, which antialiases (antialias=True, close to PIL, ~3x faster).
 """
 import functools
 import math
@@ -14,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vmae.training.sampling import crop_offsets
+from vmae.training.sampling import centre_offset, crop_offsets
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,19 +47,20 @@ def write_cthw(clip: torch.Tensor, out: torch.Tensor) -> None:
     np.copyto(out.numpy(), clip.permute(1, 0, 2, 3).numpy())
 
 
-def resize(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear (antialiased) resize of every frame of a uint8 clip [T, 3, H, W]."""
+def resize(clip: torch.Tensor, height: int, width: int, antialias: bool = False) -> torch.Tensor:
+    """Bilinear resize of every frame of a uint8 clip [T, 3, H, W], pixel centres aligned (align_corners False,
+    as cv2 and F.interpolate); antialias=True widens the filter when shrinking, as PIL does."""
     if clip.shape[-2:] == (height, width):
         return clip
-    return F.interpolate(clip, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(clip, size=(height, width), mode="bilinear", antialias=antialias, align_corners=False)
 
 
-def resize_short_side(clip: torch.Tensor, short: int) -> torch.Tensor:
+def resize_short_side(clip: torch.Tensor, short: int, antialias: bool = False) -> torch.Tensor:
     """Resize so the shorter side is `short`, keeping the aspect ratio (the longer side is truncated)."""
     h, w = clip.shape[-2:]
     if h <= w:
-        return resize(clip, short, int(w * short / h))
-    return resize(clip, int(h * short / w), short)
+        return resize(clip, short, int(w * short / h), antialias)
+    return resize(clip, int(h * short / w), short, antialias)
 
 
 def crop(clip: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
@@ -61,8 +68,10 @@ def crop(clip: torch.Tensor, top: int, left: int, height: int, width: int) -> to
 
 
 def centre_crop(clip: torch.Tensor, size: int) -> torch.Tensor:
+    """The reference's CenterCrop: offsets round((side - size) / 2), half to even (Python's round), so an odd
+    margin of 175 starts at 88, not 87."""
     h, w = clip.shape[-2:]
-    return crop(clip, (h - size) // 2, (w - size) // 2, size, size)
+    return crop(clip, centre_offset(h, size), centre_offset(w, size), size, size)
 
 
 def spatial_crops(clip: torch.Tensor, size: int, num_crops: int) -> list[torch.Tensor]:
@@ -70,8 +79,8 @@ def spatial_crops(clip: torch.Tensor, size: int, num_crops: int) -> list[torch.T
     crops: left, centre, right, or top, centre, bottom for portrait video)."""
     h, w = clip.shape[-2:]
     if w >= h:
-        return [crop(clip, (h - size) // 2, x, size, size) for x in crop_offsets(w, size, num_crops)]
-    return [crop(clip, y, (w - size) // 2, size, size) for y in crop_offsets(h, size, num_crops)]
+        return [crop(clip, centre_offset(h, size), x, size, size) for x in crop_offsets(w, size, num_crops)]
+    return [crop(clip, y, centre_offset(w, size), size, size) for y in crop_offsets(h, size, num_crops)]
 
 
 def multiscale_crop_box(height: int, width: int, size: int, rng: np.random.Generator,
@@ -91,13 +100,18 @@ def multiscale_crop_box(height: int, width: int, size: int, rng: np.random.Gener
 
 
 def multiscale_crop(clip: torch.Tensor, rng: np.random.Generator, size: int) -> torch.Tensor:
-    """The reference's pretraining crop (GroupMultiScaleCrop, fixed offsets), resized to size x size."""
+    """The reference's pretraining crop (GroupMultiScaleCrop, fixed offsets), resized to size x size with PIL's
+    (antialiased) bilinear."""
     top, left, h, w = multiscale_crop_box(clip.shape[-2], clip.shape[-1], size, rng)
-    return resize(crop(clip, top, left, h, w), size, size)
+    return resize(crop(clip, top, left, h, w), size, size, antialias=True)
+
+
+# The reference passes the aspect range as (0.75, 1.3333), not 4/3.
+RRC_RATIO = (0.75, 1.3333)
 
 
 def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0),
-                            ratio=(3 / 4, 4 / 3), attempts: int = 10) -> tuple[int, int, int, int]:
+                            ratio=RRC_RATIO, attempts: int = 10) -> tuple[int, int, int, int]:
     """(top, left, h, w): area fraction uniform in `scale`, aspect log-uniform in `ratio`; after `attempts`
     misses, the largest centred box within the ratio range (as torchvision and the reference)."""
     area = height * width
@@ -120,10 +134,10 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator, s
 
 
 def random_resized_crop(clip: torch.Tensor, rng: np.random.Generator, size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> torch.Tensor:
+                        ratio=RRC_RATIO, antialias: bool = False) -> torch.Tensor:
     """One random box for the whole clip, resized to size x size."""
     top, left, h, w = random_resized_crop_box(clip.shape[-2], clip.shape[-1], rng, scale, ratio)
-    return resize(crop(clip, top, left, h, w), size, size)
+    return resize(crop(clip, top, left, h, w), size, size, antialias)
 
 
 def hflip(clip: torch.Tensor) -> torch.Tensor:
