@@ -1,6 +1,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -75,14 +76,26 @@ def test_apply_lr_multiplies_each_group_scale():
 
 
 def test_lr_schedule_warms_up_from_zero_then_cosine_to_min():
-    base, low, warm, total = 1e-3, 1e-5, 10, 110
+    base, low, warm, total = 1e-3, 1e-5, 11, 111
     lrs = [optim.lr_at(s, base, low, warm, total) for s in range(total + 1)]
-    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(base / 2) and lrs[warm] == pytest.approx(base)
-    assert all(a < b for a, b in zip(lrs[:warm], lrs[1:warm + 1]))  # warmup rises
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(base / 2) and lrs[warm - 1] == lrs[warm] == pytest.approx(base)
+    assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm]))  # warmup rises
     assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:]))  # cosine falls
-    assert lrs[60] == pytest.approx(low + (base - low) / 2)  # halfway down the cosine
+    assert lrs[61] == pytest.approx(low + (base - low) / 2)  # halfway down the cosine
     assert lrs[total] == pytest.approx(low) and optim.lr_at(10_000, base, low, warm, total) == pytest.approx(low)
     assert optim.lr_at(0, base, low, 0, total) == pytest.approx(base)  # no warmup
+
+
+@pytest.mark.parametrize("warm", [0, 1, 2, 7])
+def test_lr_schedule_is_the_references_cosine_scheduler(warm):
+    """Every step equals the reference's utils.cosine_scheduler, written out: np.linspace(0, base, W) for the
+    warmup (base reached at step W-1), then base -> min over the remaining steps."""
+    base, low, total = 4e-3, 1e-5, 40
+    rest = np.arange(total - warm)
+    expected = np.concatenate([np.linspace(0, base, warm),
+                               low + 0.5 * (base - low) * (1 + np.cos(np.pi * rest / len(rest)))])
+    np.testing.assert_allclose([optim.lr_at(s, base, low, warm, total) for s in range(total)], expected,
+                               rtol=1e-12, atol=1e-15)
 
 
 def test_lr_scaling_counts_views_processes_and_accumulation():

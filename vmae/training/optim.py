@@ -97,9 +97,11 @@ def scaled_lr(base_lr: float, total_batch: int) -> float:
 
 
 def lr_at(step: int, base_lr: float, min_lr: float, warmup_steps: int, total_steps: int) -> float:
-    """Per-step lr: linear from 0 at step 0 to base_lr at warmup_steps, then cosine to min_lr at total_steps."""
+    """Per-step lr, the reference's `cosine_scheduler`: W = warmup_steps steps spaced linearly from 0 at step 0
+    to base_lr at step W-1 (np.linspace(0, base_lr, W); a single warmup step is lr 0), then a cosine from
+    base_lr at step W towards min_lr, reached at total_steps."""
     if step < warmup_steps:
-        return base_lr * step / warmup_steps
+        return base_lr * step / max(warmup_steps - 1, 1)
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
