@@ -154,3 +154,38 @@ def test_one_and_two_processes_give_identical_results(tmp_path, val_shards):
     assert [list(t) for t in a.top5] == [list(t) for t in b.top5]
     np.testing.assert_allclose(np.stack(a.probs), np.stack(b.probs), atol=1e-6)
     assert "top-1" in run.stdout and run.stdout.count("top-1") == 1  # rank 0 alone reports
+
+
+def test_eval_takes_the_input_shape_from_the_checkpoint(tmp_path, val_shards):
+    """A model trained at 4 frames x 32 px is scored at that shape without being told, and says so; options
+    still win."""
+    torch.manual_seed(0)
+    model = create_model("vit_test", num_classes=len(COLOURS), num_frames=4, img_size=32)
+    config = {"model": "vit_test", "num_frames": 4, "input_size": 32, "tubelet_size": 2}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "ft.pth")
+    common = ["--shards", val_shards, "--checkpoint", str(tmp_path / "ft.pth"), "--workers", "0",
+              "--device", "cpu", "--views", "1x1", "--output-dir", str(tmp_path / "o")]
+    result = CliRunner().invoke(train, ["eval", *common])
+    assert result.exit_code == 0, result.output
+    assert "num_frames 4 (checkpoint), img_size 32 (checkpoint), tubelet_size 2 (checkpoint)" in result.output
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["input"] == "4x32, tubelet 2" and metrics["videos"] == 9
+    assert (metrics["config"]["num_frames"], metrics["config"]["input_size"]) == (4, 32)
+    result = CliRunner().invoke(train, ["eval", *common, "--num-frames", "6"])
+    assert result.exit_code == 0 and "num_frames 6 (given)" in result.output
+
+
+def test_64_frame_266_px_views_end_to_end(tmp_path):
+    """The paper's larger input with ViT-g's 14-pixel patches (19 x 19 x 32 = 11552 tokens): the position
+    table, the multi-view cut at 266 px and the model agree, shape taken from the checkpoint."""
+    torch.manual_seed(0)
+    model = create_model("vit_test_patch14", num_classes=3, num_frames=64, img_size=266)
+    assert model.pos_embed.shape == (1, 11552, 32)
+    config = {"model": "vit_test_patch14", "num_frames": 64, "input_size": 266}
+    torch.save({"model": model.state_dict(), "config": config}, tmp_path / "ft.pth")
+    video = write_video(tmp_path / "v.mp4", index_frames(80, (280, 300)))
+    with wds.TarWriter(str(tmp_path / "t-000000.tar")) as sink:
+        sink.write(encode_sample({"key": "v", "label_id": 1, "stride": 1}, video.read_bytes(), labeled=True))
+    report = evaluate(eval_config(None, shards=str(tmp_path / "t-000000.tar"), checkpoint=str(tmp_path / "ft.pth"),
+                                  views="1x3", workers=0, device="cpu", output_dir=str(tmp_path / "o")))
+    assert report["input"] == "64x266, tubelet 2" and report["videos"] == 1 and report["skipped"] == 0

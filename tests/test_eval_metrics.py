@@ -152,3 +152,16 @@ def test_model_name_comes_from_the_checkpoint(tmp_path):
         load_classifier(None, tmp_path / "bare.pth", num_frames=4, img_size=32)
     torch.save({"model": model.state_dict(), "config": {"model": "vit_test"}}, tmp_path / "named.pth")
     assert load_classifier(None, tmp_path / "named.pth", num_frames=4, img_size=32)[1] == 3
+
+
+def test_input_shape_given_then_recorded_then_the_reference_default():
+    from vmae.training.evaluate import input_shape
+
+    official = {"args": argparse.Namespace(model="vit_giant_patch14_224", num_frames=64, input_size=266, tubelet_size=2)}
+    weights = {"patch_embed.proj.weight": torch.zeros(8, 3, 4, 14, 14)}
+    shape, note = input_shape({"num_frames": None, "img_size": None, "tubelet_size": None}, official, weights)
+    assert shape == {"num_frames": 64, "img_size": 266, "tubelet_size": 4}  # the weights know the tubelet
+    assert note == "num_frames 64 (checkpoint), img_size 266 (checkpoint), tubelet_size 4 (checkpoint)"
+    shape, note = input_shape({"num_frames": 16, "img_size": None, "tubelet_size": None}, {"model": {}}, {})
+    assert shape == {"num_frames": 16, "img_size": 224, "tubelet_size": 2}
+    assert note == "num_frames 16 (given), img_size 224 (default), tubelet_size 2 (default)"

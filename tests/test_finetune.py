@@ -25,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 # ------------------------------------------------------------------------------------------------ presets
 
 @pytest.mark.parametrize("name", presets.FINETUNE_PRESETS + presets.DISTILL_PRESETS)
-@pytest.mark.parametrize("model", [m for m in FINETUNE_MODELS if m != "vit_test"])
+@pytest.mark.parametrize("model", [m for m in FINETUNE_MODELS if "test" not in m])
 def test_every_preset_builds_a_valid_config(name, model):
     cls = DistillConfig if name in presets.DISTILL_PRESETS else FinetuneConfig
     extra = {"teacher": "t.pth"} if cls is DistillConfig else {}

@@ -187,6 +187,7 @@ def eval_cmd(preset, **options):
 
     report = evaluate(cfg)
     if report["rank"] == 0:
+        click.echo(f"model: {report['model']}")
         click.echo(f"{report['videos']} videos ({report['skipped']} undecodable, skipped), {report['views']} "
                    f"{report['sampling']} views: top-1 {report['top1']:.2f}  top-5 {report['top5']:.2f}  "
                    f"mean class accuracy {report['mean_class_accuracy']:.2f}")

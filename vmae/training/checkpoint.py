@@ -48,6 +48,16 @@ def load_checkpoint_file(path) -> dict:
                               "Re-save its state dict from a trusted environment.") from e
 
 
+def recorded_config(ckpt: dict) -> dict:
+    """The settings a checkpoint records: our `config` (plain data) or the official `args` Namespace as a dict;
+    {} when it has neither."""
+    config = ckpt.get("config")
+    if isinstance(config, dict):
+        return config
+    args = ckpt.get("args")
+    return dict(vars(args)) if isinstance(args, argparse.Namespace) else {}
+
+
 def _strip(key: str, prefixes) -> str:
     stripped = True
     while stripped:

@@ -345,9 +345,9 @@ class EvalConfig:
     views: str = option("5x3", "Temporal segments x spatial crops.", metavar="SEGMENTSxCROPS")
     sparse: bool = option(False, "Sparse TSN-style views (SSV2) or dense strided windows.", flag="--sparse/--dense")
     stride: int | None = option(None, "Dense frame stride.", unset="each sample's own, from KEY.json")
-    num_frames: int = option(16, "Frames per view.")
-    input_size: int = option(224, "Crop size.")
-    tubelet_size: int = 2
+    num_frames: int | None = option(None, "Frames per view.", unset="the checkpoint's, else 16")
+    input_size: int | None = option(None, "Crop size.", unset="the checkpoint's, else 224")
+    tubelet_size: int | None = None  # None: the checkpoint's (its patch-embedding weights), else 2
     short_side: int | None = option(None, "Resize the shorter side to this before cropping.", unset="input size")
     batch_size: int = option(4, "Videos per process per batch (each gives all its views).")
     workers: int = option(4, "Loader worker processes.")
@@ -374,7 +374,7 @@ class EvalConfig:
             parse_views(self.views)
         except ConfigError as e:
             problems.append(str(e))
-        problems += common_problems(self, ("batch_size", "num_frames", "input_size"))
+        problems += common_problems(self, ("batch_size",), ("num_frames", "input_size", "tubelet_size"))
         raise_problems(self, problems)
 
     @property

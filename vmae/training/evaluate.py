@@ -7,6 +7,7 @@ of the per-view softmax probabilities, as the reference's default `prob` merge.
 Results are identical on one process and under torchrun: every rank scores the videos of its own shards,
 the per-video records are gathered, de-duplicated by key and sorted by key before any metric is computed.
 """
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -150,25 +151,52 @@ def class_names_for(num_classes: int):
 def recorded_model_name(ckpt: dict) -> str | None:
     """The fine-tune model name a checkpoint records: our `config.model` or the official `args.model`; a
     pretrain name maps to the fine-tune model with the same encoder (pretrain_videomae_X -> vit_X)."""
-    config = ckpt.get("config")
-    name = config.get("model") if isinstance(config, dict) else getattr(ckpt.get("args"), "model", None)
+    name = checkpoint.recorded_config(ckpt).get("model")
     return name.replace("pretrain_videomae_", "vit_") if isinstance(name, str) else None
 
 
+# The reference's input shape, for checkpoints that record none.
+DEFAULT_INPUT_SHAPE = {"num_frames": 16, "img_size": 224, "tubelet_size": 2}
+
+
+def input_shape(given: dict, ckpt: dict, state: dict) -> tuple[dict, str]:
+    """The model's num_frames, img_size and tubelet_size: each as given (not None), else as the checkpoint
+    records it (our config or the official args; the tubelet also from the patch-embedding weights), else
+    the reference's 16 x 224, tubelet 2. Returns (shape, note saying which value came from where)."""
+    config = checkpoint.recorded_config(ckpt)
+    recorded = {"num_frames": config.get("num_frames"), "img_size": config.get("input_size"),
+                "tubelet_size": config.get("tubelet_size")}
+    weight = state.get("patch_embed.proj.weight", state.get("encoder.patch_embed.proj.weight"))
+    if weight is not None and weight.dim() == 5:
+        recorded["tubelet_size"] = int(weight.shape[2])
+    shape, sources = {}, []
+    for name, default in DEFAULT_INPUT_SHAPE.items():
+        for source, value in (("given", given.get(name)), ("checkpoint", recorded[name]), ("default", default)):
+            if isinstance(value, int):
+                shape[name] = value
+                sources.append(f"{name} {value} ({source})")
+                break
+    return shape, ", ".join(sources)
+
+
 def load_classifier(model_name: str | None, path, num_classes: int | None = None, label_map: str | None = None,
-                    model_key: str = "model|module", strict: bool = True, **model_options):
+                    model_key: str = "model|module", strict: bool = True, num_frames: int | None = None,
+                    img_size: int | None = None, tubelet_size: int | None = None, **model_options):
     """A fine-tune model sized for `path`'s head, its weights loaded (safe weights_only read).
 
     model_name None takes the name the checkpoint records. num_classes None takes the checkpoint's head size.
     label_map "k710-to-k400|600|700" builds a 400/600/700-class model from a K710 head by the official row
-    gather (label_710to{N}.json). strict=False (features from a pretrain checkpoint) tolerates missing keys
-    and reports them. Returns (model, num_classes, note).
+    gather (label_710to{N}.json). num_frames, img_size, tubelet_size None take the checkpoint's (see
+    `input_shape`; the model's `patch_embed.input_shape` then says what was used). strict=False (features from
+    a pretrain checkpoint) tolerates missing keys and reports them. Returns (model, num_classes, note).
     """
     ckpt = checkpoint.load_checkpoint_file(path)
     model_name = model_name or recorded_model_name(ckpt)
     if model_name is None:
         raise ConfigError(f"{path} records no model name; pass --model (e.g. vit_base_patch16_224)")
     state = checkpoint.extract_state_dict(ckpt, model_key)
+    shape, shape_note = input_shape({"num_frames": num_frames, "img_size": img_size, "tubelet_size": tubelet_size},
+                                    ckpt, state)
     del ckpt
     rows = state["head.weight"].shape[0] if "head.weight" in state else 0
     if label_map is not None:
@@ -181,9 +209,9 @@ def load_classifier(model_name: str | None, path, num_classes: int | None = None
     elif strict and rows != num_classes:
         raise ConfigError(f"{path}: the checkpoint head has {rows} classes but {num_classes} were asked for; drop "
                          "--num-classes, or pass --label-map k710-to-k400|k600|k700 for a K710 head")
-    model = create_model(model_name, num_classes=num_classes, **model_options)
+    model = create_model(model_name, num_classes=num_classes, **shape, **model_options)
     report = checkpoint.load_pretrained(model, {"model": state}, strict=strict)
-    return model, num_classes, f"{model_name} from {path}: {report}"
+    return model, num_classes, f"{model_name} ({shape_note}) from {path}: {report}"
 
 
 # ---------------------------------------------------------------------------------------------- the loop
@@ -236,6 +264,9 @@ def _evaluate(cfg: EvalConfig, info) -> dict:
         num_frames=cfg.num_frames, img_size=cfg.input_size, tubelet_size=cfg.tubelet_size)
     if info.is_main:
         log.info("%s", note)
+    # What the model was built for (given, else the checkpoint's): the views are cut to match.
+    frames, size, _ = model.patch_embed.input_shape
+    cfg = dataclasses.replace(cfg, num_frames=frames, input_size=size, tubelet_size=model.tubelet_size)
     model.to(info.device).eval()
     loader, _ = make_loader(stream_config(cfg), rank=info.rank, world_size=info.world_size)
     amp = Amp(cfg.amp, info.device)
@@ -251,7 +282,8 @@ def _evaluate(cfg: EvalConfig, info) -> dict:
     report = {**score(merged, num_classes), "skipped": skipped,
               "repeated_keys": repeated, "views": cfg.views, "sampling": "sparse" if cfg.sparse else "dense",
               "num_classes": num_classes, "checkpoint": str(cfg.checkpoint), "shards": cfg.shards,
-              "label_map": cfg.label_map, "world_size": info.world_size, "rank": info.rank}
+              "label_map": cfg.label_map, "input": f"{cfg.num_frames}x{cfg.input_size}, tubelet {cfg.tubelet_size}",
+              "model": note, "world_size": info.world_size, "rank": info.rank}
     out = Path(cfg.output_dir) if cfg.output_dir else default_output_dir(cfg)
     report["predictions"] = str(out / "predictions.parquet")
     report["confusion"] = str(out / "confusion.png") if cfg.confusion else None
@@ -268,11 +300,13 @@ def _evaluate(cfg: EvalConfig, info) -> dict:
 
 
 def stream_config(cfg: EvalConfig) -> StreamConfig:
-    """The data stream's test mode for this evaluation."""
+    """The data stream's test mode for this evaluation (an unset shape: the reference's 16 x 224)."""
     segments, crops = cfg.segments_crops
-    options = dict(shards=cfg.shards, mode="test", num_frames=cfg.num_frames, input_size=cfg.input_size,
-                   batch_size=cfg.batch_size, workers=cfg.workers, sparse=cfg.sparse, test_segments=segments,
-                   test_crops=crops, short_side=cfg.short_side or cfg.input_size)
+    frames = cfg.num_frames or DEFAULT_INPUT_SHAPE["num_frames"]
+    size = cfg.input_size or DEFAULT_INPUT_SHAPE["img_size"]
+    options = dict(shards=cfg.shards, mode="test", num_frames=frames, input_size=size, batch_size=cfg.batch_size,
+                   workers=cfg.workers, sparse=cfg.sparse, test_segments=segments, test_crops=crops,
+                   short_side=cfg.short_side or size)
     if cfg.decoder is not None:
         options["decoder"] = cfg.decoder
     if cfg.stride is not None:

@@ -6,7 +6,7 @@
 - finetune models (`VisionTransformer`: mean-pooled `fc_norm` + linear head): vit_{small,base,large,huge}_patch16_224,
   vit_giant_patch14_224;
 - tiny test variants pretrain_videomae_test and vit_test (width 32, depth 2, 2 heads, decoder 16 wide, 1 head,
-  depth 1).
+  depth 1), and the same with ViT-g's 14-pixel patches (`*_test_patch14`).
 
 Departures from the reference that leave the checkpoint format untouched: the fixed sinusoid position tables
 are non-persistent buffers (built for any frame count and image size, moved by `.to()`, never saved, never
@@ -61,6 +61,7 @@ SIZES = {
     # the decoder shares mlp_ratio 48/11, so its MLP is int(512*48/11) = 2234 wide (6144 in the encoder)
     "giant": Size(14, 1408, 40, 16, 48 / 11, 512, 8),
     "test": Size(16, 32, 2, 2, 4.0, 16, 1, decoder_depth=1),
+    "test_patch14": Size(14, 32, 2, 2, 4.0, 16, 1, decoder_depth=1),  # ViT-g's patch geometry (e.g. 266 px)
 }
 
 PRETRAIN_MODELS = {
@@ -70,6 +71,7 @@ PRETRAIN_MODELS = {
     "pretrain_videomae_huge_patch16_224": "huge",
     "pretrain_videomae_giant_patch14_224": "giant",
     "pretrain_videomae_test": "test",
+    "pretrain_videomae_test_patch14": "test_patch14",
 }
 FINETUNE_MODELS = {
     "vit_small_patch16_224": "small",
@@ -78,6 +80,7 @@ FINETUNE_MODELS = {
     "vit_huge_patch16_224": "huge",
     "vit_giant_patch14_224": "giant",
     "vit_test": "test",
+    "vit_test_patch14": "test_patch14",
 }
 TIMM_PREFIX = "videomae_v2_"
 

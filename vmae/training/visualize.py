@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from vmae.atomic import atomic_path
 from vmae.errors import ConfigError
-from vmae.training.checkpoint import extract_state_dict, load_checkpoint_file
+from vmae.training.checkpoint import extract_state_dict, load_checkpoint_file, recorded_config
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.losses import TARGET_EPS, patchify
 from vmae.training.masking import tube_mask
@@ -49,17 +49,13 @@ def reconstruct(pred: torch.Tensor, video: torch.Tensor, mask: torch.Tensor, pat
 
 
 def _model_settings(ckpt: dict, model_name: str | None) -> dict:
-    cfg = ckpt.get("config") or {}
-    args = ckpt.get("args")
-    name = model_name or cfg.get("model") or getattr(args, "model", None)
+    cfg = recorded_config(ckpt)
+    name = model_name or cfg.get("model")
     if name is None:
         raise ConfigError("the checkpoint names no model (no vmae config, no official args): pass --model")
-    return {"model": name, "num_frames": cfg.get("num_frames", getattr(args, "num_frames", 16)),
-            "input_size": cfg.get("input_size", getattr(args, "input_size", 224)),
-            "tubelet_size": cfg.get("tubelet_size", getattr(args, "tubelet_size", 2)),
-            "decoder_depth": cfg.get("decoder_depth", getattr(args, "decoder_depth", 4)),
-            "mask_ratio": cfg.get("mask_ratio", getattr(args, "mask_ratio", 0.9)),
-            "normalize_target": cfg.get("normalize_target", True)}
+    return {"model": name, "num_frames": cfg.get("num_frames", 16), "input_size": cfg.get("input_size", 224),
+            "tubelet_size": cfg.get("tubelet_size", 2), "decoder_depth": cfg.get("decoder_depth", 4),
+            "mask_ratio": cfg.get("mask_ratio", 0.9), "normalize_target": cfg.get("normalize_target", True)}
 
 
 def visualize(checkpoint, shards: str, out, num: int = 4, model_name: str | None = None,
