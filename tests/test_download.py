@@ -114,6 +114,20 @@ def test_every_simulated_failure_ends_with_its_status(site, tmp_path):
     assert not list((tmp_path / ".tmp").glob("*/*"))  # downloaded sources are removed after the cut
 
 
+def test_lists_for_the_official_code_hold_the_real_paths_of_labelled_ok_clips(site, tmp_path):
+    site.rules["gone.mp4"] = 404
+    df = manifest(["a", "gone", "b", "c"])
+    df["split"] = ["train", "train", "val", "train"]
+    df["label_id"] = [3, 4, 7, None]
+    report = download(df, tmp_path, cfg(site), progress=False)
+    got = read_manifest(tmp_path / "manifest.parquet").set_index("video_id")
+    assert (tmp_path / "train.csv").read_text() == f"{got.loc['a', 'path']} 3\n"  # not the failed or unlabelled
+    assert (tmp_path / "val.csv").read_text() == f"{got.loc['b', 'path']} 7\n"
+    assert not (tmp_path / "test.csv").exists() and Path(got.loc["a", "path"]).is_file()
+    assert report.lists == {str(tmp_path.resolve() / "train.csv"): 1, str(tmp_path.resolve() / "val.csv"): 1}
+    assert any(line.startswith("list for the official code: ") for line in report.lines())
+
+
 def test_interrupted_run_resumes_without_fetching_again(site, tmp_path):
     site.hits.clear()
     ids = ["a", "b", "c", "d", "slow"]

@@ -10,7 +10,10 @@ the taxonomy in vmae.media, and its `error` message.
 Resumable: the rows are split into fixed units; each unit writes OUT/.units/unit-NNNNNN.parquet when it
 is done, and a rerun skips ok rows and recorded failures (unless retried). A clip file already in
 OUT/clips is adopted instead of fetched again, so even a unit killed half way loses no download.
-OUT/manifest.parquet and OUT/report.json are written last, once every unit is done.
+OUT/manifest.parquet and OUT/report.json are written last, once every unit is done, with OUT/train.csv,
+val.csv (and test.csv) for the official code: its fine-tune list format, `path label_id` per line, holding
+the real clip path of every labelled ok row and nothing else (given a missing file, the reference silently
+trains on a random other video instead).
 """
 import hashlib
 import json
@@ -103,6 +106,7 @@ class DownloadReport:
     rejected: int = 0
     counts: dict = field(default_factory=dict)     # status -> rows, over the whole manifest once merged
     manifest: Optional[str] = None                 # None while units of other slices are missing
+    lists: dict = field(default_factory=dict)      # OUT/{split}.csv -> lines (labelled ok rows)
     seconds: float = 0.0
 
     def lines(self) -> list:
@@ -115,6 +119,7 @@ class DownloadReport:
             out.append(f"  {status:<13} {n}")
         if self.manifest:
             out.append(f"manifest: {self.manifest}")
+            out += [f"list for the official code: {path} ({n} clips)" for path, n in self.lists.items()]
         else:
             out.append("manifest not written yet: other units are not done (run the remaining --unit-index "
                        "slices, or rerun without --unit-index to finish and merge)")
@@ -300,6 +305,27 @@ def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig):
               short_side=cfg.short_side, gop=cfg.gop, threads=cfg.threads, crf=cfg.crf, preset=cfg.preset)
 
 
+def write_lists(manifest: pd.DataFrame, out: Path) -> dict:
+    """OUT/{split}.csv for train, val and test: the reference's fine-tune lists (`path label_id`, one space, no
+    header) of the rows that are ok and labelled. Returns {path: lines} of the lists written."""
+    if not {"split", "label_id", "status", "path"} <= set(manifest.columns):
+        return {}
+    usable = manifest[(manifest["status"] == media.STATUS_OK) & manifest["label_id"].notna()]
+    lists = {}
+    for split in ("train", "val", "test"):
+        rows = usable[usable["split"] == split]
+        if len(rows):
+            spaced = rows["path"].str.contains(r"\s", regex=True)
+            if spaced.any():
+                log.warning("%s.csv: %d clip paths contain spaces, which the reference's list reader splits on "
+                            "(e.g. %s); move OUT to a path without spaces", split, spaced.sum(),
+                            rows["path"][spaced].iloc[0])
+            lines = [f"{path} {int(label)}\n" for path, label in zip(rows["path"], rows["label_id"])]
+            write_text(out / f"{split}.csv", "".join(lines))
+            lists[str(out / f"{split}.csv")] = len(lines)
+    return lists
+
+
 def run_unit(unit: Unit) -> dict:
     """Process a unit's pending rows and write its result file (the unit's done-marker)."""
     out = Path(unit.out)
@@ -376,6 +402,7 @@ def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: Ex
         merged = pd.concat([read_manifest(unit_path(out, i)) for i in range(len(plan))], ignore_index=True)
         report.counts = dict(Counter(merged["status"]))
         report.manifest = str(write_manifest(merged, out / "manifest.parquet"))
+        report.lists = write_lists(merged, out)
     report.seconds = time.monotonic() - started
     if report.manifest:
         write_text(out / "report.json", json.dumps(report.__dict__, indent=2) + "\n")
