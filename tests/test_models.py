@@ -248,3 +248,18 @@ def test_timm_registry_keeps_timm_models_and_registers_once():
         models._register_in_timm()  # what a second import does
     with pytest.raises(ValueError, match="no hub weights"):
         timm.create_model("pretrain_videomae_test", pretrained=True)
+
+
+def test_dropout_sits_where_the_reference_puts_it():
+    """drop_rate (the reference's --drop): after the position embedding, the attention projection and fc2,
+    none after the MLP activation; active in training only, no parameters."""
+    torch.manual_seed(0)
+    model = create_model("vit_test", num_classes=3, num_frames=4, img_size=32, drop_rate=0.5)
+    rates = {name: m.p for name, m in model.named_modules() if isinstance(m, torch.nn.Dropout) and m.p > 0}
+    assert sorted(rates) == ["blocks.0.attn.proj_drop", "blocks.0.mlp.drop2", "blocks.1.attn.proj_drop",
+                             "blocks.1.mlp.drop2", "pos_drop"]
+    plain = create_model("vit_test", num_classes=3, num_frames=4, img_size=32)
+    plain.load_state_dict(model.state_dict())
+    x = torch.randn(2, 3, 4, 32, 32)
+    assert torch.equal(model.eval()(x), plain.eval()(x))
+    assert not torch.equal(model.train()(x), plain.train()(x))

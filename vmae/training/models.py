@@ -171,7 +171,7 @@ class Attention(nn.Module):
     """Multi-head self-attention with the official layout: qkv weight without bias, separate q_bias and v_bias,
     k bias fixed at zero and never stored."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} must divide by the number of heads {num_heads}")
@@ -180,6 +180,7 @@ class Attention(nn.Module):
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -189,28 +190,30 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, N, head_dim]
         x = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(x.transpose(1, 2).reshape(B, N, C))
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x)))."""
+    """Pre-norm transformer block: x + drop_path(attn(norm1(x))), then x + drop_path(mlp(norm2(x))). `drop` is
+    the reference's dropout after the attention projection and after fc2 (none after the activation)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0, drop: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, proj_drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=LN_EPS)
-        self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio))  # int() as the reference: 2234 for giant's decoder
+        # int() as the reference: 2234 for giant's decoder
+        self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), drop=(0.0, drop))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-def _blocks(dim, depth, num_heads, mlp_ratio, drop_path_rate) -> nn.ModuleList:
+def _blocks(dim, depth, num_heads, mlp_ratio, drop_path_rate, drop=0.0) -> nn.ModuleList:
     rates = _drop_path_rates(drop_path_rate, depth)
-    return nn.ModuleList(Block(dim, num_heads, mlp_ratio, rates[i]) for i in range(depth))
+    return nn.ModuleList(Block(dim, num_heads, mlp_ratio, rates[i], drop) for i in range(depth))
 
 
 class PretrainEncoder(nn.Module):
@@ -338,7 +341,7 @@ class VisionTransformer(nn.Module):
         self.embed_dim = self.num_features = embed_dim
         self.register_buffer("pos_embed", sinusoid_table(self.num_patches, embed_dim), persistent=False)
         self.pos_drop = nn.Dropout(drop_rate)
-        self.blocks = _blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
+        self.blocks = _blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate, drop_rate)
         self.fc_norm = nn.LayerNorm(embed_dim, eps=LN_EPS)
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
