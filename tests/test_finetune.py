@@ -12,7 +12,8 @@ from finetune_data import COLOURS, labeled_shards
 from vmae.training import presets
 from vmae.training.checkpoint import load_checkpoint_file
 from vmae.training.config import DistillConfig, FinetuneConfig, finetune_config
-from vmae.training.finetune import (BEST, classification_loss, finetune, make_mixup, make_schedule, mix_clips)
+from vmae.training.engine import make_schedule
+from vmae.training.finetune import BEST, classification_loss, finetune, make_mixup, mix_clips
 from vmae.training.models import FINETUNE_MODELS, create_model
 from vmae.training.optim import make_optimizer
 

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from pathlib import Path
 
@@ -92,6 +92,14 @@ class StreamConfig:
         if self.resampled and self.mode in ("val", "test"):
             problems.append(f"{self.mode} mode reads every video once: set resampled to False or None")
         raise_problems(self, problems)
+
+    @classmethod
+    def from_run(cls, run, **settings) -> "StreamConfig":
+        """The stream a run (or eval) config reads: every field of ours that `run` has and sets (None there
+        means the stream's default), then `settings` (mode, seed, ...)."""
+        shared = {f.name: getattr(run, f.name) for f in fields(cls)
+                  if getattr(run, f.name, None) is not None}
+        return cls(**{**shared, **settings})
 
     @property
     def is_resampled(self) -> bool:

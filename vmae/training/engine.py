@@ -1,20 +1,28 @@
-"""Run plumbing shared by every training loop: seeding, mixed precision, logging, checkpoint wrappers."""
+"""What every training loop shares: the training step (`Stepper`), the schedule, resuming, seeding, mixed
+precision, logging and checkpoint wrappers. A loop (pretrain, finetune, distill) brings its model, its data
+and a `forward(train_model, step, micro) -> loss`; everything from the loss to the optimiser step is here.
+"""
 import hashlib
 import json
 import logging
 import math
 import random
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vmae.atomic import write_text
-from vmae.errors import VmaeError
+from vmae.errors import ConfigError, VmaeError
 from vmae.training import checkpoint, distributed
+from vmae.training.config import save_config
+from vmae.training.optim import apply_lr, lr_at, scaled_lr
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +239,154 @@ def find_resume(resume: str | None, output_dir) -> Path | None:
 def load_resume(path) -> dict:
     """A checkpoint loaded with weights_only=True (tensors land on the CPU)."""
     return checkpoint.load_checkpoint_file(path)
+
+
+@contextmanager
+def process_group(device: str | None):
+    """The torchrun process group (or a single process) for one run, log lines kept clear of the progress bar."""
+    info = distributed.init_distributed(device)
+    try:
+        with logging_redirect_tqdm():
+            yield info
+    finally:
+        distributed.cleanup()
+
+
+def resume(cfg, info, model, optimizer, amp: Amp, ema=None) -> tuple[Path | None, dict]:
+    """Restore model, optimiser, scaler (and EMA) and this rank's RNG from the checkpoint `cfg.resume` names.
+    Returns (its path, the checkpoint's other entries: step, config, ...), or (None, {}) for a fresh start."""
+    path = find_resume(cfg.resume, cfg.output_dir)
+    if cfg.resume == "auto":  # rank 0's pick, so all ranks resume from the same file even while a save lands
+        path = distributed.broadcast_object(path)
+    if path is None:
+        return None, {}
+    state = load_resume(path)
+    model.load_state_dict(state.pop("model"))
+    optimizer.load_state_dict(state.pop("optimizer"))
+    amp.load_state_dict(state.pop("scaler", None) or {})
+    ema_weights = state.pop("model_ema", None)
+    if ema is not None and ema_weights is not None:
+        ema.module.load_state_dict(ema_weights)
+    restore_rng_state(state.pop("rng", None), info.rank, info.world_size)
+    return path, state
+
+
+@dataclass
+class Schedule:
+    """Optimiser steps per epoch, in the schedule and in this run (max_steps stops early; the lr schedule
+    still spans every epoch), warmup steps, and the actual (scaled) learning rates."""
+    steps_per_epoch: int
+    total_steps: int
+    end_step: int
+    warmup_steps: int
+    lr: float
+    min_lr: float
+    global_batch: int
+
+    def lr_at(self, step: int) -> float:
+        return lr_at(step, self.lr, self.min_lr, self.warmup_steps, self.total_steps)
+
+
+def make_schedule(cfg, loader_steps: int | None, world_size: int) -> Schedule:
+    """The schedule of a run config: epochs of `loader_steps` batches per process (or cfg.steps_per_epoch), a step
+    being accum_steps batches; the lr scaled by the config's global batch."""
+    batches = cfg.steps_per_epoch or loader_steps  # per process per epoch
+    if not batches:
+        raise ConfigError(f"{cfg.shards}: the sample count is unknown (no shards.json with totals.samples next to "
+                          "the shards); pass --steps-per-epoch (batches per process per epoch)")
+    per_epoch = max(1, batches // cfg.accum_steps)
+    total = per_epoch * cfg.epochs
+    end = min(total, cfg.max_steps) if cfg.max_steps is not None else total
+    batch = cfg.global_batch(world_size)
+    return Schedule(per_epoch, total, end, per_epoch * cfg.warmup_epochs, scaled_lr(cfg.base_lr, batch),
+                    scaled_lr(cfg.min_lr, batch), batch)
+
+
+def start_run(cfg, info, amp: Amp, *lines: str) -> None:
+    """Rank 0: create the run folder, save config.json, log what runs where and `lines` (batch, lr, ...)."""
+    if not info.is_main:
+        return
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.json")
+    log.info("%s %s on %d process(es), %s, amp %s", type(cfg).__name__.replace("Config", "").lower(), cfg.model,
+             info.world_size, info.device, amp.mode)
+    for line in lines:
+        log.info(line)
+
+
+class Stepper:
+    """The training step every loop shares: the lr of the step, then accum_steps micro-batches of forward (the
+    loop's own, under its autocast) -> loss -> backward (DDP all-reduces the gradients on the last one only),
+    then unscale, clip, optimiser and scaler step, zero the gradients, EMA. `run` takes a span of steps (an
+    epoch, or the steps between two checkpoints) and logs what the interval saw: mean loss, lr, gradient
+    norm, data wait, skipped samples."""
+
+    def __init__(self, model, optimizer, amp: Amp, info, cfg, schedule: Schedule, ema=None, skipped: int = 0):
+        self.model, self.optimizer, self.amp, self.info, self.schedule, self.ema = model, optimizer, amp, info, \
+            schedule, ema
+        self.accum_steps, self.clip_grad, self.log_every = cfg.accum_steps, cfg.clip_grad, cfg.log_every
+        self.train_model = distributed.wrap_ddp(model, info)
+        if cfg.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.meter = Throughput()
+        self.loss_sum = torch.zeros((), device=info.device, dtype=torch.float64)
+        self.loss_count = self.skipped = 0
+        self.skipped_total = skipped  # over all ranks, since the run began (a resumed run carries it on)
+        self.lr, self.grad_norm = 0.0, None
+
+    def next_batch(self, batches) -> dict:
+        """The next batch of `batches`; its wait and the samples the stream skipped before it are counted."""
+        t0 = time.perf_counter()
+        batch = next(batches)
+        self.meter.add(len(batch["video"]), time.perf_counter() - t0)
+        self.skipped += int(batch.get("skipped", 0))
+        return batch
+
+    def step(self, forward: Callable, step: int) -> None:
+        """Optimiser step `step`; `forward(train_model, step, micro)` returns micro-batch `micro`'s loss."""
+        self.lr = self.schedule.lr_at(step)
+        apply_lr(self.optimizer, self.lr)
+        for micro in range(self.accum_steps):
+            last = micro == self.accum_steps - 1
+            with nullcontext() if last or not self.info.distributed else self.train_model.no_sync():
+                loss = forward(self.train_model, step, micro)
+                self.amp.backward(loss / self.accum_steps)
+            self.loss_sum += loss.detach()
+            self.loss_count += 1
+        # a tensor: no device sync per step (read once per log interval)
+        self.grad_norm = self.amp.step(self.optimizer, self.train_model.parameters(), self.clip_grad)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model, step=step)
+
+    def run(self, forward: Callable, start: int, stop: int, logger: RunLogger) -> dict:
+        """Steps start..stop-1 (mae's train_one_epoch), logged every log_every steps and at `stop` (where the
+        loop validates or saves); returns the last log record."""
+        for step in range(start, stop):
+            self.step(forward, step)
+            logger.advance()
+            if (step + 1) % self.log_every == 0 or step + 1 == stop:
+                record = self.interval(step + 1)
+                logger.log(step + 1, record)
+        return record
+
+    def interval(self, step: int) -> dict:
+        """The log record of the interval that ends at `step` (one small all-reduce; a non-finite mean loss
+        stops the run here, before anything is saved)."""
+        totals = distributed.all_reduce_sum(torch.stack([
+            self.loss_sum, self.loss_sum.new_tensor(self.loss_count), self.loss_sum.new_tensor(self.skipped)]))
+        loss = (totals[0] / totals[1]).item()
+        check_finite(loss, step)
+        if self.skipped:
+            log.warning("rank %d: %d sample(s) skipped for decode errors in the last interval (see the stream's "
+                        "messages above for keys and shards)", self.info.rank, self.skipped)
+        self.skipped_total += int(totals[2].item())
+        metrics = {"loss": loss, "lr": self.lr, "grad_norm": float(self.grad_norm),
+                   "epoch": round(step / self.schedule.steps_per_epoch, 4), "skipped": self.skipped_total,
+                   **self.meter.read(self.info.world_size)}
+        if self.info.device.type == "cuda":
+            metrics["mem_gb"] = round(torch.cuda.max_memory_allocated(self.info.device) / 2**30, 2)
+        self.loss_sum.zero_()
+        self.loss_count = self.skipped = 0
+        return metrics

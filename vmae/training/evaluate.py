@@ -304,11 +304,5 @@ def stream_config(cfg: EvalConfig) -> StreamConfig:
     segments, crops = cfg.segments_crops
     frames = cfg.num_frames or DEFAULT_INPUT_SHAPE["num_frames"]
     size = cfg.input_size or DEFAULT_INPUT_SHAPE["img_size"]
-    options = dict(shards=cfg.shards, mode="test", num_frames=frames, input_size=size, batch_size=cfg.batch_size,
-                   workers=cfg.workers, sparse=cfg.sparse, test_segments=segments, test_crops=crops,
-                   short_side=cfg.short_side or size)
-    if cfg.decoder is not None:
-        options["decoder"] = cfg.decoder
-    if cfg.stride is not None:
-        options["stride"] = cfg.stride
-    return StreamConfig(**options)
+    return StreamConfig.from_run(cfg, mode="test", num_frames=frames, input_size=size, test_segments=segments,
+                                 test_crops=crops, short_side=cfg.short_side or size)

@@ -8,9 +8,6 @@ After every epoch: single-view validation (top-1/top-5 over all ranks, merged by
 checkpoint (newest `keep_last` kept, resumable) and `checkpoint-best.pth` when validation top-1 improves.
 """
 import logging
-import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -18,14 +15,13 @@ import torch
 from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vmae.training import checkpoint, distributed, engine
-from vmae.training.config import FinetuneConfig, save_config, to_dict
+from vmae.training.config import FinetuneConfig, to_dict
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.evaluate import merge_results, predict, score
 from vmae.training.models import create_model
-from vmae.training.optim import apply_lr, lr_at, make_optimizer, scaled_lr
+from vmae.training.optim import make_optimizer
 from vmae.training.transforms import normalize, random_erase_cube
 
 log = logging.getLogger(__name__)
@@ -69,49 +65,15 @@ def build_model(cfg: FinetuneConfig):
                         checkpoint_activations=cfg.checkpoint_activations)
 
 
-def train_stream(cfg: FinetuneConfig, seed: int):
+def train_stream(cfg: FinetuneConfig, seed: int) -> StreamConfig:
     """The stream's train mode: endless (resampled shards), num_sample augmented clips per decoded video."""
-    options = dict(shards=cfg.shards, mode="train", num_frames=cfg.num_frames, input_size=cfg.input_size,
-                   batch_size=cfg.batch_size, num_sample=cfg.num_sample, workers=cfg.workers, seed=seed,
-                   resampled=True, sparse=cfg.sparse, flip=cfg.flip, randaug=cfg.randaug)
-    return StreamConfig(**_optional(options, cfg, ("decoder", "shuffle_buffer", "stride")))
+    return StreamConfig.from_run(cfg, mode="train", seed=seed, resampled=True, randaug=cfg.randaug)
 
 
-def val_stream(cfg: FinetuneConfig):
+def val_stream(cfg: FinetuneConfig) -> StreamConfig:
     """The stream's val mode: one centre view per video, each video once over all ranks."""
-    options = dict(shards=cfg.val_shards, mode="val", num_frames=cfg.num_frames, input_size=cfg.input_size,
-                   batch_size=cfg.val_batch_size or cfg.batch_size, workers=cfg.workers, sparse=cfg.sparse)
-    return StreamConfig(**_optional(options, cfg, ("decoder", "stride")))
-
-
-def _optional(options: dict, cfg, names) -> dict:
-    return {**options, **{n: getattr(cfg, n) for n in names if getattr(cfg, n) is not None}}
-
-
-@dataclass
-class Schedule:
-    """Optimiser steps per epoch, in the schedule and in this run (max_steps stops early; the lr schedule
-    still spans every epoch), warmup steps, and the actual (scaled) learning rates."""
-    steps_per_epoch: int
-    total_steps: int
-    end_step: int
-    warmup_steps: int
-    lr: float
-    min_lr: float
-    global_batch: int
-
-
-def make_schedule(cfg: FinetuneConfig, loader_steps: int | None, world_size: int) -> Schedule:
-    batches = cfg.steps_per_epoch or loader_steps  # per process per epoch
-    if not batches:
-        raise ValueError(f"{cfg.shards}: the sample count is unknown (no shards.json with totals.samples next to "
-                         "the shards); pass --steps-per-epoch (batches per process per epoch)")
-    per_epoch = max(1, batches // cfg.accum_steps)
-    total = per_epoch * cfg.epochs
-    end = min(total, cfg.max_steps) if cfg.max_steps is not None else total
-    batch = cfg.global_batch(world_size)
-    return Schedule(per_epoch, total, end, per_epoch * cfg.warmup_epochs, scaled_lr(cfg.base_lr, batch),
-                    scaled_lr(cfg.min_lr, batch), batch)
+    return StreamConfig.from_run(cfg, mode="val", shards=cfg.val_shards,
+                                 batch_size=cfg.val_batch_size or cfg.batch_size)
 
 
 def validate(model, loader, device, amp, num_classes: int) -> dict:
@@ -135,131 +97,71 @@ def finetune(cfg: FinetuneConfig) -> dict:
 def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
     """The training loop shared by finetune and distill. `make_loss(info)`, called once the process group
     exists, returns `loss(logits, inputs, targets)` (distill loads its teacher there)."""
-    info = distributed.init_distributed(cfg.device)
-    try:
-        with logging_redirect_tqdm():
-            return _run(cfg, make_loss(info), info)
-    finally:
-        distributed.cleanup()
+    with engine.process_group(cfg.device) as info:
+        loss_fn = make_loss(info)
+        engine.seed_everything(cfg.seed, info.rank)
+        out = Path(cfg.output_dir)
+        model = build_model(cfg)
+        init_note = str(checkpoint.load_pretrained(model, cfg.init, model_key=cfg.model_key)) if cfg.init else None
+        model.to(info.device)
+        ema = ModelEmaV3(model, decay=cfg.model_ema_decay) if cfg.model_ema else None
+        optimizer = make_optimizer(model, lr=0.0, weight_decay=cfg.weight_decay, betas=cfg.opt_betas,
+                                   eps=cfg.opt_eps, layer_decay=cfg.layer_decay)
+        amp = engine.Amp(cfg.amp, info.device)
+        resume_path, state = engine.resume(cfg, info, model, optimizer, amp, ema)
+        step, best = int(state.get("step", 0)), state.get("best_top1")
 
+        # A resumed run draws a fresh stream (its own seed), so it does not replay the first epoch's clips.
+        stream_seed = cfg.seed if step == 0 else engine.step_seed(cfg.seed, step) % 2**31
+        loader, loader_steps = make_loader(train_stream(cfg, stream_seed), info.rank, info.world_size)
+        sched = engine.make_schedule(cfg, loader_steps, info.world_size)
+        val_loader = make_loader(val_stream(cfg), info.rank, info.world_size)[0] if cfg.val_shards else None
+        engine.start_run(
+            cfg, info, amp, *([f"init: {init_note}"] if init_note else []),
+            f"global batch {sched.global_batch} videos ({sched.global_batch * cfg.num_sample} clips) = "
+            f"{cfg.batch_size} videos x {info.world_size} processes x {cfg.accum_steps} accumulation steps, "
+            f"x{cfg.num_sample} views",
+            f"lr {sched.lr:.4g} = base {cfg.base_lr:.3g} x {sched.global_batch} / 256 (min lr {sched.min_lr:.3g}); "
+            f"{sched.steps_per_epoch} steps per epoch, {cfg.epochs} epochs, {sched.warmup_steps} warmup steps, "
+            f"{sched.total_steps} steps in all")
 
-def _run(cfg: FinetuneConfig, loss_fn: Callable, info) -> dict:
-    engine.seed_everything(cfg.seed, info.rank)
-    out = Path(cfg.output_dir)
-    model = build_model(cfg)
-    init_note = str(checkpoint.load_pretrained(model, cfg.init, model_key=cfg.model_key)) if cfg.init else None
-    model.to(info.device)
-    ema = ModelEmaV3(model, decay=cfg.model_ema_decay) if cfg.model_ema else None
-    optimizer = make_optimizer(model, lr=0.0, weight_decay=cfg.weight_decay, betas=cfg.opt_betas,
-                               eps=cfg.opt_eps, layer_decay=cfg.layer_decay)
-    amp = engine.Amp(cfg.amp, info.device)
+        stepper = engine.Stepper(model, optimizer, amp, info, cfg, sched, ema, skipped=int(state.get("skipped", 0)))
+        batches, mixup, erase_gen = iter(loader), make_mixup(cfg), torch.Generator(device=info.device)
 
-    step, best, skipped_total = 0, None, 0
-    resume_path = engine.find_resume(cfg.resume, out)
-    if resume_path is not None:
-        state = engine.load_resume(resume_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        amp.load_state_dict(state.get("scaler") or {})
-        if ema is not None and "model_ema" in state:
-            ema.module.load_state_dict(state["model_ema"])
-        step, best, skipped_total = int(state["step"]), state.get("best_top1"), int(state.get("skipped", 0))
-        engine.restore_rng_state(state.get("rng"), info.rank, info.world_size)
-        del state
+        def forward(train_model, step, micro):
+            batch = stepper.next_batch(batches)
+            video = normalize(batch["video"].to(info.device, non_blocking=True))  # [B*num_sample, 3, T, S, S]
+            targets = batch["label"].to(info.device, non_blocking=True)
+            if cfg.reprob > 0:
+                erase_gen.manual_seed(engine.step_seed(cfg.seed, info.rank, step, micro))
+                video = random_erase_cube(video, cfg.reprob, erase_gen)
+            if mixup is not None:
+                video, targets = mix_clips(mixup, video, targets)
+            with amp.autocast():
+                logits = train_model(video)
+            return loss_fn(logits, video, targets)
 
-    # A resumed run draws a fresh stream (its own seed), so it does not replay the first epoch's clips.
-    stream_seed = cfg.seed if step == 0 else engine.step_seed(cfg.seed, step) % 2**31
-    loader, loader_steps = make_loader(train_stream(cfg, stream_seed), rank=info.rank, world_size=info.world_size)
-    sched = make_schedule(cfg, loader_steps, info.world_size)
-    val_loader = None
-    if cfg.val_shards:
-        val_loader, _ = make_loader(val_stream(cfg), rank=info.rank, world_size=info.world_size)
-
-    report = {"output_dir": str(out), "global_batch_videos": sched.global_batch,
-              "global_batch_clips": sched.global_batch * cfg.num_sample, "lr": sched.lr, "min_lr": sched.min_lr,
-              "steps_per_epoch": sched.steps_per_epoch, "total_steps": sched.total_steps, "end_step": sched.end_step,
-              "warmup_steps": sched.warmup_steps, "init": init_note,
-              "resumed_from": str(resume_path) if resume_path else None, "rank": info.rank}
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.json")
-        log.info("%s %s on %d process(es), %s, amp %s", type(cfg).__name__, cfg.model, info.world_size,
-                 info.device, amp.mode)
-        if init_note:
-            log.info("init: %s", init_note)
-        log.info("global batch %d videos (%d clips) = %d videos x %d processes x %d accumulation steps, x%d views",
-                 sched.global_batch, sched.global_batch * cfg.num_sample, cfg.batch_size, info.world_size,
-                 cfg.accum_steps, cfg.num_sample)
-        log.info("lr %.4g = base %.3g x %d / 256 (min lr %.3g); %d steps per epoch, %d epochs, %d warmup steps, "
-                 "%d steps in all", sched.lr, cfg.base_lr, sched.global_batch, sched.min_lr, sched.steps_per_epoch,
-                 cfg.epochs, sched.warmup_steps, sched.total_steps)
-
-    train_model = distributed.wrap_ddp(model, info)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-    mixup = make_mixup(cfg)
-    erase_gen = torch.Generator(device=info.device)
-    logger = engine.RunLogger(out, info.is_main, sched.end_step, start_step=step,
-                              tensorboard=cfg.tensorboard, desc=type(cfg).__name__.replace("Config", "").lower())
-    meter = engine.Throughput()
-    batches = iter(loader)
-    last_val, skipped, loss_count = None, 0, 0
-    loss_sum = torch.zeros((), device=info.device, dtype=torch.float64)
-    model.train()
-    try:
-        while step < sched.end_step:
-            lr = lr_at(step, sched.lr, sched.min_lr, sched.warmup_steps, sched.total_steps)
-            apply_lr(optimizer, lr)
-            for micro in range(cfg.accum_steps):
-                t0 = time.perf_counter()
-                batch = next(batches)
-                data_time = time.perf_counter() - t0
-                skipped += int(batch.get("skipped", 0))
-                video = normalize(batch["video"].to(info.device, non_blocking=True))  # [B*num_sample, 3, T, S, S]
-                targets = batch["label"].to(info.device, non_blocking=True)
-                if cfg.reprob > 0:
-                    erase_gen.manual_seed(engine.step_seed(cfg.seed, info.rank, step, micro))
-                    video = random_erase_cube(video, cfg.reprob, erase_gen)
-                if mixup is not None:
-                    video, targets = mix_clips(mixup, video, targets)
-                # DDP all-reduces gradients only on the last micro-step of an accumulation
-                last = micro == cfg.accum_steps - 1
-                with nullcontext() if last or not info.distributed else train_model.no_sync():
-                    with amp.autocast():
-                        logits = train_model(video)
-                    loss = loss_fn(logits, video, targets)
-                    amp.backward(loss / cfg.accum_steps)
-                loss_sum += loss.detach()
-                loss_count += 1
-                meter.add(video.shape[0], data_time)
-            grad_norm = amp.step(optimizer, train_model.parameters(), cfg.clip_grad)
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(model, step=step)
-            step += 1
-            logger.advance()
-            epoch_end = step % sched.steps_per_epoch == 0 or step == sched.end_step
-            if step % cfg.log_every == 0 or epoch_end:
-                # one small all-reduce per interval, checked before anything is saved
-                totals = distributed.all_reduce_sum(torch.stack([
-                    loss_sum, loss_sum.new_tensor(loss_count), loss_sum.new_tensor(skipped)]))
-                mean_loss = (totals[0] / totals[1]).item()
-                engine.check_finite(mean_loss, step)
-                skipped_total += int(totals[2].item())
-                logger.log(step, {"loss": mean_loss, "lr": lr, "grad_norm": float(grad_norm),
-                                  "epoch": round(step / sched.steps_per_epoch, 4), "skipped": skipped_total,
-                                  **meter.read(info.world_size)})
-                loss_sum.zero_()
-                loss_count = skipped = 0
-            if epoch_end:
+        logger = engine.RunLogger(out, info.is_main, sched.end_step, start_step=step, tensorboard=cfg.tensorboard,
+                                  desc=type(cfg).__name__.replace("Config", "").lower())
+        last_val = None
+        model.train()
+        try:
+            while step < sched.end_step:
+                stop = min((step // sched.steps_per_epoch + 1) * sched.steps_per_epoch, sched.end_step)
+                stepper.run(forward, step, stop, logger)
+                step = stop
                 last_val, best = end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step,
-                                              (step - 1) // sched.steps_per_epoch, best, skipped_total)
-    finally:
-        logger.close()
-    report.update(steps=step, skipped=skipped_total, val=last_val, best_top1=best,
-                  best_checkpoint=str(out / BEST) if (out / BEST).exists() else None,
-                  last_checkpoint=str(checkpoint.latest_checkpoint(out)))
-    return report
+                                              (step - 1) // sched.steps_per_epoch, best, stepper.skipped_total)
+        finally:
+            logger.close()
+        return {"output_dir": str(out), "global_batch_videos": sched.global_batch,
+                "global_batch_clips": sched.global_batch * cfg.num_sample, "lr": sched.lr, "min_lr": sched.min_lr,
+                "steps_per_epoch": sched.steps_per_epoch, "total_steps": sched.total_steps,
+                "end_step": sched.end_step, "warmup_steps": sched.warmup_steps, "init": init_note,
+                "resumed_from": str(resume_path) if resume_path else None, "rank": info.rank, "steps": step,
+                "skipped": stepper.skipped_total, "val": last_val, "best_top1": best,
+                "best_checkpoint": str(out / BEST) if (out / BEST).exists() else None,
+                "last_checkpoint": str(checkpoint.latest_checkpoint(out))}
 
 
 def end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step, epoch, best, skipped):
