@@ -444,7 +444,7 @@ def write_shard(unit: ShardUnit) -> dict:
                         members.append([s.key, name, tar.add(name, data), len(data)])
                 sources[str(meta.get("source"))] += 1
             # No fsync: a killed process cannot leave a renamed, incomplete shard (the kernel keeps what was
-            # written), and fsync cost about 40 % of the throughput. After a power cut, verify's sha256
+            # written), and fsync costs a large share of the throughput. After a power cut, verify's sha256
             # finds a shard whose data never reached the disk.
             sha256 = tar.close()
         sidecar = {"file": unit.file, "plan": unit.plan, "samples": sum(sources.values()), "bytes": tar.pos,

@@ -8,10 +8,8 @@ Frame counts: PyAV's `stream.frames` is 0 for Matroska/WebM and may miss edit li
 the video packets it indexes on open (exact for every container; no duration x fps guess). decord's len() is
 used as is (it agrees on every container in the tests).
 
-DEFAULT_DECODER is "pyav", from benchmarks/bench_loader.py (568x320 H.264, one core, 16 frames at stride 4
-of a random 64-frame window, CPU ms per clip): keyframe every 16 frames (the shard writer's default) PyAV
-29-32, PyAV without the non-reference skip 37-38, decord 45-47; keyframe every 250 (x264's default) PyAV
-46-50, without the skip 72-79, decord 82-86. PyAV's resident memory stays flat over thousands of decodes.
+DEFAULT_DECODER is "pyav": in benchmarks/bench_loader.py it decodes a sample in less CPU time than decord, at
+both keyframe intervals measured, and its resident memory stays flat (figures in benchmarks/README.md).
 """
 import io
 import math
@@ -72,7 +70,7 @@ class PyAVReader(VideoReader):
 
         self._av = av
         # One converter for all frames of the clip: PyAV's per-frame to_ndarray sets up a new swscale context
-        # every time (~40% of the conversion cost at 320p); the output is bit-identical.
+        # every time, a large part of the conversion cost; the output is bit-identical.
         self._to_rgb = av.video.reformatter.VideoReformatter()
         try:
             self._container = av.open(io.BytesIO(data), mode="r")
