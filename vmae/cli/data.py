@@ -16,10 +16,11 @@ def data(debug):
 
     \b
     Typical flow:
-      vmae-data build-k710 --k400 K400 --k600 K600 --k700 K700 --out k710/
-      vmae-data download k710/train.parquet --out clips/ --from-dir /mirror/k400
-      vmae-data mix unlabeled-hybrid --k710 clips/manifest.parquet ... --out hybrid.parquet
+      vmae-data build-k710 --k400 kinetics400 --k600 kinetics600 --k700 kinetics700_2020 --out k710
+      vmae-data download k710/train.parquet --out clips/k710-train
+      vmae-data mix unlabeled-hybrid --k710 clips/k710-train/manifest.parquet ... --out hybrid.parquet
       vmae-data shard unlabeled-hybrid --manifest hybrid.parquet --out shards/uh
+    The whole route, step by step: README.md.
     """
 
 
@@ -243,8 +244,8 @@ def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides):
 
     \b
     Example:
-      vmae-data mix unlabeled-hybrid --k710 k710/train.parquet --ssv2 ssv2.parquet --ava ava/manifest.parquet \\
-        --webvid webvid.parquet --instagram instagram.parquet --out hybrid.parquet
+      vmae-data mix unlabeled-hybrid --k710 clips/k710-train/manifest.parquet --ssv2 ssv2.parquet \\
+        --ava ava/manifest.parquet --webvid clips/webvid/manifest.parquet --out hybrid.parquet
     """
     from vmae.curation.hybrid import mix_unlabeled_hybrid
     overrides = {}
@@ -292,8 +293,8 @@ def download_cmd(manifest, out, url_template, from_dir, from_template, short_sid
 
     \b
     Kinetics from the CVDF mirror, then YouTube for what the mirror lacks:
-      vmae-data download k710/train.parquet --out clips/ --from-dir /data/k400/train --workers 16
-      vmae-data download clips/manifest.parquet --out clips/ --retry-failed missing-file --sleep 2
+      vmae-data download k710/train.parquet --out clips/k710-train --from-dir /data/kinetics/train --workers 16
+      vmae-data download k710/train.parquet --out clips/k710-train --retry-failed missing-file --sleep 2
 
     A rerun skips finished rows and recorded failures (unless --retry-failed); nothing is fetched twice.
     """
@@ -344,7 +345,7 @@ def shard():
 
     \b
       vmae-data shard unlabeled-hybrid --manifest hybrid.parquet --out shards/uh --workers 8
-      vmae-data shard k710 --manifest clips/train.parquet --out shards/k710-train
+      vmae-data shard k710 --manifest clips/k710-train/manifest.parquet --out shards/k710-train
 
     Same manifest, seed and options give byte-identical shards with any executor or worker count. A rerun
     (after a crash, or of a Slurm slice) keeps the complete shards and writes the rest.
@@ -368,7 +369,7 @@ def shard_unlabeled_hybrid(**options):
 def shard_k710(**options):
     """Labeled shards (KEY.mp4 + KEY.json + KEY.cls) for fine-tuning and evaluation; rows need label_id.
 
-    Shard one split per folder: --manifest clips/train.parquet --out shards/k710-train.
+    Shard one split per folder: --manifest clips/k710-train/manifest.parquet --out shards/k710-train.
     """
     write_shard_set(True, **options)
 

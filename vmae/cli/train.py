@@ -21,9 +21,11 @@ def train(debug):
 
     \b
     Typical flow:
-      vmae-train pretrain --shards 'shards/uh/uh-{000000..000099}.tar' --output-dir runs/pt
-      vmae-train finetune --shards 'shards/k710-train/train-{000000..000009}.tar' --init runs/pt/checkpoint-00300000.pth ...
-      vmae-train eval --shards 'shards/k710-val/val-{000000..000001}.tar' --checkpoint runs/ft/checkpoint-best.pth ...
+      vmae-train pretrain --shards shards/uh --preset vit-b-hybrid --output-dir runs/pretrain
+      vmae-train finetune --preset k710-post-pretrain --init runs/pretrain/checkpoint-00100000.pth \\
+          --shards shards/k710-train --val-shards shards/k710-val --output-dir runs/finetune
+      vmae-train eval --shards shards/k710-val --checkpoint runs/finetune/checkpoint-best.pth
+    The whole route, step by step: README.md.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -48,7 +50,7 @@ def pretrain_cmd(preset, **options):
     """Pretrain VideoMAE V2 (dual masking) straight from WebDataset shards, on one process or under torchrun.
 
     \b
-      vmae-train pretrain --shards 'shards/uh-{000000..001347}.tar' --preset vit-b-hybrid --output-dir runs/b
+      vmae-train pretrain --shards shards/uh --preset vit-b-hybrid --output-dir runs/b
       torchrun --nproc_per_node 8 --no-python vmae-train pretrain --shards ... --output-dir runs/b
 
     \b
@@ -75,7 +77,7 @@ def pretrain_cmd(preset, **options):
 @train.command("visualize")
 @click.option("--checkpoint", required=True, type=click.Path(exists=True),
               help="A pretrain checkpoint (vmae or official).")
-@click.option("--shards", required=True, help="Shard URLs to draw clips from.")
+@click.option("--shards", required=True, help="Shards to draw clips from: a shard folder or a brace pattern.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--num", default=4, show_default=True, help="Clips to show.")
 @click.option("--model", help="Model name, for checkpoints without a vmae config (official ones).")
@@ -87,7 +89,7 @@ def visualize_cmd(checkpoint, shards, out, num, model, mask_ratio, seed):
     patches (de-normalised with each patch's own mean and std) and the target, as one PNG grid.
 
     \b
-      vmae-train visualize --checkpoint runs/b/checkpoint-00010000.pth --shards 'shards/uh-000000.tar' --out recon.png
+      vmae-train visualize --checkpoint runs/b/checkpoint-00010000.pth --shards shards/uh/uh-000000.tar --out recon.png
     """
     from vmae.training.visualize import visualize
 
@@ -119,8 +121,8 @@ def finetune_cmd(preset, **options):
 
     \b
       vmae-train finetune --preset k710-post-pretrain --model vit_giant_patch14_224 \\
-        --shards 'k710/train-{000000..000659}.tar' --val-shards 'k710/val-{000000..000066}.tar' \\
-        --init vit_g_hybrid_pt_1200e.pth --output-dir runs/g-k710
+        --shards shards/k710-train --val-shards shards/k710-val --init vit_g_hybrid_pt_1200e.pth \\
+        --output-dir runs/g-k710
       torchrun --nproc_per_node 8 --no-python vmae-train finetune --preset ssv2 ...
 
     \b
@@ -150,8 +152,7 @@ def distill_cmd(preset, **options):
     \b
       vmae-train distill --teacher vit_g_k710_ft.pth --teacher-model vit_giant_patch14_224 \\
         --model vit_base_patch16_224 --init vit_b_k710_post_pretrain.pth \\
-        --shards 'k710/train-{000000..000659}.tar' --val-shards 'k710/val-{000000..000066}.tar' \\
-        --output-dir runs/b-distill
+        --shards shards/k710-train --val-shards shards/k710-val --output-dir runs/b-distill
 
     \b
     Defaults are Table 10 (AdamW lr 1e-3 per 256 videos, wd 0.05, cosine, warmup 5, 100 epochs, RandAugment,

@@ -109,8 +109,9 @@ class RunConfig:
     """
     OFF: ClassVar[dict] = {"clip_grad": 0}  # command-line value -> None (off)
 
-    shards: str = option("", "Training shards, brace patterns allowed, e.g. 'shards/uh-{000000..001347}.tar'; "
-                             "join sets with '::'.", required=True)
+    shards: str = option("", "Training shards: a shard folder (the shards its shards.json lists) or a brace "
+                             "pattern, e.g. shards/uh or 'shards/uh/uh-{000000..001347}.tar'; join sets with "
+                             "'::'.", required=True)
     output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth.",
                              required=True, path="folder")
     model: str = option("pretrain_videomae_base_patch16_224", "Model name.")
@@ -241,8 +242,8 @@ class FinetuneConfig(RunConfig):
     OFF: ClassVar[dict] = {**RunConfig.OFF, "layer_decay": 1, "randaug": "none"}
 
     # The run defaults that differ from pretraining's.
-    shards: str = option("", "Labeled training shards (KEY.cls), brace patterns allowed, e.g. "
-                             "'k710/train-{000000..000659}.tar'.", required=True)
+    shards: str = option("", "Labeled training shards (KEY.cls): a shard folder or a brace pattern, e.g. "
+                             "shards/k710-train.", required=True)
     output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth, "
                                  "checkpoint-best.pth.", required=True, path="folder")
     model: str = "vit_base_patch16_224"
@@ -258,7 +259,8 @@ class FinetuneConfig(RunConfig):
     clip_grad: float | None = None
     keep_last: int = option(1, "Epoch checkpoints to keep (besides checkpoint-best.pth).")
     # Fine-tuning's own.
-    val_shards: str | None = option(None, "Labeled shards for the single-view validation after every epoch.")
+    val_shards: str | None = option(None, "Labeled shards (folder or pattern) for the single-view validation "
+                                          "after every epoch.")
     num_classes: int = option(400, "Classes of the new head.")
     init: str | None = option(None, "Initial weights: a pretrain or fine-tuned checkpoint (vmae or official). A "
                                     "K710 head is converted for 400/600/700 classes, any other mismatching head "
@@ -334,7 +336,8 @@ class DistillConfig(FinetuneConfig):
 @dataclass(frozen=True)
 class EvalConfig:
     """Multi-view testing: every video decoded once, its segments x crops views cut from that decode."""
-    shards: str = option("", "Labeled shards to score, e.g. 'k400/val-{000000..000019}.tar'.", required=True)
+    shards: str = option("", "Labeled shards to score: a shard folder or a brace pattern, e.g. shards/k710-val.",
+                         required=True)
     checkpoint: str = option("", "Fine-tuned checkpoint (vmae or official; weights under model or module).",
                              required=True, path="existing")
     model: str | None = option(None, "Model name.", unset="the name recorded in the checkpoint")
@@ -396,7 +399,7 @@ class FeatureConfig:
     out: str = option("", "Folder for KEY.npy and index.parquet.", required=True, path="folder")
     videos: str | None = option(None, "Folder of video files (searched recursively); KEY = path without the "
                                       "suffix.", path="existing-folder")
-    shards: str | None = option(None, "Or shards (KEY.mp4 members); KEY = the sample key.")
+    shards: str | None = option(None, "Or shards (a folder or a brace pattern); KEY = the sample key.")
     num_classes: int | None = None
     model_key: str = option("model|module", "Key(s) of the state dict in the checkpoint.")
     num_frames: int = option(16, "Frames per window (the model's).")
