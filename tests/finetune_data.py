@@ -1,7 +1,7 @@
 """Labeled shards whose classes a tiny model can learn in a few dozen CPU steps: the class is the colour
 of the clip (red, green, blue), under per-pixel noise and a moving grey square, so crops, flips, erasing and
 mixup leave it recognisable. Written with webdataset's TarWriter and the project's sample format, plus the
-shards.json the stream reads its epoch length from. Cached per test session (encoding costs a few seconds).
+index.parquet the stream reads its epochs from. Cached per test session (encoding costs a few seconds).
 """
 import json
 from pathlib import Path
@@ -11,6 +11,7 @@ import webdataset as wds
 
 from videos import write_video
 from vmae.shards.format import encode_sample
+from vmae.shards.index import index_tars, write_index
 
 COLOURS = ((200, 40, 40), (40, 190, 40), (40, 60, 210))
 _CACHE: dict = {}
@@ -29,7 +30,8 @@ def colour_clip(n: int, colour, rng: np.random.Generator, size=(64, 64)) -> np.n
 
 def write_labeled_shards(out_dir, name: str, videos_per_shard, seed: int, frames: int = 24, size=(64, 64),
                          stride: int = 2) -> str:
-    """Shards NAME-%06d.tar under out_dir (class of video i = i % 3) and shards.json; returns the pattern."""
+    """Shards NAME-%06d.tar under out_dir (class of video i = i % 3), shards.json and index.parquet; returns the
+    pattern."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -49,6 +51,7 @@ def write_labeled_shards(out_dir, name: str, videos_per_shard, seed: int, frames
     (out / "tmp.mp4").unlink()
     (out / "shards.json").write_text(json.dumps({"name": name, "shards": entries,
                                                  "totals": {"samples": number}}))
+    write_index(out, index_tars([str(out / e["file"]) for e in entries]))
     last = len(videos_per_shard) - 1
     return str(out / f"{name}-{{000000..{last:06d}}}.tar")
 

@@ -3,6 +3,7 @@ their index), batch shapes per mode, repeated augmentation, one-decode test view
 counted, rank splits, epoch length from shards.json."""
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import webdataset as wds
 from videos import index_frames, write_video
 
 from vmae.shards.format import encode_sample
+from vmae.shards.index import MissingIndexError, index_tars, write_index
 from vmae.training import sampling, transforms
 from vmae.training.data import StreamConfig, make_loader, shard_urls
 from vmae.training.decode import get_decoder
@@ -37,7 +39,8 @@ VIDEOS = {"long4": (100, 4, 0), "long2": (80, 2, 1), "short4": (30, 4, 2), "tiny
 
 
 def write_shards(root, name, groups, make_frames=colour_frames, labeled=True, index=True, extra=()):
-    """Shards NAME-%06d.tar, one per group of (key, n, stride, label), plus shards.json; returns the pattern."""
+    """Shards NAME-%06d.tar, one per group of (key, n, stride, label), plus shards.json and index.parquet;
+    returns the pattern."""
     root.mkdir(parents=True, exist_ok=True)
     listed = []
     for s, group in enumerate(groups):
@@ -53,6 +56,7 @@ def write_shards(root, name, groups, make_frames=colour_frames, labeled=True, in
     if index:
         total = sum(s["samples"] for s in listed)
         (root / "shards.json").write_text(json.dumps({"shards": listed, "totals": {"samples": total}}))
+        write_index(root, index_tars([str(root / s["file"]) for s in listed]))
     return str(root / f"{name}-{{000000..{len(groups) - 1:06d}}}.tar")
 
 
@@ -90,12 +94,12 @@ class _FixedStart:
 
 def test_pretrain_positions_views_and_shapes(colour_shards):
     cfg = StreamConfig(shards=colour_shards, mode="pretrain", input_size=32, batch_size=2, num_sample=2,
-                       workers=2, seed=1)
+                       workers=2, seed=1, resampled=True)
     seen = set()
     for batch in batches(cfg, count=20):
         video = batch["video"]
         assert video.dtype == torch.uint8 and video.shape == (4, 3, 16, 32, 32)
-        assert set(batch) == {"video", "key", "source", "skipped"} and batch["skipped"] == 0
+        assert set(batch) == {"video", "key", "source", "pos", "skipped"} and batch["skipped"] == 0
         assert batch["key"][0::2] == batch["key"][1::2]  # the views of one video are adjacent
         for row in range(4):
             n, stride, _ = VIDEOS[batch["key"][row]]
@@ -243,16 +247,19 @@ def test_ranks_split_shards_disjointly_and_epoch_lengths(tmp_path):
     assert not per_rank[0] & per_rank[1]
     assert per_rank[0] | per_rank[1] == {k for g in groups for k, *_ in g}
     train = StreamConfig(shards=pattern, mode="train", input_size=32, batch_size=2, workers=1)
-    assert make_loader(train, 0, 2)[1] == 15 // 4
-    # Two shard sets joined with '::'; no shards.json in the second: the epoch length is unknown.
+    assert make_loader(train, 0, 2)[1] == 4  # exact: 15 samples padded to 16 = 2 ranks x 4 batches of 2
+    assert make_loader(replace(train, accum_steps=3), 0, 2)[1] == 6  # padded to 24: 2 steps of 3 batches
+    assert make_loader(replace(train, resampled=True), 0, 2)[1] == 15 // 4
+    # Two shard sets joined with '::'; no index in the second: a resampled stream's epoch length is unknown,
+    # an exact stream cannot start.
     other = write_shards(tmp_path / "other", "o", [[("o1", 20, 4, 0)]], index=False)
-    assert make_loader(StreamConfig(shards=f"{pattern}::{other}", mode="train", workers=0), 0, 1)[1] is None
-    assert make_loader(StreamConfig(shards=pattern.replace("000004", "000001"), mode="pretrain", batch_size=2,
-                                    workers=0))[1] == 6 // 2
+    joined = StreamConfig(shards=f"{pattern}::{other}", mode="train", workers=0, resampled=True)
+    assert make_loader(joined, 0, 1)[1] is None
+    with pytest.raises(MissingIndexError, match="index.parquet not found"):
+        make_loader(replace(joined, resampled=False))
     # A shard folder stands for the shards its shards.json lists, as the brace pattern does.
     assert shard_urls(str(tmp_path)) == shard_urls(pattern)
-    assert make_loader(StreamConfig(shards=str(tmp_path), mode="train", input_size=32, batch_size=2, workers=1),
-                       0, 2)[1] == 15 // 4
+    assert make_loader(replace(train, shards=str(tmp_path)), 0, 2)[1] == 4
     with pytest.raises(FileNotFoundError, match="incomplete"):
         shard_urls(f"{pattern}::{tmp_path / 'other'}")
 
@@ -262,7 +269,7 @@ def test_one_pass_streams_end_and_resampled_ones_do_not(colour_shards):
                        workers=0)
     out = batches(cfg)
     assert sorted(k for b in out for k in b["key"]) == sorted(VIDEOS)
-    resampled = StreamConfig(shards=colour_shards, mode="pretrain", input_size=32, batch_size=2, workers=0)
+    resampled = replace(cfg, resampled=True)
     assert len(batches(resampled, count=7)) == 7  # more than one pass of 6 videos
 
 

@@ -8,14 +8,20 @@ DIR/shards.json      per shard file, samples, bytes, sha256, sources; totals; na
 """
 import json
 import re
+import tarfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from webdataset.tariterators import base_plus_ext
 
 from vmae.atomic import TEMP_SUFFIX, atomic_path, write_text
+from vmae.errors import VmaeError
+from vmae.shards.files import file_name, open_file, sibling_url
 
 INDEX = "index.parquet"
 SKIPPED = "skipped.parquet"
@@ -78,8 +84,8 @@ def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options:
                    out_dir / SKIPPED)
     rows = [(key, s["file"], member, offset, size) for s in sidecars for key, member, offset, size in s["members"]]
     columns = list(zip(*rows)) if rows else [[]] * 5
-    _write_parquet(pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, INDEX_SCHEMA)],
-                                        schema=INDEX_SCHEMA), out_dir / INDEX)
+    write_index(out_dir, pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, INDEX_SCHEMA)],
+                                              schema=INDEX_SCHEMA))
     shards = [{k: s[k] for k in ("file", "samples", "bytes", "sha256", "sources")} for s in sidecars]
     sources = sum((Counter(s["sources"]) for s in shards), Counter())
     summary = {
@@ -92,6 +98,23 @@ def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options:
     }
     write_text(out_dir / SHARDS_JSON, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def index_tars(urls: list[str]) -> pa.Table:
+    """The index rows of tar shards written by other tools (vmae's writer records them as it writes): every
+    regular member's key (as webdataset groups them), shard file name, name, data offset and size."""
+    rows = []
+    for url in urls:
+        with open_file(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+            rows += [(base_plus_ext(m.name)[0], file_name(url), m.name, m.offset_data, m.size)
+                     for m in tar if m.isreg()]
+    columns = list(zip(*rows)) if rows else [[]] * 5
+    return pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, INDEX_SCHEMA)], schema=INDEX_SCHEMA)
+
+
+def write_index(out_dir, table: pa.Table) -> Path:
+    _write_parquet(table, Path(out_dir) / INDEX)
+    return Path(out_dir) / INDEX
 
 
 def read_shards_json(shard_dir) -> dict:
@@ -107,6 +130,69 @@ def read_index(shard_dir, filters=None) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: rerun `vmae-data shard` with the same options to finish it")
     return pq.read_table(path, filters=filters).to_pandas()
+
+
+class MissingIndexError(VmaeError, FileNotFoundError):
+    """A shard set's index.parquet is missing or does not list a shard."""
+
+
+TAR_BLOCK = 512
+
+
+def _sample_ends(table: pa.Table) -> dict[str, np.ndarray]:
+    """shard file -> the byte offset at which each of its samples ends (its last member's data, padded to a
+    whole tar block), in file order."""
+    table = table.sort_by([("shard", "ascending"), ("offset", "ascending")])
+    shard, key = table["shard"].combine_chunks(), table["key"].combine_chunks()
+    ends = (table["offset"].to_numpy() + table["size"].to_numpy() + TAR_BLOCK - 1) // TAR_BLOCK * TAR_BLOCK
+    last = np.ones(len(table), bool)  # the last member of a sample: the next row has another key or shard
+    if len(table) > 1:
+        last[:-1] = pc.or_(pc.not_equal(key[1:], key[:-1]),
+                           pc.not_equal(shard[1:], shard[:-1])).to_numpy(zero_copy_only=False)
+    names = shard.filter(pa.array(last)).to_numpy(zero_copy_only=False)
+    ends = ends[last]
+    cuts = np.flatnonzero(names[1:] != names[:-1]) + 1
+    return {str(names[a]): ends[a:b] for a, b in zip([0, *cuts], [*cuts, len(names)]) if b > a}
+
+
+def read_sample_ends(index_url: str) -> dict[str, np.ndarray]:
+    """Per shard file of an index.parquet (read through fsspec): where each sample ends, see _sample_ends."""
+    try:
+        with open_file(index_url) as f:
+            table = pq.read_table(f, columns=["key", "shard", "offset", "size"])
+    except FileNotFoundError as err:
+        raise MissingIndexError(f"{index_url} not found: the exact epoch stream reads each sample's byte offset "
+                                "from the shard set's index.parquet (`vmae-data shard` writes it beside the "
+                                "shards); copy it there, name it with --index, or use --stream resampled") from err
+    return _sample_ends(table)
+
+
+def shard_ends(sets: list[list[str]], index: str | None = None) -> list[np.ndarray]:
+    """For every shard URL of the shard sets (in order), where each of its samples ends in the file.
+
+    Each set is looked up in the index.parquet beside its shards, or in `index`: one URL, or as many
+    '::'-joined URLs as there are sets. Each index is read once."""
+    indexes = index.split("::") if index else [None] * len(sets)
+    if len(indexes) == 1 and len(sets) > 1:
+        indexes = indexes * len(sets)
+    if len(indexes) != len(sets):
+        raise MissingIndexError(f"--index names {len(indexes)} index files for {len(sets)} '::'-joined shard "
+                                "sets: give one per set, in the same order")
+    tables, out = {}, []
+    for urls, given in zip(sets, indexes):
+        for url in urls:
+            where = given or sibling_url(url, INDEX)
+            if where is None:
+                raise MissingIndexError(f"cannot tell where the index of {url!r} is (no argument of the pipe "
+                                        "names a .tar file): give the shard set's index.parquet with --index")
+            if where not in tables:
+                tables[where] = read_sample_ends(where)
+            ends = tables[where].get(file_name(url))
+            if ends is None:
+                raise MissingIndexError(f"{where} does not list the shard {file_name(url)} ({url}): the index "
+                                        "belongs to another shard set; give the right one with --index")
+            out.append(ends)
+    return out
 
 
 def read_skipped(shard_dir) -> pd.DataFrame:

@@ -1,16 +1,20 @@
 """The shard stream: WebDataset shards in, batches of uint8 clips out.
 
-Stages (each worker): shard list (resampled, or split by rank then by worker) -> tar members -> samples ->
-shuffle buffer -> decode + sample frames + crop (one decode per video, `num_sample` views) -> batches (each
-view written once, straight into its row of the batch in the model's layout).
-A sample that fails to decode is logged (key and shard) and counted in the next batch's `skipped`.
-Normalisation to float happens on the device (`transforms.normalize`), masks are drawn there too.
+Stages (each worker): the samples it reads -> shuffle buffer -> decode + sample frames + crop (one decode per
+video, `num_sample` views) -> batches (each view written once, straight into its row of the batch in the
+model's layout). Normalisation to float happens on the device (`transforms.normalize`), masks are drawn there.
 
-Resampled streams (pretraining default) are endless: take `steps_per_epoch` batches per epoch. Other streams
-make one pass: each rank reads each of its shards exactly once (shards are dealt to ranks round-robin, then to
-workers), so evaluation sees every video once over all ranks.
+Which samples a worker reads:
+- exact (training default): epoch by epoch, a plan (vmae.training.epochs) deals every sample of the shard
+  set once over ranks x workers, in ranges of shards read from the byte offsets in the set's index.parquet;
+  every rank gets the same number of whole batches (padding repeats a few samples). Call
+  `loader.dataset.set_epoch(epoch, spent)` before each epoch; a batch's `pos` are its videos' epoch positions,
+  which a checkpoint records so that a resumed epoch deals only the positions not yet spent.
+- resampled (`resampled=True`): whole shards drawn with replacement, endless (webdataset's classic way).
+- val/test: one pass, shards dealt to ranks round-robin, then to workers: every video once over all ranks.
+A sample that fails to decode is logged (key and shard) and counted in the next batch's `skipped`; in an exact
+stream its slot takes a repeat of the worker's previous video, so every rank keeps its number of batches.
 """
-import json
 import logging
 import math
 import random
@@ -22,11 +26,13 @@ import numpy as np
 import torch
 import webdataset as wds
 
+from vmae.shards.files import tar_samples
 from vmae.shards.format import decode_sample
-from vmae.shards.index import read_shards_json
+from vmae.shards.index import MissingIndexError, read_shards_json, shard_ends
 from vmae.training import sampling, transforms
 from vmae.training.config import common_problems, raise_problems
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
+from vmae.training.epochs import EpochPlan, epoch_slots, plan_epoch
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +52,9 @@ class StreamConfig:
       val (one centre view), test (test_segments x test_crops views from one decode).
     batch_size: videos per process per batch (a batch holds batch_size * num_sample clips in pretrain/train).
     num_sample: repeated augmentation, views per decoded video (pretrain/train).
-    resampled: draw shards with replacement, endless (None: True for pretrain, False otherwise).
+    resampled: draw whole shards with replacement, endless, instead of exact epochs (pretrain/train).
+    accum_steps: batches per optimiser step: an exact epoch gives every rank a whole number of steps.
+    index: the shard set's index.parquet (one URL per '::'-joined set); None: the one beside the shards.
     stride: frame stride for dense sampling (None: each sample's KEY.json `stride`, 4 if absent).
     sparse: SSV2-style segment sampling instead of dense strided windows (train/val/test).
     short_side: val/test resize of the shorter side before cropping (None: input_size).
@@ -65,7 +73,9 @@ class StreamConfig:
     decoder: str = DEFAULT_DECODER
     shuffle_buffer: int = 100
     seed: int = 0
-    resampled: bool | None = None
+    resampled: bool = False
+    accum_steps: int = 1
+    index: str | None = None
     stride: int | None = None
     sparse: bool = False
     flip: bool = True
@@ -82,7 +92,7 @@ class StreamConfig:
         if not self.shards:
             problems.append("shards is empty: give a shard pattern such as 'DIR/name-{000000..000009}.tar'")
         problems += common_problems(self, ("num_frames", "input_size", "batch_size", "num_sample", "test_segments",
-                                           "test_crops"), ("stride",))
+                                           "test_crops", "accum_steps"), ("stride",))
         if self.shuffle_buffer < 0:
             problems.append(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         if self.decoder not in ("pyav", "decord"):
@@ -90,7 +100,7 @@ class StreamConfig:
         if self.short_side is not None and self.short_side < self.input_size:
             problems.append(f"short_side {self.short_side} is smaller than the crop input_size {self.input_size}")
         if self.resampled and self.mode in ("val", "test"):
-            problems.append(f"{self.mode} mode reads every video once: set resampled to False or None")
+            problems.append(f"{self.mode} mode reads every video once: resampled must be False")
         raise_problems(self, problems)
 
     @classmethod
@@ -102,8 +112,9 @@ class StreamConfig:
         return cls(**{**shared, **settings})
 
     @property
-    def is_resampled(self) -> bool:
-        return self.mode == "pretrain" if self.resampled is None else self.resampled
+    def exact(self) -> bool:
+        """Exact epochs: training modes unless resampled."""
+        return self.mode in ("pretrain", "train") and not self.resampled
 
     @property
     def views(self) -> int:
@@ -112,16 +123,22 @@ class StreamConfig:
                 "test": self.test_segments * self.test_crops}[self.mode]
 
 
-def shard_urls(shards: str) -> list[str]:
-    """Every shard URL of a pattern: braces expanded, '::'-joined sets concatenated; a local shard folder
-    stands for the shards its shards.json lists (so a user need not count them)."""
-    urls = []
+def shard_sets(shards: str) -> list[list[str]]:
+    """The shard URLs of each '::'-joined set of a pattern: braces expanded; a local shard folder stands for
+    the shards its shards.json lists (so a user need not count them)."""
+    sets = []
     for part in shards.split("::"):
         folder = _local_path(part)
         if folder is not None and folder.is_dir():
-            urls += [str(folder / entry["file"]) for entry in read_shards_json(folder)["shards"]]
+            sets.append([str(folder / entry["file"]) for entry in read_shards_json(folder)["shards"]])
         else:
-            urls += wds.shardlists.expand_urls(part)
+            sets.append(wds.shardlists.expand_urls(part))
+    return sets
+
+
+def shard_urls(shards: str) -> list[str]:
+    """Every shard URL of a pattern (see shard_sets), the sets concatenated."""
+    urls = [url for urls in shard_sets(shards) for url in urls]
     if not urls:
         raise ValueError(f"the shard pattern {shards!r} names no shard")
     return urls
@@ -133,27 +150,8 @@ def _local_path(url: str) -> Path | None:
     return None if ":" in url.split("/")[0] else Path(url)
 
 
-def shard_sizes(urls: list[str]) -> dict[str, int] | None:
-    """Samples per shard from the shards.json next to each local shard; None if any is unknown."""
-    sizes, tables = {}, {}
-    for url in urls:
-        path = _local_path(url)
-        if path is None:
-            return None
-        index = path.parent / "shards.json"
-        if index not in tables:
-            if not index.is_file():
-                return None
-            info = json.loads(index.read_text())
-            tables[index] = {Path(entry["file"]).name: int(entry["samples"]) for entry in info.get("shards", [])}
-        if path.name not in tables[index]:
-            return None
-        sizes[url] = tables[index][path.name]
-    return sizes
-
-
 def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
-    """The shards a rank reads in a one-pass stream (round-robin over the URL list)."""
+    """The shards a rank reads in a val/test pass (round-robin over the URL list)."""
     return urls[rank::world_size]
 
 
@@ -161,19 +159,22 @@ def worker_shards(urls: list[str], worker: int, num_workers: int) -> list[str]:
     return urls[worker::num_workers]
 
 
-def steps_per_epoch(cfg: StreamConfig, rank: int, world_size: int) -> int | None:
-    """Batches per process per epoch. Training: the shard set's samples / (batch_size x world_size). Val/test:
-    the exact number of batches this rank yields (every worker ends with a partial batch). None if unknown."""
-    urls = shard_urls(cfg.shards)
-    sizes = shard_sizes(urls)
+def steps_per_epoch(cfg: StreamConfig, sizes: list[int] | None, rank: int, world_size: int) -> int | None:
+    """Batches per process per epoch, for shards of `sizes` samples (None: unknown). Exact: the epoch padded to
+    whole steps of every rank. Resampled: samples / (batch_size x world_size). Val/test: the exact number of
+    batches this rank yields (every worker ends with a partial batch)."""
     if sizes is None:
         return None
+    if cfg.exact:
+        return epoch_slots(sum(sizes), world_size, cfg.batch_size, cfg.accum_steps) // (cfg.batch_size * world_size)
     if cfg.mode in ("pretrain", "train"):
-        return sum(sizes.values()) // (cfg.batch_size * world_size)
+        return sum(sizes) // (cfg.batch_size * world_size)
+    urls = shard_urls(cfg.shards)
+    size = dict(zip(urls, sizes))
+    workers = max(cfg.workers, 1)
     mine = rank_shards(urls, rank, world_size)
-    per_worker = [sum(sizes[u] for u in worker_shards(mine, w, max(cfg.workers, 1)))
-                  for w in range(max(cfg.workers, 1))]
-    return sum(math.ceil(n / cfg.batch_size) for n in per_worker)
+    return sum(math.ceil(sum(size[u] for u in worker_shards(mine, w, workers)) / cfg.batch_size)
+               for w in range(workers))
 
 
 # --- per-video work: decode once, cut the views ----------------------------------------------------------
@@ -235,6 +236,43 @@ def test_views(cfg: StreamConfig, reader, stride: int) -> list[torch.Tensor]:
 
 # --- the stream ---------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class _Failed:
+    """A sample that could not be read or decoded, at epoch position `pos` (-1 outside exact streams)."""
+    pos: int
+
+
+def _log_and_continue(err) -> bool:
+    log.warning("shard read error, going on with the next shard: %s", err)
+    return True
+
+
+def _read_shards(sources):
+    for source in sources:
+        yield from tar_samples(source["url"], handler=_log_and_continue)
+
+
+def _read_ranges(ranges, urls: list[str], ends: list[np.ndarray]):
+    """An exact stream's samples: each Range read sequentially from the byte offsets of the index, each sample
+    tagged with its epoch position. Samples a range fails to give (a read error) come out as _Failed."""
+    for r in ranges:
+        offsets, want, got = ends[r.shard], r.stop - r.start, 0
+        start = int(offsets[r.start - 1]) if r.start else 0
+        for sample in tar_samples(urls[r.shard], start, int(offsets[r.stop - 1]), _log_and_continue):
+            if got == want:
+                log.warning("%s: bytes %d-%d hold more samples than its index lists (%d): the index is stale; "
+                            "rewrite the shard set with `vmae-data shard`", urls[r.shard], start,
+                            offsets[r.stop - 1], want)
+                break
+            sample["__pos__"], sample["__repeat__"] = r.pos + got, r.repeat
+            got += 1
+            yield sample
+        if got < want:
+            log.warning("%s: %d of samples %d-%d could not be read", urls[r.shard], want - got, r.start, r.stop - 1)
+        for pos in range(r.pos + got, r.pos + want):
+            yield _Failed(pos)
+
+
 def _open(sample: dict):
     """(video bytes, metadata, label) of a raw tar sample; malformed members count as decode errors."""
     try:
@@ -245,16 +283,21 @@ def _open(sample: dict):
 
 
 def _clips(samples, cfg: StreamConfig, seed_words: tuple):
-    """Decode and cut each sample into a dict (video, key, source, label). A sample that fails is logged and
-    yields the int 1 instead, so the batching stage can count it."""
+    """Decode and cut each sample into a dict (views, key, source, label, pos). A sample that fails is logged
+    and comes out as _Failed, so the batching stage can count it."""
     decoder = get_decoder(cfg.decoder)
     labeled = cfg.mode != "pretrain"
     failures = 0
     for number, sample in enumerate(samples):
-        key, url = sample.get("__key__"), sample.get("__url__")
-        # One generator per sample, from (seed, rank, worker, pass, sample number): a sample's augmentation
-        # does not depend on how many samples before it failed.
-        rng = np.random.default_rng([*seed_words, number])
+        if isinstance(sample, _Failed):
+            yield sample
+            continue
+        key, url, pos = sample.get("__key__"), sample.get("__url__"), sample.get("__pos__", -1)
+        # One generator per sample, so that its augmentation does not depend on how many samples before it
+        # failed: exact streams seed it from (seed, epoch, position, repeat), so a resumed epoch augments
+        # each sample as an uninterrupted one would; others from (seed, rank, worker, pass, sample number).
+        words = (*seed_words, pos, int(sample["__repeat__"])) if pos >= 0 else (*seed_words, number)
+        rng = np.random.default_rng(words)
         try:
             video, meta, label = _open(sample)
             if labeled and label is None:
@@ -269,25 +312,40 @@ def _clips(samples, cfg: StreamConfig, seed_words: tuple):
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(f"{failures} samples in a row failed to decode (last: {key} in {url}); "
                                    "check the shards with `vmae-data verify --decode`") from err
-            yield 1
+            yield _Failed(pos)
             continue
         failures = 0
-        yield {"views": views, "key": key, "source": meta.get("source") or "", "label": label}
+        yield {"views": views, "key": key, "source": meta.get("source") or "", "label": label, "pos": pos}
 
 
 def _batches(items, cfg: StreamConfig):
-    """Batches of batch_size videos, each carrying the failures counted since the previous batch. One-pass
-    val/test streams end with their partial batch, possibly empty, so no failure goes uncounted; training
+    """Batches of batch_size videos, each carrying the failures counted since the previous batch.
+
+    Exact streams give the slot of a failed sample (keeping its position, so that it counts as spent) to a
+    repeat of the previous good video, so every worker yields exactly its share of whole batches. One-pass
+    val/test streams end with their partial batch, possibly empty, so no failure goes uncounted; resampled
     streams drop a final partial batch (its failures were logged)."""
-    batch, skipped = _Batch(cfg), 0
+    batch, skipped, last, owed = _Batch(cfg), 0, None, []
     for item in items:
-        if isinstance(item, int):
-            skipped += item
-            continue
-        batch.add(item)
-        if len(batch) == cfg.batch_size:
-            yield batch.finish(skipped)
-            batch, skipped = _Batch(cfg), 0
+        if isinstance(item, _Failed):
+            skipped += 1
+            if not cfg.exact:
+                continue
+            if last is None:  # nothing to repeat yet: the first good video fills these slots too
+                owed.append(item.pos)
+                continue
+            item = {**last, "pos": item.pos}
+        else:
+            last = item
+        for one in [item] + [{**item, "pos": pos} for pos in owed]:
+            batch.add(one)
+            if len(batch) == cfg.batch_size:
+                yield batch.finish(skipped)
+                batch, skipped = _Batch(cfg), 0
+        owed = []
+    if owed:
+        raise RuntimeError(f"none of the {len(owed)} samples this worker read could be decoded (see the messages "
+                           "above); check the shards with `vmae-data verify --decode`")
     if cfg.mode in ("val", "test") and (len(batch) or skipped):
         yield batch.finish(skipped)
 
@@ -314,7 +372,7 @@ class _Batch:
         self.cfg = cfg
         self.shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
         self.video = None  # allocated with the first video, so an empty final batch costs nothing
-        self.keys, self.sources, self.labels = [], [], []
+        self.keys, self.sources, self.labels, self.pos = [], [], [], []
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -331,6 +389,7 @@ class _Batch:
         self.keys.append(item["key"])
         self.sources.append(item["source"])
         self.labels.append(item["label"])
+        self.pos.append(item["pos"])
 
     def finish(self, skipped: int = 0) -> dict:
         cfg, n = self.cfg, len(self)
@@ -344,15 +403,11 @@ class _Batch:
         batch = {"video": video,
                  "key": [k for k in self.keys for _ in range(repeat)],
                  "source": [s for s in self.sources for _ in range(repeat)],
+                 "pos": torch.tensor([p for p in self.pos for _ in range(repeat)], dtype=torch.int64),
                  "skipped": skipped}
         if cfg.mode != "pretrain":
             batch["label"] = torch.tensor([x for x in self.labels for _ in range(repeat)], dtype=torch.int64)
         return batch
-
-
-def _log_and_continue(err) -> bool:
-    log.warning("shard read error, going on with the next shard: %s", err)
-    return True
 
 
 def _take(items, index: int, count: int):
@@ -362,34 +417,57 @@ def _take(items, index: int, count: int):
 
 
 class ClipStream(torch.utils.data.IterableDataset):
-    """The per-worker pipeline; which shards it reads depends on (rank, world_size, worker)."""
+    """The per-worker pipeline; which samples it reads depends on (rank, world_size, worker) and, in an exact
+    stream, on the epoch set by `set_epoch`."""
 
     def __init__(self, cfg: StreamConfig, rank: int, world_size: int):
         super().__init__()
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
         self.urls = shard_urls(cfg.shards)
+        self.workers = max(cfg.workers, 1)
+        try:
+            self.ends = shard_ends(shard_sets(cfg.shards), cfg.index)
+        except MissingIndexError:
+            if cfg.exact:
+                raise
+            self.ends = None  # resampled and one-pass streams read whole shards; only their length is unknown
+        self.sizes = None if self.ends is None else [len(e) for e in self.ends]
+        self.plan = None
         self.passes = 0
+
+    def set_epoch(self, epoch: int, spent: np.ndarray | None = None) -> EpochPlan:
+        """Plan exact epoch `epoch` for the next pass; `spent` (bool per epoch position) marks positions already
+        trained on, which the pass leaves out (a resumed epoch)."""
+        cfg = self.cfg
+        self.plan = plan_epoch(self.sizes, cfg.seed, epoch, self.world_size, self.workers, cfg.batch_size,
+                               cfg.accum_steps, spent)
+        if self.rank == 0:
+            resumed = f", resumed with {self.plan.spent} already spent" if self.plan.spent else ""
+            log.info("epoch %d: %d samples%s, %d padding (repeats) -> %d batches of %d per rank on %d rank(s)",
+                     epoch, self.plan.samples, resumed, self.plan.padding, self.plan.batches, cfg.batch_size,
+                     self.world_size)
+        return self.plan
 
     def __iter__(self):
         cfg = self.cfg
         info = torch.utils.data.get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        # A fresh seed per pass over the stream, so each epoch of a persistent worker differs.
-        seed_words = (cfg.seed, self.rank, worker, self.passes)
-        if cfg.is_resampled:
+        if cfg.exact:
+            plan = self.plan or self.set_epoch(0)
+            seed_words = (cfg.seed, plan.epoch)
+            stages = [partial(_read_ranges, plan.ranges(self.rank, worker), self.urls, self.ends)]
+        elif cfg.resampled:
+            # A fresh seed per pass over the stream, so each pass of a persistent worker differs.
+            seed_words = (cfg.seed, self.rank, worker, self.passes)
             stages = [wds.ResampledShards(self.urls, seed=cfg.seed, deterministic=True,
-                                          worker_seed=partial(_seed_of, seed_words))]
+                                          worker_seed=partial(_seed_of, seed_words)), _read_shards]
         else:
-            # Training passes visit the shards in a new order each time (the same order on every rank and
-            # worker, so the round-robin split stays a partition); val/test keep the listed order.
-            order = _seed_of((cfg.seed, self.passes)) if cfg.mode in ("pretrain", "train") else None
-            stages = [wds.SimpleShardList(self.urls, seed=order),
-                      partial(_take, index=self.rank, count=self.world_size),
-                      partial(_take, index=worker, count=num_workers)]
-        stages.append(wds.tarfile_to_samples(handler=_log_and_continue))
+            seed_words = (cfg.seed, self.rank, worker, self.passes)
+            stages = [wds.SimpleShardList(self.urls), partial(_take, index=self.rank, count=self.world_size),
+                      partial(_take, index=worker, count=num_workers), _read_shards]
         if cfg.mode in ("pretrain", "train") and cfg.shuffle_buffer > 1:
             stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
-                                      rng=random.Random(_seed_of(seed_words))))
+                                      rng=random.Random(_seed_of((*seed_words, self.rank, worker)))))
         stages += [partial(_clips, cfg=cfg, seed_words=seed_words), partial(_batches, cfg=cfg)]
         self.passes += 1
         return iter(wds.DataPipeline(*stages))
@@ -408,9 +486,10 @@ def _seed_worker(seed: int, rank: int, worker: int):
 
 
 def make_loader(cfg: StreamConfig, rank: int = 0, world_size: int = 1):
-    """(DataLoader over the stream for this rank, steps_per_epoch or None). Batches are dicts, see `collate`:
-    `video` uint8, `key`, `source`, `label` (not in pretrain) int64, `skipped` (samples this worker could not
-    decode since its previous batch)."""
+    """(DataLoader over the stream for this rank, steps_per_epoch or None). Batches are dicts, see `_Batch`:
+    `video` uint8, `key`, `source`, `label` (not in pretrain) int64, `pos` int64 (epoch positions in exact
+    streams, else -1), `skipped` (samples this worker could not decode since its previous batch).
+    Exact streams: call `loader.dataset.set_epoch(epoch)` before each epoch (epoch 0 by default)."""
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     urls = shard_urls(cfg.shards)
@@ -421,8 +500,10 @@ def make_loader(cfg: StreamConfig, rank: int = 0, world_size: int = 1):
     if cfg.mode == "train" and cfg.randaug:
         # Build RandAugment (and import timm) once here: forked workers inherit it instead of each paying it.
         transforms.randaugment_transform(cfg.randaug, cfg.input_size)
+    stream = ClipStream(cfg, rank, world_size)
+    # Exact streams start fresh workers each epoch, so that they see the epoch's plan.
     loader = torch.utils.data.DataLoader(
-        ClipStream(cfg, rank, world_size), batch_size=None, num_workers=cfg.workers,
-        persistent_workers=cfg.workers > 0, pin_memory=torch.cuda.is_available(),
+        stream, batch_size=None, num_workers=cfg.workers, persistent_workers=cfg.workers > 0 and not cfg.exact,
+        pin_memory=torch.cuda.is_available(),
         worker_init_fn=partial(_seed_worker, cfg.seed, rank) if cfg.workers > 0 else None)
-    return loader, steps_per_epoch(cfg, rank, world_size)
+    return loader, steps_per_epoch(cfg, stream.sizes, rank, world_size)

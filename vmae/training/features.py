@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import webdataset as wds
 from tqdm import tqdm
 
 from vmae.atomic import atomic_path
+from vmae.shards.files import tar_samples
 from vmae.shards.format import decode_sample
 from vmae.training.config import FeatureConfig
 from vmae.training.data import shard_urls
@@ -84,9 +84,10 @@ def video_inputs(cfg: FeatureConfig):
         for path in files:
             yield path.relative_to(root).with_suffix("").as_posix(), path.read_bytes
         return
-    for sample in wds.DataPipeline(wds.SimpleShardList(shard_urls(cfg.shards)), wds.tarfile_to_samples()):
-        key, data, _, _ = decode_sample(sample)
-        yield key, (lambda data=data: data)
+    for url in shard_urls(cfg.shards):
+        for sample in tar_samples(url):
+            key, data, _, _ = decode_sample(sample)
+            yield key, (lambda data=data: data)
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
