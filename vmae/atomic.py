@@ -1,31 +1,124 @@
-"""Write to a temporary name in the same folder, then rename: readers never see half a file."""
+"""Write to a temporary name in the same folder, check, then rename: readers never see half a file.
+
+A write that fails because of the output itself (no space, read-only, quota, no permission, not a folder)
+becomes one `StorageError` naming the folder and its free space: such a fault is never a per-row status,
+the run stops, and everything renamed into place before it stays valid.
+"""
+import errno
 import os
+import re
 import secrets
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+from vmae.errors import StorageError
+
 TEMP_SUFFIX = r"\.tmp-\d+-[0-9a-f]{12}"  # regex of what atomic_path appends to '.' + the final name
+
+# errno values, and the texts tools print for them (pyarrow, yt-dlp and ffmpeg report them in messages).
+# Permission errors are not among them: inside a write they may concern an input file; make_folder checks
+# that the output folder is writable instead.
+_STORAGE_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+                   errno.EROFS: "read-only file system", errno.EFBIG: "file too large"}
+_FOLDER_ERRNOS = {errno.EACCES: "permission denied", errno.EPERM: "operation not permitted",
+                  errno.ENOTDIR: "a parent is not a folder", errno.EEXIST: "it is a file, not a folder"}
+_STORAGE_TEXT = re.compile(r"no space left on device|disk quota exceeded|read-only file system|file too large|"
+                           r"errno (28|30|122)\b", re.IGNORECASE)
+
+
+def free_space(folder) -> str:
+    """Free space of the file system holding `folder` (or its nearest existing parent), for messages."""
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**30:.2f} GiB free"
+    except OSError:
+        return "free space unknown"
+
+
+def storage_error(folder, problem: str) -> StorageError:
+    """The error that stops a run because `folder` cannot take its output."""
+    return StorageError(f"cannot write to {folder}: {problem} ({free_space(folder)}). Nothing written before "
+                        "this is lost: free space or fix the folder (or pick another output), then rerun the "
+                        "same command; it completes exactly what is missing")
+
+
+def is_storage_text(text: str) -> bool:
+    """Whether a tool's error text reports a full, read-only or size-limited output."""
+    return bool(_STORAGE_TEXT.search(text or ""))
+
+
+def as_storage_error(error: BaseException, folder):
+    """`error` as a StorageError when it is an output fault (by errno or by its text), else None."""
+    if isinstance(error, StorageError):
+        return error
+    if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
+        return storage_error(folder, _STORAGE_ERRNOS[error.errno])
+    if isinstance(error, OSError) and is_storage_text(str(error)):
+        return storage_error(folder, _STORAGE_TEXT.search(str(error)).group(0).lower())
+    return None
+
+
+def make_folder(folder) -> Path:
+    """Create `folder` (and its parents), or raise StorageError saying why it cannot be an output folder."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if e.errno in _FOLDER_ERRNOS:
+            raise storage_error(folder, _FOLDER_ERRNOS[e.errno]) from None
+        raise as_storage_error(e, folder) or e from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+        raise storage_error(folder, "read-only file system" if read_only else "permission denied")
+    return folder
 
 
 @contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed."""
+    """Yield a temporary path next to `path`; on success it replaces `path`, on error it is removed.
+
+    The caller checks what it wrote inside the block (raise to keep it from being renamed into place).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     # The pid says which process left a file behind; the random part keeps two writers apart that share a
     # pid on different nodes of a cluster writing into one shared folder.
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        error = as_storage_error(e, path.parent)
+        if error is None:
+            raise
+        raise error from e
     finally:
         if tmp.exists():
             tmp.unlink()
 
 
+def remove_temporaries(path) -> list:
+    """Delete the temporaries that killed writers of `path` left next to it; return their names.
+    Call it only while no live process can be writing `path` (its unit's lock is held)."""
+    path = Path(path)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}{TEMP_SUFFIX}$")
+    try:
+        names = [n for n in os.listdir(path.parent) if pattern.match(n)]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        Path(path.parent, name).unlink(missing_ok=True)
+    return names
+
+
 def write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
+        if os.path.getsize(tmp) != len(data):
+            raise storage_error(Path(path).parent, f"{path} came out short")
 
 
 def write_text(path, text: str) -> None:

@@ -18,7 +18,8 @@ class ConfigError(VmaeError, ValueError):
 
 
 class OutputError(VmaeError):
-    """An output that cannot be written: its folder is read-only, is a file, or its disk is full."""
+    """An output that cannot be written: its folder is read-only, is a file, or its disk (or quota) is full. Not a
+    per-row status: the run stops at once and keeps what it finished (see vmae.atomic)."""
 
     @classmethod
     def writing(cls, folder, error: OSError) -> "OutputError":
@@ -36,3 +37,11 @@ class OutputError(VmaeError):
         else:
             fix = "choose another output folder"
         return cls(f"{folder}: cannot write the outputs ({reason}); {fix}. Nothing was written there.")
+
+
+class FolderInUseError(VmaeError):
+    """An output folder that another live process is writing (see vmae.lock), or that holds the output of
+    another job (another input or other options)."""
+
+
+StorageError = OutputError

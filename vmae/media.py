@@ -10,11 +10,13 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
-from vmae.atomic import atomic_path
+from vmae.atomic import as_storage_error, atomic_path, is_storage_text, storage_error
+from vmae.errors import StorageError
 
 # Status taxonomy: a manifest row's status is STATUS_OK or exactly one of REASONS.
 STATUS_OK = "ok"
@@ -30,9 +32,11 @@ DECODE_ERROR = "decode-error"    # a video, but truncated or corrupt
 HTTP_ERROR = "http-error"        # any other HTTP error status
 CUT_FAILED = "cut-failed"        # ffmpeg could not cut/encode for a reason not listed above
 MISSING_FILE = "missing-file"    # a local file the row points at does not exist
+INVALID_ROW = "invalid-row"      # the row's values cannot be used: a URL that is not http(s) or does not parse,
+                                 # an id that would name a file outside --from-dir
 UNKNOWN = "unknown"              # anything else; the row's `error` column keeps the message
 REASONS = (UNAVAILABLE, PRIVATE, REMOVED, GEO_BLOCKED, RATE_LIMITED, NETWORK, NOT_A_VIDEO, TOO_SHORT,
-           DECODE_ERROR, HTTP_ERROR, CUT_FAILED, MISSING_FILE, UNKNOWN)
+           DECODE_ERROR, HTTP_ERROR, CUT_FAILED, MISSING_FILE, INVALID_ROW, UNKNOWN)
 
 DEFAULT_GOP = 16          # a keyframe every 16 frames: a 16-frame sample never decodes more than 31 frames
 DEFAULT_CRF = 23
@@ -73,6 +77,11 @@ _FFMPEG_PATTERNS = [
     (NOT_A_VIDEO, r"invalid data found when processing input|does not contain any stream|matches no streams|"
                   r"could not find codec parameters|unknown format|no video stream|moov atom not found"),
 ]
+# A file that opens but has no video stream (audio only) is not a video, whatever its container.
+_NO_VIDEO_STREAM = r"does not contain any stream|matches no streams|no video stream"
+# ffmpeg reports a failed write of its output and often still exits 0.
+_WRITE_ERROR = (r"error writing trailer|error closing file|av_interleaved_write_frame|could not write header|"
+                r"error submitting a packet to the muxer|error muxing a packet|i/o error")
 
 # First bytes of the containers videos come in: a file that starts like a video but will not open is a
 # damaged video (decode-error), anything else is not a video at all (an HTML page, a text file).
@@ -104,6 +113,8 @@ def download_reason(message: str = "", http_status: int = None) -> str:
 def ffmpeg_reason(stderr: str, default: str = CUT_FAILED, path=None) -> str:
     """Map ffmpeg/ffprobe error output (about the file at `path`, if given) to a reason of the taxonomy."""
     reason = _match(_FFMPEG_PATTERNS, stderr or "", default)
+    if reason == NOT_A_VIDEO and re.search(_NO_VIDEO_STREAM, stderr or "", re.IGNORECASE):
+        return NOT_A_VIDEO
     if reason == NOT_A_VIDEO and path is not None and looks_like_video(path):
         return DECODE_ERROR
     return reason
@@ -294,36 +305,71 @@ def _encoded_frames(progress: str) -> int:
 def cut(src, dst, start_sec=None, end_sec=None, start_frame=None, num_frames=None, short_side=None, gop=None,
         fps=None, threads=None, src_fps=None, crf=DEFAULT_CRF, preset=DEFAULT_PRESET) -> Path:
     """Cut [start_sec, end_sec) (or num_frames frames from start_frame) of src into an H.264 yuv420p MP4 at
-    dst, in one ffmpeg pass, atomically. Frame mode without fps probes src for its frame rate unless
-    src_fps is given. Raises MediaError on failure, also when ffmpeg decoded past damage in the source."""
+    dst, in one ffmpeg pass, atomically. Frame mode without fps probes src for its frame rate unless src_fps
+    is given.
+
+    The clip gets its name only once it is known complete: ffmpeg reported no write error (it exits 0
+    after a failed trailer) and the written file opens with as many frames as were encoded. Raises
+    MediaError for the source's faults (also when ffmpeg decoded past damage in it), StorageError when dst's
+    folder cannot take the clip.
+    """
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise MediaError(MISSING_FILE, f"{src}: no such file")
     if start_frame is not None and not fps and not src_fps:
         src_fps = probe(src)["fps"]
     with atomic_path(dst) as tmp:
-        result = _run(cut_command(src, tmp, start_sec, end_sec, start_frame, num_frames, short_side, gop, fps,
-                                  src_fps, threads, crf, preset), CUT_FAILED, src)
+        result = subprocess.run(cut_command(src, tmp, start_sec, end_sec, start_frame, num_frames, short_side, gop,
+                                            fps, src_fps, threads, crf, preset),
+                                capture_output=True, text=True, errors="replace")
+        _check_written(result, dst)
+        if result.returncode != 0:
+            raise MediaError(ffmpeg_reason(result.stderr, CUT_FAILED, src), f"{src}: {_last_lines(result.stderr)}")
         # ffmpeg decodes past damage and still exits 0; a truncated or corrupt source must not pass as ok.
         if ffmpeg_reason(result.stderr, default="") == DECODE_ERROR:
             raise MediaError(DECODE_ERROR, f"{src}: {_last_lines(result.stderr)}")
-        if _encoded_frames(result.stdout) == 0:
+        encoded = _encoded_frames(result.stdout)
+        if encoded == 0:
             raise MediaError(TOO_SHORT, f"{src}: the requested range holds no frames (the video is shorter)")
+        try:
+            facts = probe(tmp)
+        except MediaError as e:
+            raise MediaError(CUT_FAILED, f"{dst}: the written clip does not open ({e.message})") from None
+        if encoded > 0 and facts["frames"] != encoded:
+            raise MediaError(CUT_FAILED, f"{dst}: {facts['frames']} frames written of {encoded} encoded")
     return dst
+
+
+def _check_written(result: subprocess.CompletedProcess, dst: Path) -> None:
+    """Raise when ffmpeg could not write dst: StorageError for a full, read-only or size-limited folder,
+    MediaError(cut-failed) for any other write error."""
+    if result.returncode == -signal.SIGXFSZ:
+        raise storage_error(dst.parent, "file size limit reached (ulimit -f)")
+    if is_storage_text(result.stderr):
+        raise storage_error(dst.parent, _last_lines(result.stderr, 1))
+    if re.search(_WRITE_ERROR, result.stderr or "", re.IGNORECASE):
+        raise MediaError(CUT_FAILED, f"{dst}: writing failed: {_last_lines(result.stderr)}")
 
 
 def transcode(src, short_side=None, gop=None, fps=None, crf=DEFAULT_CRF, preset=DEFAULT_PRESET,
               threads=None) -> bytes:
-    """Re-encode a whole video (a path or its bytes) to H.264 yuv420p MP4 bytes, for the shard writer."""
-    with tempfile.TemporaryDirectory(prefix="vmae-transcode-") as tmp:
-        if isinstance(src, (bytes, bytearray, memoryview)):
-            # MP4 needs a seekable input (the index may sit at the end), so bytes go through a file.
-            path = Path(tmp, "in")
-            path.write_bytes(bytes(src))
-            src = path
-        out = Path(tmp, "out.mp4")
-        cut(src, out, short_side=short_side, gop=gop, fps=fps, crf=crf, preset=preset, threads=threads)
-        return out.read_bytes()
+    """Re-encode a whole video (a path or its bytes) to H.264 yuv420p MP4 bytes, for the shard writer.
+    The work files go to the temporary folder (TMPDIR); a full one stops the run with a StorageError."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="vmae-transcode-") as tmp:
+            if isinstance(src, (bytes, bytearray, memoryview)):
+                # MP4 needs a seekable input (the index may sit at the end), so bytes go through a file.
+                path = Path(tmp, "in")
+                path.write_bytes(bytes(src))
+                src = path
+            out = Path(tmp, "out.mp4")
+            cut(src, out, short_side=short_side, gop=gop, fps=fps, crf=crf, preset=preset, threads=threads)
+            return out.read_bytes()
+    except (OSError, StorageError) as e:
+        if as_storage_error(e, tempfile.gettempdir()) is None:
+            raise
+        raise storage_error(tempfile.gettempdir(), f"the temporary folder for transcoding is full or read-only "
+                                                   f"({e}); set TMPDIR to a folder with space") from None
 
 
 def default_threads(workers: int) -> int:

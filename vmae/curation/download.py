@@ -9,11 +9,16 @@ the taxonomy in vmae.media, and its `error` message.
 
 Resumable: the rows are split into fixed units; each unit writes OUT/.units/unit-NNNNNN.parquet when it
 is done, and a rerun skips ok rows and recorded failures (unless retried). A clip file already in
-OUT/clips is adopted instead of fetched again, so even a unit killed half way loses no download.
-OUT/manifest.parquet and OUT/report.json are written last, once every unit is done, with OUT/train.csv,
-val.csv (and test.csv) for the official code: its fine-tune list format, `path label_id` per line, holding
-the real clip path of every labelled ok row and nothing else (given a missing file, the reference silently
-trains on a random other video instead).
+OUT/clips is adopted instead of fetched again (once it probes complete), so even a unit killed half way
+loses no download. OUT/manifest.parquet and OUT/report.json are written last, once every unit is done, with
+OUT/train.csv, val.csv (and test.csv) for the official code: its fine-tune list format, `path label_id` per
+line, holding the real clip path of every labelled ok row and nothing else (given a missing file, the
+reference silently trains on a random other video instead).
+
+One folder, one job: OUT/download.json records the rows (keys and times) and the clip options; a run with
+other rows or options is refused. Processes may share a folder (Slurm slices, or the same command started
+twice): each unit is run under its lock file (vmae.lock), and a unit another live process holds is left to
+it. A full or read-only OUT stops the run (vmae.errors.StorageError); every other fault is one row's status.
 """
 import hashlib
 import json
@@ -22,18 +27,20 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from string import Formatter
 from typing import Optional
+from urllib.parse import urlsplit
 
 import pandas as pd
 
-from vmae import media
-from vmae.atomic import write_text
-from vmae.errors import ConfigError
+from vmae import jobs, media
+from vmae.atomic import as_storage_error, is_storage_text, make_folder, remove_temporaries, storage_error, write_text
+from vmae.errors import ConfigError, StorageError
 from vmae.executors import ExecutorConfig, my_slice, run_units
-from vmae.manifests import read_manifest, validate, write_manifest
+from vmae.lock import Lock, describe
+from vmae.manifests import manifest_base, read_manifest, resolve_path, validate, write_manifest
 from vmae.manifests.validate import write_rejects
 from vmae.manifests.errors import ManifestError
 
@@ -44,6 +51,8 @@ CVDF_TEMPLATE = "{video_id}_{start:06d}_{end:06d}.mp4"
 # Video only (the clips carry no audio), at most 720 lines: enough for any short-side resize we use.
 DEFAULT_FORMAT = "bv*[height<=720]/b[height<=720]/bv*/b"
 _RETRIED = (media.RATE_LIMITED, media.NETWORK)
+URL_SCHEMES = ("http", "https")
+JOB_FILE = "download.json"
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,10 @@ class DownloadConfig:
     rows_per_unit: int = 256
     min_fraction: float = 0.5              # a clip under this share of the requested seconds is too short
     min_frames: int = 16                   # ... and so is one under this many frames (one model input)
+
+    def clip_settings(self) -> dict:
+        """The options that decide what a clip holds; a rerun into the same folder must match them."""
+        return {k: getattr(self, k) for k in ("short_side", "gop", "crf", "preset", "min_fraction", "min_frames")}
 
     def __post_init__(self):
         if self.short_side == 0:  # the command line's "keep the size"
@@ -93,6 +106,7 @@ class Unit:
     rows: tuple          # row dicts: earlier results for finished rows, input rows for the rest
     todo: tuple          # positions in rows to process
     cfg: DownloadConfig
+    seen: Optional[int] = None  # mtime of the unit's result file when planned (None: there was none)
 
 
 @dataclass
@@ -101,6 +115,7 @@ class DownloadReport:
     units: int
     units_run: int = 0
     units_skipped: int = 0
+    units_busy: int = 0                            # held by another live process (see vmae.lock)
     processed: int = 0
     fetched: int = 0
     rejected: int = 0
@@ -117,6 +132,9 @@ class DownloadReport:
             out.append(f"  {self.rejected} invalid rows rejected (see manifest.rejects.csv)")
         for status, n in sorted(self.counts.items(), key=lambda kv: (kv[0] != media.STATUS_OK, -kv[1])):
             out.append(f"  {status:<13} {n}")
+        if self.units_busy:
+            out.append(f"  {self.units_busy} units are being run by another process into this folder; the "
+                       "process that finishes the last unit writes the manifest (or rerun this command then)")
         if self.manifest:
             out.append(f"manifest: {self.manifest}")
             out += [f"list for the official code: {path} ({n} clips)" for path, n in self.lists.items()]
@@ -146,6 +164,30 @@ def fill_template(template: str, row: dict) -> str:
     if missing:
         raise media.MediaError(media.UNKNOWN, f"row has no {', '.join(missing)} for template {template!r}")
     return template.format(**values)
+
+
+def file_in(folder, template: str, row: dict) -> Path:
+    """folder / the template filled from the row, refused when a value would lead out of the folder
+    (a video_id like '../../x' or '/etc/x') or into a hidden file."""
+    name = fill_template(template, row)
+    parts = Path(name).parts
+    if Path(name).is_absolute() or any(p in ("..", ".") or p.startswith(".") for p in parts) or "\0" in name:
+        raise media.MediaError(media.INVALID_ROW, f"--from-template {template!r} gives {name!r} for this row, "
+                                                  "which is not a file name inside --from-dir")
+    return Path(folder) / name
+
+
+def check_url(url: str) -> str:
+    """The URL when download fetches it (http or https, a host); else MediaError(invalid-row) saying why."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises ValueError for a port that is not a number
+    except ValueError as e:
+        raise media.MediaError(media.INVALID_ROW, f"{url[:200]}: not a valid URL ({e})") from None
+    if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
+        raise media.MediaError(media.INVALID_ROW, f"{url[:200]}: only http(s) URLs with a host are fetched; put "
+                                                  "local files in the path column (or use --from-dir)")
+    return url
 
 
 def clip_path(out, key: str) -> Path:
@@ -178,26 +220,26 @@ def locate(row: dict, cfg: DownloadConfig):
     out of it; otherwise [start_sec, end_sec) or the frame range is cut from the source.
     """
     if cfg.from_dir:
-        named = Path(cfg.from_dir) / fill_template(cfg.from_template, row)
         whole = bool(template_fields(cfg.from_template) & {"start", "end", "start_sec", "end_sec"})
-        return "file", named, whole
+        return "file", file_in(cfg.from_dir, cfg.from_template, row), whole
     if row.get("path"):
         return "file", Path(row["path"]), False
     if row.get("url"):
-        return "url", row["url"], False
+        return "url", check_url(row["url"]), False
     if not row.get("video_id"):
         raise media.MediaError(media.UNKNOWN, "row has no path, url or video_id to fetch the video from")
-    return "url", fill_template(cfg.url_template, row), False
+    return "url", check_url(fill_template(cfg.url_template, row)), False
 
 
-def shortfall(facts: dict, row: dict, whole: bool, cfg: DownloadConfig) -> Optional[str]:
+def shortfall(facts: dict, row: dict, cfg: DownloadConfig) -> Optional[str]:
     """Why a cut clip is too short, or None. Frame-range rows need every frame; time rows need
     min_fraction of the requested seconds; every clip needs min_frames frames."""
     num_frames = _value(row.get("num_frames"))
     if num_frames is not None and facts["frames"] < num_frames:
         return f"{facts['frames']} frames of the {num_frames} requested"
     start, end = _value(row.get("start_sec")), _value(row.get("end_sec"))
-    if not whole and start is not None and end is not None:
+    # A whole mirror file stands for [start_sec, end_sec) too: it must be about as long.
+    if start is not None and end is not None:
         wanted = end - start
         if (facts["duration"] or 0) < cfg.min_fraction * wanted:
             return (f"{facts['duration'] or 0:.2f}s of the {wanted:.2f}s requested "
@@ -236,7 +278,10 @@ def fetch(url: str, folder: Path, cfg: DownloadConfig) -> Path:
                 info = ydl.extract_info(url, download=True)
             break
         except yt_dlp.utils.YoutubeDLError as e:
-            cause = e.exc_info[1] if e.exc_info else None
+            if is_storage_text(str(e)):
+                raise storage_error(folder, str(e).removeprefix("ERROR: ")) from None
+            exc_info = getattr(e, "exc_info", None)  # only DownloadError carries the cause
+            cause = exc_info[1] if exc_info else None
             reason = media.download_reason(str(e), getattr(cause, "status", None))
             if reason not in _RETRIED or attempt == cfg.tries - 1:
                 raise media.MediaError(reason, f"{url}: {str(e).removeprefix('ERROR: ')}") from None
@@ -253,17 +298,22 @@ def fetch(url: str, folder: Path, cfg: DownloadConfig) -> Path:
 def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
     """Bring one row to a final status; return the row with path, probe facts, status and error set.
 
-    state carries the worker's time of its last request (for --sleep) and its fetch count.
+    Any fault of the row (its values, its source, the network) becomes its status and message; only a full
+    or read-only OUT raises (StorageError). state carries the worker's time of its last request (for
+    --sleep) and its fetch count.
     """
     source = row
-    row = dict(row, path=None, fps=None, frames=None, width=None, height=None, duration=None, codec=None,
-               status=None, error=None)
+    row = dict(row, fps=None, frames=None, width=None, height=None, duration=None, codec=None, status=None,
+               error=None)
     clip = clip_path(out, row["key"])
     tmp = out / ".tmp" / row["key"]
     try:
+        remove_temporaries(clip)  # partial clips of a killed run; this unit's lock is held
+        shutil.rmtree(tmp, ignore_errors=True)
         kind, where, whole = locate(source, cfg)
         # A clip already there was cut by an earlier run that stopped before recording its unit.
-        if not clip.exists():
+        facts = adopt(clip, row, cfg)
+        if facts is None:
             if kind == "file":
                 if not Path(where).is_file():
                     raise media.MediaError(media.MISSING_FILE, f"{where} does not exist" + (
@@ -276,29 +326,52 @@ def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
                     time.sleep(wait)
                 state["last_request"] = time.monotonic()
                 state["fetched"] += 1
-                tmp.mkdir(parents=True, exist_ok=True)
+                make_folder(tmp)
                 src = fetch(where, tmp, cfg)
             try:
                 _cut(src, clip, row, whole, cfg)
             except media.MediaError as e:  # name the URL, not the temporary file that is about to go
                 raise media.MediaError(e.reason, e.message.replace(str(src), str(where))) from None
-        facts = media.probe(clip)
-        problem = shortfall(facts, row, whole, cfg)
-        if problem:
-            clip.unlink()
-            raise media.MediaError(media.TOO_SHORT, f"{row['key']}: the clip has {problem}")
+            facts = media.probe(clip)
+            problem = shortfall(facts, row, cfg)
+            if problem:
+                clip.unlink()
+                raise media.MediaError(media.TOO_SHORT, f"{row['key']}: the clip has {problem}")
         row.update(facts, path=str(clip), status=media.STATUS_OK)
     except media.MediaError as e:
         row.update(status=e.reason, error=e.message)
+    except StorageError:
+        raise
+    except Exception as e:  # one bad row is one bad row: its status says what went wrong
+        error = as_storage_error(e, out)
+        if error is not None:
+            raise error from e
+        log.debug("row %s failed", row["key"], exc_info=True)
+        row.update(status=media.UNKNOWN, error=f"{type(e).__name__}: {e}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return row
 
 
-def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig):
+def adopt(clip: Path, row: dict, cfg: DownloadConfig) -> Optional[dict]:
+    """The probe facts of a clip an earlier run left under its final name, when it is complete for this row;
+    else None, and a clip that does not open or falls short is removed to be cut again."""
+    if not clip.exists():
+        return None
+    try:
+        facts = media.probe(clip)
+    except media.MediaError:
+        facts = None
+    if facts is None or shortfall(facts, row, cfg):
+        clip.unlink(missing_ok=True)
+        return None
+    return facts
+
+
+def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig) -> Path:
     start_frame, num_frames = _value(row.get("start_frame")), _value(row.get("num_frames"))
     frame_mode = not whole and start_frame is not None and num_frames is not None
-    media.cut(src, clip, start_sec=None if whole or frame_mode else _value(row.get("start_sec")),
+    return media.cut(src, clip, start_sec=None if whole or frame_mode else _value(row.get("start_sec")),
               end_sec=None if whole or frame_mode else _value(row.get("end_sec")),
               start_frame=int(start_frame) if frame_mode else None,
               num_frames=int(num_frames) if frame_mode else None,
@@ -327,14 +400,30 @@ def write_lists(manifest: pd.DataFrame, out: Path) -> dict:
 
 
 def run_unit(unit: Unit) -> dict:
-    """Process a unit's pending rows and write its result file (the unit's done-marker)."""
+    """Process a unit's pending rows under its lock and write its result file (the unit's done-marker).
+    A unit that another live process holds, or finished since it was planned, is left as it is."""
     out = Path(unit.out)
-    rows = list(unit.rows)
-    state = {"last_request": float("-inf"), "fetched": 0}
-    for i in unit.todo:
-        rows[i] = process_row(rows[i], out, unit.cfg, state)
-    write_manifest(pd.DataFrame(rows), unit_path(out, unit.index))
+    lock = Lock(unit_path(out, unit.index).with_suffix(".lock"))
+    if not lock.acquire():
+        return {"busy": describe(lock.path, lock.owner)}
+    try:
+        if _mtime(unit_path(out, unit.index)) != unit.seen:
+            return {"busy": None}  # another process finished it meanwhile
+        rows = list(unit.rows)
+        state = {"last_request": float("-inf"), "fetched": 0}
+        for i in unit.todo:
+            rows[i] = process_row(rows[i], out, unit.cfg, state)
+        write_manifest(pd.DataFrame(rows), unit_path(out, unit.index))
+    finally:
+        lock.release()
     return {"counts": Counter(rows[i]["status"] for i in unit.todo), "fetched": state["fetched"]}
+
+
+def _mtime(path: Path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
 
 
 def _earlier_results(out: Path):
@@ -347,9 +436,18 @@ def _earlier_results(out: Path):
     return rows, origin
 
 
+def job_record(rows: list, cfg: DownloadConfig) -> dict:
+    """What a download folder holds: its rows (keys and times) and the clip options."""
+    spec = sorted((r["key"], _value(r.get("start_sec")), _value(r.get("end_sec")), _value(r.get("start_frame")),
+                   _value(r.get("num_frames"))) for r in rows)
+    return {"rows": len(rows), "rows_digest": jobs.digest(spec), "clips": cfg.clip_settings()}
+
+
 def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: ExecutorConfig = ExecutorConfig(),
              progress: bool = True) -> DownloadReport:
-    """Fetch, cut and probe every row of `manifest` (a path or DataFrame) into folder `out`."""
+    """Fetch, cut and probe every row of `manifest` (a path or DataFrame) into folder `out`.
+
+    Relative `path` values start from the manifest's folder (the current folder for a DataFrame)."""
     from tqdm import tqdm
 
     started = time.monotonic()
@@ -359,13 +457,16 @@ def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: Ex
     if len(df) == 0:
         raise ManifestError("no valid rows to download", manifest if isinstance(manifest, (str, Path)) else None)
     if cfg.from_dir and not Path(cfg.from_dir).is_dir():
-        raise FileNotFoundError(f"--from-dir {cfg.from_dir} is not a folder")
+        raise ConfigError(f"--from-dir {cfg.from_dir} is not a folder")
     if cfg.threads is None:
         cfg = replace(cfg, threads=media.default_threads(executor.workers))
-    out.mkdir(parents=True, exist_ok=True)
+    base = manifest_base(manifest)
+    rows = [dict(r, path=resolve_path(r["path"], base) if isinstance(r.get("path"), str) else r.get("path"))
+            for r in df.to_dict("records")]
+    make_folder(out)
+    jobs.claim(out / JOB_FILE, job_record(rows, cfg), "download")
     write_rejects(rejects, out / "manifest.parquet")
 
-    rows = df.to_dict("records")
     earlier, origin = _earlier_results(out)
     file_rows = Counter(origin.values())
     plan = plan_units(len(rows), cfg.rows_per_unit)
@@ -382,20 +483,24 @@ def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: Ex
         if not todo and file_rows[name] == len(mine) and all(origin[r["key"]] == name for r in mine):
             report.units_skipped += 1
             continue
-        units.append(Unit(index, str(out), tuple(mine), todo, cfg))
+        units.append(Unit(index, str(out), tuple(mine), todo, cfg, _mtime(unit_path(out, index))))
 
     ok = failed = 0
     bar = tqdm(total=sum(len(u.todo) for u in units), unit="clip", desc="download", disable=not progress,
                dynamic_ncols=True)
     # The slice is taken above, over all units, so that every slice gets the same units on a rerun.
     for unit, result in run_units(run_unit, units, replace(executor, unit_index=None, num_units=None)):
+        bar.update(len(unit.todo))
+        if "busy" in result:
+            report.units_busy += result["busy"] is not None
+            report.units_skipped += result["busy"] is None
+            continue
         report.units_run += 1
         report.processed += len(unit.todo)
         report.fetched += result["fetched"]
         ok += result["counts"].get(media.STATUS_OK, 0)
         failed += len(unit.todo) - result["counts"].get(media.STATUS_OK, 0)
         bar.set_postfix(ok=ok, failed=failed, refresh=False)
-        bar.update(len(unit.todo))
     bar.close()
 
     if all(unit_path(out, i).exists() for i in range(len(plan))):

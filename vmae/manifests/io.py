@@ -1,6 +1,7 @@
 """Read and write manifests: Parquet is the format; CSV, TSV and JSONL come in and go out."""
 import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vmae.atomic import atomic_path
+from vmae.atomic import atomic_path, storage_error
 from vmae.manifests.errors import ManifestError
 from vmae.manifests.schema import COLUMNS, SCHEMA
 
@@ -59,7 +60,20 @@ def write_manifest(df: pd.DataFrame, path) -> Path:
     table = to_table(df)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+        if pq.read_metadata(tmp).num_rows != table.num_rows:  # checked before it gets its name
+            raise storage_error(Path(path).parent, f"{path} came out with missing rows")
     return Path(path)
+
+
+def resolve_path(path, base) -> str:
+    """A manifest's `path` value as an absolute path: relative ones start from `base`, the manifest's folder."""
+    p = Path(os.path.expanduser(str(path)))
+    return str(p if p.is_absolute() else (Path(base) / p).resolve())
+
+
+def manifest_base(manifest) -> Path:
+    """The folder relative paths of `manifest` (a file, or a DataFrame: the current folder) start from."""
+    return Path.cwd() if isinstance(manifest, pd.DataFrame) else Path(manifest).resolve().parent
 
 
 def read_manifest(path) -> pd.DataFrame:

@@ -44,9 +44,22 @@ def mixture_source(source: str) -> str:
     return "k710" if source in K710_VERSIONS else source
 
 # WebDataset splits a member name at its first dot, and keys become file names: letters, digits,
-# '_' and '-' only, and no leading '-' so that no tool reads a key as an option.
+# '_' and '-' only, and no leading '-' so that no tool reads a key as an option. A file name holds at most
+# 255 bytes; a clip's temporary name adds about 40 to the key (".KEY.mp4.tmp-PID-RANDOM").
+MAX_KEY_LENGTH = 200
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def key_problem(key):
+    """Why `key` cannot be a manifest key, or None."""
+    if not isinstance(key, str) or key == "":
+        return "empty key"
+    if not KEY_PATTERN.match(key):
+        return f"key {key!r} has characters other than letters, digits, '_' and '-'"
+    if len(key) > MAX_KEY_LENGTH:
+        return f"key {key[:40]}... is {len(key)} characters long (at most {MAX_KEY_LENGTH})"
+    return None
 
 
 def make_key(*parts) -> str:

@@ -4,26 +4,40 @@ from pathlib import Path
 import pandas as pd
 
 from vmae.atomic import atomic_path
-from vmae.manifests.schema import KEY_PATTERN
+from vmae.manifests.schema import key_problem
 
 REJECT_COLUMNS = ["file", "line", "key", "reason"]
+# The longest video a row may refer to: a week. Larger times are typing or parsing errors (a 1e300 in a
+# CSV), and would make keys and ffmpeg arguments that no file system or tool takes.
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_FRAMES = 10**8
+MAX_ID_LENGTH = 1024
 
 
 def row_problems(row) -> list:
     """Every reason why one manifest row (a mapping) is unusable; empty when the row is fine."""
     problems = []
     key = row.get("key")
-    if key is None or key == "":
-        problems.append("empty key")
-    elif not KEY_PATTERN.match(str(key)):
-        problems.append(f"key {key!r} has characters other than letters, digits, '_' and '-'")
+    problem = key_problem(key if key is None or isinstance(key, str) else str(key))
+    if problem:
+        problems.append(problem)
     if not row.get("source"):
         problems.append("empty source")
+    problem = id_problem(row.get("video_id"))
+    if problem:
+        problems.append(problem)
     start, end = row.get("start_sec"), row.get("end_sec")
     if _present(start) and start < 0:
         problems.append(f"start_sec {start} is negative")
+    for name, value in (("start_sec", start), ("end_sec", end)):
+        if _present(value) and not value <= MAX_SECONDS:
+            problems.append(f"{name} {value} is beyond {MAX_SECONDS:.0f} s (a week): not a time in a video")
     if _present(start) and _present(end) and end <= start:
         problems.append(f"end_sec {end} is not after start_sec {start}")
+    for name, low in (("start_frame", 0), ("num_frames", 1)):
+        value = row.get(name)
+        if _present(value) and not low <= value <= MAX_FRAMES:
+            problems.append(f"{name} {value} is outside {low}..{MAX_FRAMES}")
     stride = row.get("stride")
     if _present(stride) and stride < 1:
         problems.append(f"stride {stride} is below 1")
@@ -31,6 +45,18 @@ def row_problems(row) -> list:
     if _present(label_id) and label_id < 0:
         problems.append(f"label_id {label_id} is negative")
     return problems
+
+
+def id_problem(video_id):
+    """Why a video_id cannot be used (too long, or control characters), or None."""
+    if video_id is None or (not isinstance(video_id, str) and pd.isna(video_id)):
+        return None
+    video_id = str(video_id)
+    if len(video_id) > MAX_ID_LENGTH:
+        return f"video_id {video_id[:40]!r}... is {len(video_id)} characters long (at most {MAX_ID_LENGTH})"
+    if any(ord(c) < 32 or ord(c) == 127 for c in video_id):
+        return f"video_id {video_id!r} holds control characters"
+    return None
 
 
 def validate(df: pd.DataFrame, file=None, first_line: int = 0):
