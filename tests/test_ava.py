@@ -7,6 +7,7 @@ from click.testing import CliRunner
 from videos import make_index_video, read_index
 
 from vmae.cli.data import data
+from vmae.errors import FolderInUseError
 from vmae.curation.ava import AvaConfig, clips_that_fit, cut_ava, plan_clips, read_file_list
 from vmae.executors import ExecutorConfig
 from vmae.manifests import ManifestError, read_manifest
@@ -89,7 +90,7 @@ def test_rerun_keeps_finished_clips(movies, tmp_path):
     assert sorted(n for n in before if before[n] != after[n]) == ["ava_-movA_001.mp4"]
     assert sum(r.reused for r in report.ran) == 3 and sum(r.ok - r.reused for r in report.ran) == 1
     assert indices(clips / "ava_-movA_001.mp4") == list(range(360, 660))
-    with pytest.raises(ManifestError, match="other settings"):
+    with pytest.raises(FolderInUseError, match="AVA clips of another job"):
         cut_ava(movies / "list.txt", movies / "movies", out, AvaConfig(window_start=2, window_end=32, fps=25))
 
 

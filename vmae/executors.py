@@ -2,7 +2,8 @@
 Slurm-array slice. Curation (download, cutting) and sharding use the same unit functions everywhere.
 
 A unit function must be a module-level function and its units picklable; it must write its own
-outputs atomically so that a rerun can skip what is already done.
+outputs atomically so that a rerun can skip what is already done. A unit that raises stops the run at
+once: units not started are cancelled (the ones running finish), and the error reaches the caller.
 """
 import multiprocessing
 import os
@@ -53,8 +54,12 @@ def run_units(fn: Callable, units: Sequence, cfg: ExecutorConfig = ExecutorConfi
         ctx = multiprocessing.get_context("forkserver")
         with ProcessPoolExecutor(max_workers=min(cfg.workers, len(units)), mp_context=ctx) as pool:
             futures = {pool.submit(fn, unit): unit for unit in units}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
 
 
 def _run_ray(fn, units):
@@ -67,7 +72,11 @@ def _run_ray(fn, units):
         ray.init(address=os.environ.get("RAY_ADDRESS"), ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(fn)
     pending = {remote.remote(unit): unit for unit in units}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            yield pending.pop(ref), ray.get(ref)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    finally:
+        for ref in pending:
+            ray.cancel(ref)

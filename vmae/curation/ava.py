@@ -7,6 +7,8 @@ One movie is one work unit (local pool, Ray or a Slurm slice). A unit writes its
 then its part of the manifest (parts/MOVIE.parquet); the manifest is assembled from all parts present,
 so slices and reruns add up. Clips are written atomically, so a clip under its final name is complete: a
 rerun keeps every clip whose header has the right frame count (no full decode) and cuts the rest.
+A movie is cut under its lock file (vmae.lock), so processes sharing the folder never cut the same movie;
+the folder's clip settings are recorded (ava-settings.json) and a run with others is refused.
 """
 import json
 import math
@@ -17,13 +19,17 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from vmae.atomic import write_text
+from vmae.jobs import claim
+from vmae.atomic import as_storage_error, make_folder, remove_temporaries
+from vmae.errors import StorageError
 from vmae.executors import ExecutorConfig, my_slice, run_units
+from vmae.lock import Lock, describe
 from vmae.manifests import ManifestError, empty_manifest, make_key, read_manifest, write_manifest
-from vmae.media import MISSING_FILE, TOO_SHORT, MediaError, cut, default_threads, probe
+from vmae.media import MISSING_FILE, TOO_SHORT, UNKNOWN, MediaError, cut, default_threads, probe
 
 SOURCE = "ava"
 SETTINGS_FILE = "ava-settings.json"
+IN_USE = "in-use"     # MovieResult.status of a movie another live process is cutting
 
 
 @dataclass(frozen=True)
@@ -99,12 +105,15 @@ class AvaReport:
                f"  this run: {len(self.ran)} movies, {cut_now} clips cut, {sum(r.reused for r in self.ran)} "
                "already there"]
         for r in sorted(self.ran, key=lambda r: r.movie):
-            if r.status != "ok":
+            if r.status not in ("ok", IN_USE):
                 length = f"{r.duration:.1f} s long, " if r.duration is not None else ""
                 out.append(f"  {r.movie}: {r.status}: {length}cut {r.ok} of {r.planned} clips"
                            + (f" ({r.error})" if r.error else ""))
+        for r in self.ran:
+            if r.status == IN_USE:
+                out.append(f"  {r.movie}: left to another process: {r.error}")
         if self.pending:
-            out.append(f"  {self.pending} movies not processed yet (other --unit-index slices); "
+            out.append(f"  {self.pending} movies not processed yet (other --unit-index slices or processes); "
                        "the manifest lists the movies done so far")
         out += [f"  {n}" for n in self.notes]
         return out
@@ -154,10 +163,20 @@ def clips_that_fit(duration: float, cfg: AvaConfig) -> int:
 
 
 def cut_movie(job: MovieJob) -> MovieResult:
-    """Cut one movie's clips (keeping valid ones from an earlier run); write its manifest part.
+    """Cut one movie's clips under its lock (keeping valid ones from an earlier run); write its manifest
+    part. Every planned clip gets a manifest row, with status ok or the reason it is not there."""
+    part = Path(job.out) / "parts" / f"{make_key(Path(job.movie).stem)}.parquet"
+    lock = Lock(part.with_suffix(".lock"))
+    if not lock.acquire():
+        return MovieResult(movie=job.movie, duration=None, planned=job.cfg.clips_per_movie, ok=0, reused=0,
+                           status=IN_USE, error=describe(lock.path, lock.owner))
+    try:
+        return _cut_movie(job, part)
+    finally:
+        lock.release()
 
-    Every planned clip gets a manifest row, with status ok or the reason it is not there.
-    """
+
+def _cut_movie(job: MovieJob, part: Path) -> MovieResult:
     cfg, out = job.cfg, Path(job.out)
     rows = plan_clips(job.movie, cfg)
     duration, movie_status, movie_error = None, "ok", None
@@ -178,19 +197,20 @@ def cut_movie(job: MovieJob) -> MovieResult:
             row["error"] = movie_error or (f"{job.movie} is {duration or 0:.2f} s long; this clip ends at "
                                            f"{row['end_sec']:.2f} s")
             continue
+        remove_temporaries(dst)  # partial clips of a killed run; this movie's lock is held
         facts, status, error = _valid_clip(dst, cfg.clip_frames), "ok", None
         if facts is not None:
             reused += 1
         else:
             facts, status, error = _cut_clip(job, row, dst)
-        row.update(facts, path=str(dst), status=status, error=error)
+        row.update(facts, path=str(dst) if status == "ok" else None, status=status, error=error)
     ok = sum(r.get("status") == "ok" for r in rows)
     if movie_status == "ok" and ok < len(rows):
         failed = next(r for r in rows if r.get("status") != "ok")
         movie_status, movie_error = failed["status"], failed["error"]
-    write_manifest(pd.DataFrame(rows), out / "parts" / f"{make_key(Path(job.movie).stem)}.parquet")
+    write_manifest(pd.DataFrame(rows), part)
     return MovieResult(movie=job.movie, duration=duration, planned=len(rows), ok=ok, reused=reused,
-                             status=movie_status, error=None if movie_status == TOO_SHORT else movie_error)
+                       status=movie_status, error=None if movie_status == TOO_SHORT else movie_error)
 
 
 def cut_ava(file_list, videos, out, cfg: AvaConfig = AvaConfig(),
@@ -200,7 +220,8 @@ def cut_ava(file_list, videos, out, cfg: AvaConfig = AvaConfig(),
     if not videos.is_dir():
         raise FileNotFoundError(f"{videos}: videos folder not found; pass --videos with the AVA movies")
     movies = read_file_list(file_list)
-    _check_settings(out, cfg)
+    make_folder(out)
+    claim(out / SETTINGS_FILE, cfg.clip_settings(), "AVA clips")
     files = _movie_files(videos)
     notes = []
     threads = default_threads(executor.workers) if executor.executor == "local" else None
@@ -223,7 +244,7 @@ def cut_ava(file_list, videos, out, cfg: AvaConfig = AvaConfig(),
 
 
 def _cut_clip(job: MovieJob, row: dict, dst: Path):
-    """Cut one clip and check it -> (probe facts, status, error)."""
+    """Cut one clip and check it -> (probe facts, status, error). Only a full or read-only output raises."""
     cfg = job.cfg
     try:
         cut(job.src, dst, start_frame=row["start_frame"], num_frames=cfg.clip_frames, fps=cfg.fps,
@@ -231,6 +252,13 @@ def _cut_clip(job: MovieJob, row: dict, dst: Path):
         facts = probe(dst)
     except MediaError as e:
         return {}, e.reason, e.message
+    except StorageError:
+        raise
+    except Exception as e:  # one bad clip is one bad clip
+        error = as_storage_error(e, dst.parent)
+        if error is not None:
+            raise error from e
+        return {}, UNKNOWN, f"{type(e).__name__}: {e}"
     if facts["frames"] != cfg.clip_frames:
         dst.unlink()  # a partial clip would pass for a finished one on the next run
         return {}, TOO_SHORT, f"{job.movie} gave {facts['frames']} of {cfg.clip_frames} frames for this clip"
@@ -257,18 +285,6 @@ def _movie_files(videos: Path) -> dict:
         stems.setdefault(Path(n).stem, []).append(n)
     files.update({s: str(videos / ns[0]) for s, ns in stems.items() if len(ns) == 1 and s not in files})
     return files
-
-
-def _check_settings(out: Path, cfg: AvaConfig) -> None:
-    path = out / SETTINGS_FILE
-    settings = cfg.clip_settings()
-    if path.exists():
-        before = json.loads(path.read_text(encoding="utf-8"))
-        if before != settings:
-            raise ManifestError(f"{out} holds clips cut with other settings {before}; pass the same options "
-                                f"or a new --out (asked for {settings})", path)
-    else:
-        write_text(path, json.dumps(settings, indent=1))
 
 
 def _assemble(out: Path, movies: list):

@@ -6,7 +6,7 @@ Keys are the source name plus the video's relative path made safe. Two paths tha
 the result does not depend on which one was listed first.
 """
 import csv
-import hashlib
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -15,9 +15,10 @@ import pandas as pd
 
 from vmae.atomic import write_text
 from vmae.executors import ExecutorConfig, run_units
-from vmae.manifests import ManifestError, make_key, write_manifest
+from vmae.manifests import ManifestError, key_problem, make_key, write_manifest
+from vmae.manifests.schema import settle_keys
 from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
-from vmae.media import MediaError, probe
+from vmae.media import UNKNOWN, MediaError, probe
 
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp",
                     ".ts", ".ogv"}
@@ -83,7 +84,7 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
         labels_from = labels_from or "folders"
         if labels_from == "csv":
             raise ManifestError("--labels-from csv needs a CSV/TSV list, not a folder; use folders or none", src)
-        entries, ignored = scan_folder(src)
+        entries, ignored, bad = scan_folder(src)
     else:
         entries, bad, has_label = read_list(src, Path(root).resolve() if root else src.parent)
         labels_from = labels_from or ("csv" if has_label else "none")
@@ -104,6 +105,11 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
         entries = [e for e in entries if e.label is None or e.label in ids]
 
     keys, collisions = unique_keys(source, [e.rel for e in entries])
+    problems = ["its key clashes with another even with a hash appended; rename the file" if k is None
+                else key_problem(k) for k in keys]
+    bad += [(e.line, e.rel, p) for e, p in zip(entries, problems) if p]
+    entries = [e for e, p in zip(entries, problems) if not p]
+    keys = [k for k, p in zip(keys, problems) if not p]
     df = pd.DataFrame({
         "key": keys, "source": source, "video_id": [e.rel for e in entries],
         "url": [e.url for e in entries], "path": [e.path for e in entries],
@@ -134,17 +140,21 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
 
 
 def scan_folder(root: Path):
-    """Every video file under root (sorted, hidden files skipped) -> (entries, number of other files)."""
-    entries, ignored = [], 0
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    """Every video file under root (sorted, hidden files skipped) -> (entries, number of other files, bad
+    rows). A broken symbolic link with a video extension is a bad row (line None), not a silent gap."""
+    entries, ignored, bad = [], 0, []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() or (p.is_symlink() and not p.exists())):
         rel = path.relative_to(root)
         if any(part.startswith(".") for part in rel.parts):
             continue
         if path.suffix.lower() not in VIDEO_EXTENSIONS:
-            ignored += 1
+            ignored += path.is_file()
+            continue
+        if not path.is_file():
+            bad.append((None, rel.as_posix(), f"broken symbolic link (to {os.readlink(path)})"))
             continue
         entries.append(_Entry(line=None, rel=rel.as_posix(), path=str(path), url=None, label=None))
-    return entries, ignored
+    return entries, ignored, bad
 
 
 def read_list(path: Path, root: Path):
@@ -190,20 +200,9 @@ def read_list(path: Path, root: Path):
 
 
 def unique_keys(source: str, rels: list):
-    """Safe unique keys for relative paths -> (keys, [(key, [rel, ...])] for each resolved collision)."""
-    natural = [make_key(source, str(PurePosixPath(r).with_suffix(""))) for r in rels]
-    groups = defaultdict(list)
-    for i, key in enumerate(natural):
-        groups[key].append(i)
-    keys, collisions = list(natural), []
-    for key, members in sorted(groups.items()):
-        if len(members) > 1:
-            collisions.append((key, [rels[i] for i in members]))
-            for i in members:
-                keys[i] = f"{key}_{hashlib.sha1(rels[i].encode('utf-8')).hexdigest()[:8]}"
-    if len(set(keys)) != len(keys):
-        raise ManifestError("could not make unique keys for these paths; rename the clashing files")
-    return keys, collisions
+    """Safe unique keys for relative paths -> (keys, [(key, [rel, ...])] for each resolved collision); see
+    vmae.manifests.schema.settle_keys (None: a clash no hash settles)."""
+    return settle_keys([make_key(source, str(PurePosixPath(r).with_suffix(""))) for r in rels], rels)
 
 
 def probe_paths(df: pd.DataFrame, executor: ExecutorConfig = ExecutorConfig()) -> pd.DataFrame:
@@ -240,6 +239,8 @@ def _probe_chunk(chunk) -> list:
             out.append((i, probe(path), "ok", None))
         except MediaError as e:
             out.append((i, {}, e.reason, e.message))
+        except Exception as e:  # one unreadable file is one bad row (a permission, an I/O error)
+            out.append((i, {}, UNKNOWN, f"{path}: {type(e).__name__}: {e}"))
     return out
 
 

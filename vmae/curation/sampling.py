@@ -1,6 +1,8 @@
 """Seeded random samples of WebVid2M and Instagram lists (250k clips each in UnlabeledHybrid).
 
-Determinism: usable rows are sorted by id (string order) and each gets a uniform random key from
+Keys are settled before sampling: ids that become the same key once made safe ('vidé' and 'vid✓', 'ig two'
+and 'ig_two') all get a short hash of their id appended, and an id too long for a key is rejected, so every
+usable row can be drawn. Determinism: usable rows are sorted by id (string order) and each gets a uniform random key from
 numpy's PCG64 stream, whose bits NumPy keeps stable across versions and platforms; the sample is the n
 rows with the smallest keys. So the same seed gives the same sample on any machine and for any input
 row order, and a larger n with the same seed returns a superset of a smaller one.
@@ -13,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from vmae.manifests import ManifestError, make_key, write_manifest
+from vmae.manifests import ManifestError, key_problem, make_key, write_manifest
 from vmae.manifests.io import jsonl_records
-from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
+from vmae.manifests.schema import settle_keys
+from vmae.manifests.validate import MAX_SECONDS, REJECT_COLUMNS, excluded_lines, id_problem, write_rejects
 
 SOURCES = ("webvid", "instagram")
 STRIDE = 4
@@ -77,8 +80,10 @@ def read_webvid(path):
             reason = "no contentUrl"
         elif seconds is None:
             reason = f"duration {row.get('duration')!r} is not ISO-8601 (like PT00H00M11S)"
-        elif seconds <= 0:
-            reason = f"duration {row.get('duration')!r} is not positive"
+        elif not 0 < seconds <= MAX_SECONDS:
+            reason = f"duration {row.get('duration')!r} is " + ("not positive" if seconds <= 0 else "over a week")
+        else:
+            reason = id_problem(vid)
         if reason:
             bad.append((line, vid, reason))
         else:
@@ -99,6 +104,8 @@ def read_instagram(path):
             bad.append((line, vid, "empty id"))
         elif not url and not local:
             bad.append((line, vid, "neither url nor path"))
+        elif id_problem(vid):
+            bad.append((line, vid, id_problem(vid)))
         else:
             if local and not Path(local).is_absolute():
                 local = str((path.parent / local).resolve())
@@ -125,9 +132,10 @@ def sample_source(source: str, metadata, n: int, seed: int, out) -> SampleReport
         raise ManifestError(f"--n must be at least 1 (got {n})")
     read = read_webvid if source == "webvid" else read_instagram
     candidates, rejects = read(metadata)
+    candidates, rejects = with_keys(source, candidates, rejects, metadata)
     chosen = sample_rows(candidates, n, seed)
     df = pd.DataFrame({
-        "key": [make_key(source, c["video_id"]) for c in chosen],
+        "key": [c["key"] for c in chosen],
         "source": source,
         "video_id": [c["video_id"] for c in chosen],
         "url": [c["url"] for c in chosen],
@@ -136,16 +144,28 @@ def sample_source(source: str, metadata, n: int, seed: int, out) -> SampleReport
         "split": "train",
         "stride": STRIDE,
     })
-    clashes = df["key"][df["key"].duplicated()]
-    if len(clashes):
-        raise ManifestError(f"ids {sorted(set(clashes))[:5]} become the same key after making them safe; "
-                            "give those videos distinct ids", metadata)
     write_manifest(df, out)
     rejects_file = write_rejects(rejects, out)
     return SampleReport(source=source, metadata=str(metadata), rows=len(candidates) + len(rejects),
                         usable=len(candidates), sampled=len(chosen), seed=seed, out=str(out),
                         rejects_file=None if rejects_file is None else str(rejects_file),
                         reasons=_reason_counts(rejects))
+
+
+def with_keys(source: str, candidates: list, rejects: pd.DataFrame, path):
+    """Give every candidate its key (settling clashes, see the module notes) before sampling; a candidate
+    whose key cannot be used moves to the rejects."""
+    keys, _ = settle_keys([make_key(source, c["video_id"]) for c in candidates], [c["video_id"] for c in candidates])
+    good, bad = [], []
+    for c, key in zip(candidates, keys):
+        problem = "its key clashes with another id's even with a hash appended" if key is None else key_problem(key)
+        if problem:
+            bad.append({"file": str(path), "line": c["line"], "key": c["video_id"], "reason": problem})
+        else:
+            good.append(dict(c, key=key))
+    if bad:
+        rejects = pd.concat([rejects, pd.DataFrame(bad, columns=REJECT_COLUMNS)]).sort_values("line")
+    return good, rejects.reset_index(drop=True)
 
 
 def _read_rows(path: Path) -> list:

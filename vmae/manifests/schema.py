@@ -1,5 +1,7 @@
 """The manifest: one row per clip, one schema for every step of the data flow."""
+import hashlib
 import re
+from collections import defaultdict
 
 import pyarrow as pa
 
@@ -66,3 +68,27 @@ def make_key(*parts) -> str:
     """Join parts into a safe key: unsafe characters become '_'."""
     key = "_".join(_UNSAFE.sub("_", str(p)) for p in parts if p is not None and str(p) != "")
     return key if not key.startswith("-") else "_" + key
+
+
+def settle_keys(natural: list, ids: list):
+    """Unique keys for rows whose natural keys (made safe from `ids`) may clash: every member of a clash gets
+    a short hash of its id appended, so the result does not depend on row order.
+
+    Returns (keys, clashes as [(natural key, [ids])]); a key still taken after that is None (its row is
+    rejected by the caller).
+    """
+    groups = defaultdict(list)
+    for i, key in enumerate(natural):
+        groups[key].append(i)
+    keys, clashes = list(natural), []
+    for key, members in sorted(groups.items()):
+        if len(members) > 1:
+            clashes.append((key, [ids[i] for i in members]))
+            for i in members:
+                keys[i] = f"{key}_{hashlib.sha1(str(ids[i]).encode('utf-8')).hexdigest()[:8]}"
+    seen = set()
+    for i, key in enumerate(keys):
+        if key in seen:
+            keys[i] = None
+        seen.add(key)
+    return keys, clashes
