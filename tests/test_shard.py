@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from videos import make_index_video, read_index
 from vmae.cli.data import data
+from vmae.errors import FolderInUseError
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
 from vmae.shards.format import decode_sample, encode_sample, sample_metadata
@@ -208,11 +209,17 @@ def test_rerun_keeps_complete_shards_and_replans_when_options_change(tmp_path, c
     assert (report.written, report.reused) == (0, 6)
     assert not any(p.exists() for p in leftovers)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamps
-    # A changed plan rewrites what changed and removes shards it no longer has.
-    write_shards(df, out, ShardConfig(max_count=5), progress=False)
-    write_shards(df, tmp_path / "fresh", ShardConfig(max_count=5), progress=False)
+    # Other options are another job: refused, the folder untouched.
+    with pytest.raises(FolderInUseError, match="shard set of another job.*max_count"):
+        write_shards(df, out, ShardConfig(max_count=5), progress=False)
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.tar")} == stamps
+    # The same manifest with fewer usable rows (a status changed) replans: it rewrites what changed and
+    # removes the shards it no longer has.
+    df.loc[:3, "status"] = "unavailable"
+    write_shards(df, out, ShardConfig(max_count=2), progress=False)
+    write_shards(df, tmp_path / "fresh", ShardConfig(max_count=2), progress=False)
     assert folder_bytes(out) == folder_bytes(tmp_path / "fresh")
-    assert sorted(p.name for p in out.glob("*.tar")) == ["uh-000000.tar", "uh-000001.tar", "uh-000002.tar"]
+    assert sorted(p.name for p in out.glob("*.tar")) == [f"uh-{i:06d}.tar" for i in range(4)]
 
 
 def _cli(*args):
@@ -316,5 +323,5 @@ def test_cli_rejects_bad_options_and_fails_when_nothing_is_usable(tmp_path, clip
         result = CliRunner().invoke(data, base + extra)
         assert result.exit_code == 2 and message in result.output, result.output
     result = CliRunner().invoke(data, base + ["--no-progress"])
-    assert result.exit_code == 1 and "every row was skipped" in result.output
-    assert "2 row(s) skipped (private: 2)" in result.output
+    assert result.exit_code == 1 and "no sample was written: all 2 rows were skipped (private: 2)" in result.output
+    assert not (tmp_path / "o" / "shards.json").exists() and not (tmp_path / "o" / "index.parquet").exists()

@@ -334,8 +334,6 @@ def write_shard_set(labeled, manifest, out, name, max_size, max_count, seed, tra
                       transcode=parse_transcode(transcode))
     report = write_shards(manifest, out, cfg, ExecutorConfig(**run), progress=progress)
     echo_lines(report)
-    if report.complete and report.samples == 0:
-        raise click.ClickException("no sample was written: every row was skipped (see skipped.parquet)")
 
 
 @data.group("shard")

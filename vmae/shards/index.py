@@ -21,6 +21,7 @@ from webdataset.tariterators import base_plus_ext
 
 from vmae.atomic import TEMP_SUFFIX, atomic_path, write_text
 from vmae.errors import VmaeError
+from vmae.manifests import ManifestError
 from vmae.shards.files import file_name, open_file, sibling_url
 
 INDEX = "index.parquet"
@@ -82,6 +83,11 @@ def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options:
     all_skipped = all_skipped.astype(object).where(all_skipped.notna(), None)
     _write_parquet(pa.Table.from_pandas(all_skipped, schema=SKIPPED_SCHEMA, preserve_index=False),
                    out_dir / SKIPPED)
+    if not any(s["samples"] for s in sidecars):
+        # No index and no shards.json: an empty set must not pass for a finished one.
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(Counter(all_skipped["reason"]).items()))
+        raise ManifestError(f"no sample was written: all {len(all_skipped)} rows were skipped ({reasons or 'none'}); "
+                            f"each with its reason in {out_dir / SKIPPED}")
     rows = [(key, s["file"], member, offset, size) for s in sidecars for key, member, offset, size in s["members"]]
     columns = list(zip(*rows)) if rows else [[]] * 5
     write_index(out_dir, pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, INDEX_SCHEMA)],

@@ -181,6 +181,9 @@ def verify(shard_dir, decode: bool = False, workers: int = 1, progress: bool = T
         report.problems.append(str(e))
         return report
     listed = {s["file"]: s for s in summary["shards"]}
+    if not listed:
+        report.problems.append(f"{shard_dir / shard_index.SHARDS_JSON}: lists no shard (an empty set is not a "
+                               "finished one); rerun `vmae-data shard`")
     on_disk = {p.name for p in shard_dir.glob("*.tar")}
     report.problems += [f"{f}: in the folder but not in shards.json / index.parquet"
                         for f in sorted(on_disk - set(listed))]

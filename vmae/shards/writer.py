@@ -7,6 +7,11 @@ The work is split in three steps:
      NAME-%06d.tar under a temporary name, renames it, then writes the sidecar `.NAME-%06d.json`.
 When every planned shard has a matching sidecar, index.parquet, skipped.parquet and finally shards.json are
 written (vmae.shards.index). A shard's bytes depend only on its plan, never on timing, worker or machine.
+
+Faults: each shard is written under its lock file (vmae.lock), so processes sharing the folder never write
+the same shard; the folder records its job (the manifest's keys and the options, `.shard-job.json`) and
+refuses another; a clip that cannot be opened is a skipped row; a full or read-only folder stops the run
+(StorageError) and keeps the complete shards.
 """
 import hashlib
 import io
@@ -25,10 +30,12 @@ import numpy as np
 import pandas as pd
 
 from vmae import media
-from vmae.atomic import atomic_path, write_text
-from vmae.errors import ConfigError
+from vmae.atomic import atomic_path, make_folder, remove_temporaries, storage_error, write_text
+from vmae.errors import ConfigError, StorageError
 from vmae.executors import ExecutorConfig, my_slice, run_units
-from vmae.manifests import KEY_PATTERN, ManifestError, conform, read_manifest
+from vmae.jobs import claim, digest
+from vmae.lock import Lock
+from vmae.manifests import KEY_PATTERN, ManifestError, conform, manifest_base, read_manifest, resolve_path
 from vmae.shards import index as shard_index
 from vmae.shards.format import encode_sample, sample_metadata
 
@@ -42,6 +49,7 @@ TRANSCODE_THREADS = 1
 DEFAULT_GOP = 16                     # chosen from the keyframe-interval measurement (benchmarks/README.md)
 
 SKIPPED_COLUMNS = ["key", "source", "path", "reason", "error"]
+JOB_FILE = ".shard-job.json"
 
 
 @dataclass(frozen=True)
@@ -187,11 +195,6 @@ def _file_problem(path: str):
 
 def _is_null(value) -> bool:
     return value is None or (not isinstance(value, (str, bytes, dict, list)) and bool(pd.isna(value)))
-
-
-def resolve_path(path, base: Path) -> str:
-    p = Path(os.path.expanduser(str(path)))
-    return str(p if p.is_absolute() else (base / p).resolve())
 
 
 def select_rows(df: pd.DataFrame, base: Path, labeled: bool, io_threads: int = 16):
@@ -371,21 +374,24 @@ class _TarSink:
         self._write(bytes(_padded(len(data)) - len(data)))
         return offset
 
-    def add_file(self, name: str, sample: PlannedSample) -> int:
-        """Append the sample's input file as it is; return the offset of its data. The member has the
-        planned size: a file that changed size since planning stops the shard."""
-        with open(sample.path, "rb", buffering=0) as src:
-            size = os.fstat(src.fileno()).st_size
-            if size == sample.size:
-                offset = self._header(name, size)
-                view, left = memoryview(self._buf), size
-                while left:
+    def add_file(self, name: str, sample: PlannedSample, src) -> int:
+        """Append the sample's input file (open as `src`) as it is; return the offset of its data. The member
+        has the planned size: a file that changed size since planning, or cannot be read, stops the shard."""
+        size = os.fstat(src.fileno()).st_size
+        if size == sample.size:
+            offset = self._header(name, size)
+            view, left = memoryview(self._buf), size
+            while left:
+                try:
                     n = src.readinto(view[:min(left, COPY_CHUNK)])
-                    if not n:
-                        break
-                    self._write(view[:n])
-                    left -= n
-                size -= left
+                except OSError as e:
+                    raise ManifestError(f"reading the clip failed after {size - left} bytes ({e}); check the "
+                                        "disk it is on, then rerun", sample.path, row=sample.key) from None
+                if not n:
+                    break
+                self._write(view[:n])
+                left -= n
+            size -= left
         if size != sample.size:
             raise ManifestError(f"the clip changed size since planning ({sample.size} -> {size} bytes); "
                                 "rerun the command to plan again", sample.path, row=sample.key)
@@ -411,35 +417,68 @@ def _transcoded_meta(meta: dict, video: bytes) -> dict:
 
 
 def _load_clip(sample: PlannedSample, transcode: Optional[Transcode]):
-    """(video bytes, metadata) of one sample; video is None when the input file goes in as it is.
-    Raises MediaError when a transcode fails."""
+    """(video bytes, metadata, open input file) of one sample: the bytes of a transcode, or the input file
+    opened to go in as it is. Raises MediaError or OSError for this sample's input, StorageError when the
+    temporary folder of a transcode is full."""
     if transcode is None:
-        return None, sample.meta
+        return None, sample.meta, open(sample.path, "rb", buffering=0)
     video = media.transcode(sample.path, short_side=transcode.short_side, gop=transcode.gop,
                             threads=TRANSCODE_THREADS)
-    return video, _transcoded_meta(sample.meta, video)
+    try:
+        return video, _transcoded_meta(sample.meta, video), None
+    except Exception as e:  # PyAV cannot read what ffmpeg wrote: this sample's fault, not the run's
+        raise media.MediaError(media.CUT_FAILED, f"{sample.path}: the transcoded clip does not open ({e})") from None
+
+
+def _sample_fault(sample: PlannedSample, error: Exception) -> dict:
+    """The skipped row of a sample whose input could not be read."""
+    if isinstance(error, media.MediaError):
+        reason, message = error.reason, error.message
+    elif isinstance(error, FileNotFoundError):
+        reason, message = media.MISSING_FILE, f"{sample.path}: no such file"
+    else:
+        reason, message = "unreadable", f"{sample.path}: {getattr(error, 'strerror', None) or error}"
+    return {"key": sample.key, "source": sample.meta.get("source"), "path": sample.path, "reason": reason,
+            "error": message}
 
 
 def write_shard(unit: ShardUnit) -> dict:
-    """Write one shard and then its sidecar; return the sidecar (what vmae.shards.index collects)."""
+    """Write one shard under its lock, then its sidecar; return the sidecar (what vmae.shards.index collects).
+    A shard that another live process is writing is left to it (None)."""
     out = Path(unit.out_dir)
+    lock = Lock(out / f".{Path(unit.file).stem}.lock")
+    if not lock.acquire():
+        return None
+    try:
+        done = completed(unit)  # by another process since this run planned
+        if done is not None:
+            return done
+        remove_temporaries(out / unit.file)  # partial shards of a killed run
+        return _write_shard(unit, out)
+    finally:
+        lock.release()
+
+
+def _write_shard(unit: ShardUnit, out: Path) -> dict:
     members, sources, skipped = [], Counter(), []
     with atomic_path(out / unit.file) as tmp:
         with open(tmp, "wb") as f:
             tar = _TarSink(f)
             for s in unit.samples:
                 try:
-                    video, meta = _load_clip(s, unit.transcode)
-                except media.MediaError as e:
-                    skipped.append({"key": s.key, "source": s.meta.get("source"), "path": s.path,
-                                    "reason": e.reason, "error": e.message})
+                    video, meta, src = _load_clip(s, unit.transcode)
+                except StorageError:
+                    raise
+                except (media.MediaError, OSError) as e:
+                    skipped.append(_sample_fault(s, e))
                     continue
                 for ext, data in encode_sample(meta, b"" if video is None else video, unit.labeled).items():
                     if ext == "__key__":
                         continue
                     name = f"{s.key}.{ext}"
                     if ext == "mp4" and video is None:
-                        members.append([s.key, name, tar.add_file(name, s), s.size])
+                        with src:
+                            members.append([s.key, name, tar.add_file(name, s, src), s.size])
                     else:
                         members.append([s.key, name, tar.add(name, data), len(data)])
                 sources[str(meta.get("source"))] += 1
@@ -447,6 +486,8 @@ def write_shard(unit: ShardUnit) -> dict:
             # written), and fsync costs a large share of the throughput. After a power cut, verify's sha256
             # finds a shard whose data never reached the disk.
             sha256 = tar.close()
+        if os.path.getsize(tmp) != tar.pos:  # checked before it gets its name
+            raise storage_error(out, f"{unit.file} came out at {os.path.getsize(tmp)} of {tar.pos} bytes")
         sidecar = {"file": unit.file, "plan": unit.plan, "samples": sum(sources.values()), "bytes": tar.pos,
                    "sha256": sha256, "sources": dict(sorted(sources.items())),
                    "members": members, "skipped": skipped}
@@ -487,13 +528,14 @@ def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
     With ex.unit_index only that slice is written; whichever run finds every shard complete writes the index.
     """
     started = time.time()
-    if isinstance(manifest, pd.DataFrame):
-        df, base = conform(manifest), Path.cwd()
-    else:
-        df, base = read_manifest(manifest), Path(manifest).resolve().parent
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    df = conform(manifest) if isinstance(manifest, pd.DataFrame) else read_manifest(manifest)
+    base = manifest_base(manifest)
+    out_dir = make_folder(out_dir)
     name = cfg.name or default_name(df, cfg.labeled)
+    options = {"name": name, "seed": cfg.seed, "labeled": cfg.labeled, "max_size": cfg.max_size,
+               "max_count": cfg.max_count, "transcode": str(cfg.transcode) if cfg.transcode else None}
+    claim(out_dir / JOB_FILE, {"manifest_rows": len(df), "keys_digest": digest(sorted(map(str, df["key"]))),
+                               **options}, "shard set")
     usable, skipped, unprobed = select_rows(df, base, cfg.labeled)
     units = make_units(plan_shards(usable, cfg), out_dir, cfg, name)
     mine = my_slice(units, ex)
@@ -516,7 +558,7 @@ def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
         return report
     summary = shard_index.finalize(out_dir, name, sidecars, skipped, options={
         "seed": cfg.seed, "labeled": cfg.labeled, "max_size": cfg.max_size, "max_count": cfg.max_count,
-        "transcode": str(cfg.transcode) if cfg.transcode else None, "unprobed_accepted": unprobed}, started=started)
+        "transcode": options["transcode"], "unprobed_accepted": unprobed}, started=started)
     report.samples, report.bytes = summary["totals"]["samples"], summary["totals"]["bytes"]
     report.skipped = shard_index.read_skipped(out_dir)
     return report
