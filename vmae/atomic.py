@@ -33,16 +33,21 @@ def free_space(folder) -> str:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     try:
-        return f"{shutil.disk_usage(folder).free / 2**30:.2f} GiB free"
+        free = shutil.disk_usage(folder).free
     except OSError:
         return "free space unknown"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if free < 1024:
+            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+        free /= 1024
+    return f"{free:.1f} TiB free"
 
 
 def storage_error(folder, problem: str) -> StorageError:
     """The error that stops a run because `folder` cannot take its output."""
-    return StorageError(f"cannot write to {folder}: {problem} ({free_space(folder)}). Nothing written before "
-                        "this is lost: free space or fix the folder (or pick another output), then rerun the "
-                        "same command; it completes exactly what is missing")
+    return StorageError(f"cannot write to {Path(folder).absolute()}: {problem} ({free_space(folder)}). What was "
+                        "finished before is kept: free space or fix the folder (or choose another output), then "
+                        "rerun the same command to complete what is missing")
 
 
 def is_storage_text(text: str) -> bool:

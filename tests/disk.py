@@ -1,0 +1,56 @@
+"""A folder on a file system that fills up, for tests of full disks."""
+import os
+import resource
+import shutil
+import subprocess
+from pathlib import Path
+
+
+class SmallDisk:
+    """`path` on a tmpfs of `size` bytes when the tests run as root and may mount one (a real full disk);
+    otherwise a plain folder whose fullness is a per-file size limit (RLIMIT_FSIZE) on the processes that
+    `preexec` is given to. fill(leave) leaves about `leave` bytes; free_up() ends the shortage."""
+
+    def __init__(self, path, size: int):
+        self.path, self.size, self.limit = Path(path), size, None
+        self.path.mkdir(parents=True)
+        self.mounted = os.geteuid() == 0 and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)], capture_output=True).returncode == 0
+
+    def fill(self, leave: int) -> None:
+        if self.mounted:
+            filler = shutil.disk_usage(self.path).free - leave
+            (self.path / ".filler").write_bytes(bytes(max(0, filler)))
+        else:
+            self.limit = leave
+
+    def free_up(self) -> None:
+        (self.path / ".filler").unlink(missing_ok=True)
+        self.limit = None
+
+    def preexec(self):
+        """For subprocess: the file-size limit that stands in for a full disk when no tmpfs could be mounted."""
+        limit = self.limit
+        if limit is None:
+            return None
+        return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    def close(self) -> None:
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def read_only_folder(path) -> Path:
+    """A folder nobody may write: a read-only tmpfs as root, else a folder without write permission."""
+    path = Path(path)
+    path.mkdir(parents=True)
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], check=True)
+    else:
+        path.chmod(0o555)
+    return path
+
+
+def release(path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["umount", "-l", str(path)], check=False)
