@@ -13,6 +13,7 @@ from disk import SmallDisk, read_only_folder, release
 from videos import make_index_video
 
 from vmae.curation.ava import AvaConfig, cut_ava
+from vmae.curation.hybrid import mix_unlabeled_hybrid
 from vmae.curation.importer import import_videos
 from vmae.curation.sampling import sample_source
 from vmae.errors import StorageError
@@ -97,6 +98,14 @@ def test_case8_import_records_broken_symlinks(tmp_path):
     assert report.rows == 1
     rejects = pd.read_csv(tmp_path / "ucf.rejects.csv")
     assert rejects["key"].tolist() == ["jump/gone.mp4"] and "broken symbolic link" in rejects["reason"][0]
+
+
+def test_case4_mix_keeps_relative_paths_pointing_at_their_files(tmp_path):
+    df = empty_manifest(1)
+    df["key"], df["source"], df["path"] = ["webvid_1"], "webvid", "clips/1.mp4"
+    write_manifest(df, tmp_path / "webvid" / "manifest.parquet")
+    mix_unlabeled_hybrid({"webvid": tmp_path / "webvid" / "manifest.parquet"}, tmp_path / "mix" / "h.parquet")
+    assert read_manifest(tmp_path / "mix" / "h.parquet")["path"][0] == str(tmp_path / "webvid" / "clips" / "1.mp4")
 
 
 # ------------------------------------------------------------------ shard and verify

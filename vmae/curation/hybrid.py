@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from vmae.manifests import ManifestError, read_manifest, write_manifest
+from vmae.manifests import ManifestError, manifest_base, read_manifest, resolve_path, write_manifest
 from vmae.manifests.schema import MIXTURE_SOURCES as SOURCES
 from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
 
@@ -70,7 +70,8 @@ def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None) -> Hybr
 
     Every row keeps its columns except `stride`, which is set per source (2 for ssv2, 4 otherwise, or
     `strides[name]`). Rows of every status are kept; the shard step takes the usable ones. A key seen
-    before (earlier in SOURCES order, or earlier in the same manifest) drops the later row.
+    before (earlier in SOURCES order, or earlier in the same manifest) drops the later row. Relative paths
+    are made absolute from their manifest's folder, so that they hold wherever `out` is.
     """
     inputs = {k: v for k, v in inputs.items() if v is not None}
     unknown = sorted(set(inputs) - set(SOURCES)) + sorted(set(strides or {}) - set(SOURCES))
@@ -88,6 +89,8 @@ def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None) -> Hybr
         if name not in inputs:
             continue
         df = read_manifest(inputs[name])
+        base = manifest_base(inputs[name])
+        df["path"] = [resolve_path(p, base) if isinstance(p, str) else p for p in df["path"]]
         dup = []
         for i, key in enumerate(df["key"]):
             if key in seen:
