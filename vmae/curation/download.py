@@ -302,10 +302,11 @@ def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
     or read-only OUT raises (StorageError). state carries the worker's time of its last request (for
     --sleep) and its fetch count.
     """
-    source = row
+    clip = clip_path(out, row["key"])
+    # A row of this folder's own output manifest has its clip as path: its source is its url or video_id.
+    source = dict(row, path=None) if row.get("path") == str(clip) else row
     row = dict(row, fps=None, frames=None, width=None, height=None, duration=None, codec=None, status=None,
                error=None)
-    clip = clip_path(out, row["key"])
     tmp = out / ".tmp" / row["key"]
     try:
         remove_temporaries(clip)  # partial clips of a killed run; this unit's lock is held
