@@ -18,7 +18,6 @@ import io
 import json
 import os
 import re
-import tarfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -38,10 +37,8 @@ from vmae.lock import Lock
 from vmae.manifests import KEY_PATTERN, ManifestError, conform, manifest_base, read_manifest, resolve_path
 from vmae.shards import index as shard_index
 from vmae.shards.format import encode_sample, sample_metadata
+from vmae.shards.tar import TarSink, header_bytes, padded, tar_bytes
 
-BLOCK = tarfile.BLOCKSIZE            # 512: tar headers and member data are padded to whole blocks
-RECORD = tarfile.RECORDSIZE          # 10240: the archive ends with two zero blocks, padded to a record
-COPY_CHUNK = 1 << 20                 # clips are copied in 1 MiB chunks: still in cache between hash and write
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]*$")
 # x264 writes its thread count into the stream and its output depends on it: a fixed count keeps transcoded
 # shards byte-identical on every machine. Parallelism comes from --workers (one ffmpeg per worker).
@@ -243,16 +240,6 @@ def select_rows(df: pd.DataFrame, base: Path, labeled: bool, io_threads: int = 1
 
 # ------------------------------------------------------------------ plan (pure)
 
-def _header_bytes(name: str) -> int:
-    if len(name) <= 100 and name.isascii():
-        return BLOCK
-    return len(_tarinfo(name, 0).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-
-
-def _padded(n: int) -> int:
-    return -(-n // BLOCK) * BLOCK
-
-
 def sample_tar_bytes(sample: PlannedSample, labeled: bool) -> int:
     """Bytes the sample adds to a tar: exact without transcoding (the input size is the member size)."""
     members = encode_sample(sample.meta, b"", labeled)
@@ -260,13 +247,8 @@ def sample_tar_bytes(sample: PlannedSample, labeled: bool) -> int:
     for ext, data in members.items():
         if ext != "__key__":
             size = sample.size if ext == "mp4" else len(data)
-            total += _header_bytes(f"{sample.key}.{ext}") + _padded(size)
+            total += header_bytes(f"{sample.key}.{ext}") + padded(size)
     return total
-
-
-def tar_bytes(member_bytes: int) -> int:
-    """Archive size for members totalling member_bytes: two zero blocks, padded to a whole record."""
-    return -(-(member_bytes + 2 * BLOCK) // RECORD) * RECORD
 
 
 def interleave(samples: list, rng: np.random.Generator) -> list:
@@ -333,77 +315,6 @@ def plan_hash(unit: ShardUnit) -> str:
 
 # ------------------------------------------------------------------ write one shard (the unit function)
 
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    # Fixed header fields: the same bytes on every machine, whoever runs it and whenever.
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-class _TarSink:
-    """Writes a tar archive member by member and its sha256 in the same pass.
-
-    Headers come from tarfile (PAX format, fixed fields). A clip copied as it is goes from its file through
-    one reused buffer: each chunk is hashed and written while it is still in the CPU cache, so the data is
-    read once and no clip-sized buffer is allocated. Measured (bench_shard.py): reading each clip into a
-    fresh bytes object (page faults on every new buffer) and hashing on a helper thread took 1.3x this CPU
-    time; hashing this loop's chunks on a helper thread is faster only while a core is idle, and costs 6 %
-    more CPU, which a pool with one worker per core pays in wall time.
-    """
-
-    def __init__(self, f):
-        self.f, self.pos, self.sha = f, 0, hashlib.sha256()
-        self._buf = bytearray(COPY_CHUNK)
-
-    def _write(self, data) -> None:
-        self.sha.update(data)
-        self.f.write(data)
-        self.pos += len(data)
-
-    def _header(self, name: str, size: int) -> int:
-        """Write a member's header; return the offset of its data."""
-        self._write(_tarinfo(name, size).tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        return self.pos
-
-    def add(self, name: str, data: bytes) -> int:
-        """Append a member; return the offset of its data."""
-        offset = self._header(name, len(data))
-        self._write(data)
-        self._write(bytes(_padded(len(data)) - len(data)))
-        return offset
-
-    def add_file(self, name: str, sample: PlannedSample, src) -> int:
-        """Append the sample's input file (open as `src`) as it is; return the offset of its data. The member
-        has the planned size: a file that changed size since planning, or cannot be read, stops the shard."""
-        size = os.fstat(src.fileno()).st_size
-        if size == sample.size:
-            offset = self._header(name, size)
-            view, left = memoryview(self._buf), size
-            while left:
-                try:
-                    n = src.readinto(view[:min(left, COPY_CHUNK)])
-                except OSError as e:
-                    raise ManifestError(f"reading the clip failed after {size - left} bytes ({e}); check the "
-                                        "disk it is on, then rerun", sample.path, row=sample.key) from None
-                if not n:
-                    break
-                self._write(view[:n])
-                left -= n
-            size -= left
-        if size != sample.size:
-            raise ManifestError(f"the clip changed size since planning ({sample.size} -> {size} bytes); "
-                                "rerun the command to plan again", sample.path, row=sample.key)
-        self._write(bytes(_padded(size) - size))
-        return offset
-
-    def close(self) -> str:
-        """End the archive (two zero blocks, padded to a whole record); return the sha256."""
-        self._write(bytes(tar_bytes(self.pos) - self.pos))
-        return self.sha.hexdigest()
-
-
 def _transcoded_meta(meta: dict, video: bytes) -> dict:
     """The metadata of a re-encoded clip: its new size and frame count (read from the MP4 header)."""
     import av
@@ -463,7 +374,7 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
     members, sources, skipped = [], Counter(), []
     with atomic_path(out / unit.file) as tmp:
         with open(tmp, "wb") as f:
-            tar = _TarSink(f)
+            tar = TarSink(f)
             for s in unit.samples:
                 try:
                     video, meta, src = _load_clip(s, unit.transcode)
