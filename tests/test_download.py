@@ -218,6 +218,7 @@ def test_killed_process_rerun_fetches_only_what_is_missing(site, tmp_path):
     assert all(site.hits[name] == before[name] == 2 for name in finished)  # finished rows not fetched again
     assert sorted(site.hits) == sorted(f"{i}.mp4" for i in ids)
     assert read_manifest(tmp_path / "o" / "manifest.parquet")["status"].eq("ok").all()
+    assert not list(units.glob("*.lock"))  # the killed run's unit lock is cleared
 
 
 def test_changing_rows_per_unit_keeps_results_and_the_manifest_right(site, tmp_path):

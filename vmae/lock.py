@@ -162,3 +162,14 @@ class Lock:
             except OSError:
                 pass
         aside.unlink(missing_ok=True)
+
+
+def clear_stale(paths) -> list:
+    """Delete the lock files among `paths` whose owners are gone (see is_stale); return the ones removed.
+    For the end of a run: a unit finished by a killed process keeps its lock file until someone clears it."""
+    removed = []
+    for path in paths:
+        if is_stale(path, read_owner(path)):
+            Path(path).unlink(missing_ok=True)
+            removed.append(Path(path))
+    return removed

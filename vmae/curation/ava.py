@@ -23,7 +23,7 @@ from vmae.jobs import claim
 from vmae.atomic import as_storage_error, make_folder, remove_temporaries
 from vmae.errors import StorageError
 from vmae.executors import ExecutorConfig, my_slice, run_units
-from vmae.lock import Lock, describe
+from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import ManifestError, empty_manifest, make_key, read_manifest, write_manifest
 from vmae.media import MISSING_FILE, TOO_SHORT, UNKNOWN, MediaError, cut, default_threads, probe
 
@@ -289,6 +289,7 @@ def _movie_files(videos: Path) -> dict:
 
 def _assemble(out: Path, movies: list):
     """manifest.parquet from every movie part present, in file-list order -> (path, movies without a part)."""
+    clear_stale((out / "parts").glob("*.lock"))  # of movies that killed runs finished
     parts, pending = [], 0
     for movie in movies:
         part = out / "parts" / f"{make_key(Path(movie).stem)}.parquet"

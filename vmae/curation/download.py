@@ -39,7 +39,7 @@ from vmae import jobs, media
 from vmae.atomic import as_storage_error, is_storage_text, make_folder, remove_temporaries, storage_error, write_text
 from vmae.errors import ConfigError, StorageError
 from vmae.executors import ExecutorConfig, my_slice, run_units
-from vmae.lock import Lock, describe
+from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import manifest_base, read_manifest, resolve_path, validate, write_manifest
 from vmae.manifests.validate import write_rejects
 from vmae.manifests.errors import ManifestError
@@ -505,6 +505,7 @@ def download(manifest, out, cfg: DownloadConfig = DownloadConfig(), executor: Ex
     bar.close()
 
     if all(unit_path(out, i).exists() for i in range(len(plan))):
+        clear_stale((out / ".units").glob("unit-*.lock"))  # of units that killed runs finished
         merged = pd.concat([read_manifest(unit_path(out, i)) for i in range(len(plan))], ignore_index=True)
         report.counts = dict(Counter(merged["status"]))
         report.manifest = str(write_manifest(merged, out / "manifest.parquet"))

@@ -21,6 +21,7 @@ from webdataset.tariterators import base_plus_ext
 
 from vmae.atomic import TEMP_SUFFIX, atomic_path, write_text
 from vmae.errors import VmaeError
+from vmae.lock import clear_stale
 from vmae.manifests import ManifestError
 from vmae.shards.files import file_name, open_file, sibling_url
 
@@ -52,13 +53,13 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 
 def _remove_leftovers(out_dir: Path, name: str, files: set, started: float) -> list:
-    """Delete what killed runs and earlier plans left: temporary files (of shards, sidecars, locks and the
-    index) older than this run (younger ones may belong to another slice finishing at the same moment), and NAME-*.tar shards (with their sidecars) that
+    """Delete what killed runs and earlier plans left: their shards' lock files, temporary files (of shards,
+    sidecars, locks and the index) older than this run (younger ones may belong to another slice finishing at the same moment), and NAME-*.tar shards (with their sidecars) that
     the current plan does not have. Returns the names removed."""
     shard = re.compile(rf"^{re.escape(name)}-\d{{6}}\.tar$")
     finals = "|".join(map(re.escape, (INDEX, SKIPPED, SHARDS_JSON)))
     temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json|lock)|{finals}){TEMP_SUFFIX}$")
-    removed = []
+    removed = [p.name for p in clear_stale(out_dir.glob(f".{name}-*.lock"))]
     for path in sorted(out_dir.iterdir()):
         stale = shard.match(path.name) and path.name not in files
         try:
