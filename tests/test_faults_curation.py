@@ -25,7 +25,7 @@ from vmae.shards.writer import ShardConfig, Transcode, write_shards
 
 
 def cli(*args):
-    return subprocess.run([sys.executable, "-c", "from vmae.cli import data; data()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from vmae.cli.data import data; data()", *map(str, args)],
                           capture_output=True, text=True)
 
 
@@ -147,7 +147,7 @@ def test_case9_verify_fails_on_a_set_without_shards(tmp_path):
 def test_two_shard_processes_into_one_folder_give_one_clean_set(manifest, tmp_path):
     args = ["shard", "unlabeled-hybrid", "--manifest", manifest, "--max-count", 1, "--transcode",
             "short-side=32,gop=4", "--no-progress"]
-    procs = [subprocess.Popen([sys.executable, "-c", "from vmae.cli import data; data()",
+    procs = [subprocess.Popen([sys.executable, "-c", "from vmae.cli.data import data; data()",
                                *map(str, args), "--out", str(tmp_path / "both")],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=300) for p in procs]

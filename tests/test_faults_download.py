@@ -44,7 +44,7 @@ def rows(keys, **columns) -> pd.DataFrame:
 
 
 def cli(*args, preexec=None, cwd=None):
-    return subprocess.run([sys.executable, "-c", "from vmae.cli import data; data()", *map(str, args)],
+    return subprocess.run([sys.executable, "-c", "from vmae.cli.data import data; data()", *map(str, args)],
                           capture_output=True, text=True, preexec_fn=preexec, cwd=cwd)
 
 
@@ -232,7 +232,7 @@ def test_two_processes_share_one_folder_without_fetching_twice(tmp_path, site):
     args = ["download", tmp_path / "in.parquet", "--out", tmp_path / "o", "--url-template",
             site.url + "/{video_id}.mp4", "--rows-per-unit", 1, "--sleep", 0.3, "--no-progress"]
     site.hits.clear()
-    procs = [subprocess.Popen([sys.executable, "-c", "from vmae.cli import data; data()", *map(str, args)],
+    procs = [subprocess.Popen([sys.executable, "-c", "from vmae.cli.data import data; data()", *map(str, args)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
