@@ -38,19 +38,3 @@ class SmallDisk:
     def close(self) -> None:
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.path)], check=False)
-
-
-def read_only_folder(path) -> Path:
-    """A folder nobody may write: a read-only tmpfs as root, else a folder without write permission."""
-    path = Path(path)
-    path.mkdir(parents=True)
-    if os.geteuid() == 0:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], check=True)
-    else:
-        path.chmod(0o555)
-    return path
-
-
-def release(path) -> None:
-    if os.geteuid() == 0:
-        subprocess.run(["umount", "-l", str(path)], check=False)

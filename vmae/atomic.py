@@ -1,8 +1,8 @@
 """Write to a temporary name in the same folder, check, then rename: readers never see half a file.
 
 A write that fails because of the output itself (no space, read-only, quota, no permission, not a folder)
-becomes one `StorageError` naming the folder and its free space: such a fault is never a per-row status,
-the run stops, and everything renamed into place before it stays valid.
+becomes one `OutputError` naming the folder and its free space (the OSError behind it is its __cause__):
+such a fault is never a per-row status, the run stops, and everything renamed into place before it stays valid.
 """
 import errno
 import os
@@ -12,7 +12,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from vmae.errors import StorageError
+from vmae.errors import OutputError
 
 TEMP_SUFFIX = r"\.tmp-\d+-[0-9a-f]{12}"  # regex of what atomic_path appends to '.' + the final name
 
@@ -43,41 +43,41 @@ def free_space(folder) -> str:
     return f"{free:.1f} TiB free"
 
 
-def storage_error(folder, problem: str) -> StorageError:
+def output_error(folder, problem: str) -> OutputError:
     """The error that stops a run because `folder` cannot take its output."""
-    return StorageError(f"cannot write to {Path(folder).absolute()}: {problem} ({free_space(folder)}). What was "
+    return OutputError(f"cannot write to {Path(folder).absolute()}: {problem} ({free_space(folder)}). What was "
                         "finished before is kept: free space or fix the folder (or choose another output), then "
                         "rerun the same command to complete what is missing")
 
 
-def is_storage_text(text: str) -> bool:
+def is_output_fault_text(text: str) -> bool:
     """Whether a tool's error text reports a full, read-only or size-limited output."""
     return bool(_STORAGE_TEXT.search(text or ""))
 
 
-def as_storage_error(error: BaseException, folder):
-    """`error` as a StorageError when it is an output fault (by errno or by its text), else None."""
-    if isinstance(error, StorageError):
+def as_output_error(error: BaseException, folder):
+    """`error` as a OutputError when it is an output fault (by errno or by its text), else None."""
+    if isinstance(error, OutputError):
         return error
     if isinstance(error, OSError) and error.errno in _STORAGE_ERRNOS:
-        return storage_error(folder, _STORAGE_ERRNOS[error.errno])
-    if isinstance(error, OSError) and is_storage_text(str(error)):
-        return storage_error(folder, _STORAGE_TEXT.search(str(error)).group(0).lower())
+        return output_error(folder, _STORAGE_ERRNOS[error.errno])
+    if isinstance(error, OSError) and is_output_fault_text(str(error)):
+        return output_error(folder, _STORAGE_TEXT.search(str(error)).group(0).lower())
     return None
 
 
 def make_folder(folder) -> Path:
-    """Create `folder` (and its parents), or raise StorageError saying why it cannot be an output folder."""
+    """Create `folder` (and its parents), or raise OutputError saying why it cannot be an output folder."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         if e.errno in _FOLDER_ERRNOS:
-            raise storage_error(folder, _FOLDER_ERRNOS[e.errno]) from None
-        raise as_storage_error(e, folder) or e from None
+            raise output_error(folder, _FOLDER_ERRNOS[e.errno]) from e
+        raise as_output_error(e, folder) or e
     if not os.access(folder, os.W_OK | os.X_OK):
-        read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
-        raise storage_error(folder, "read-only file system" if read_only else "permission denied")
+        code = errno.EROFS if os.statvfs(folder).f_flag & os.ST_RDONLY else errno.EACCES
+        raise output_error(folder, os.strerror(code).lower()) from OSError(code, os.strerror(code), str(folder))
     return folder
 
 
@@ -96,7 +96,7 @@ def atomic_path(path):
         yield tmp
         os.replace(tmp, path)
     except OSError as e:
-        error = as_storage_error(e, path.parent)
+        error = as_output_error(e, path.parent)
         if error is None:
             raise
         raise error from e
@@ -123,7 +123,7 @@ def write_bytes(path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(data)
         if os.path.getsize(tmp) != len(data):
-            raise storage_error(Path(path).parent, f"{path} came out short")
+            raise output_error(Path(path).parent, f"{path} came out short")
 
 
 def write_text(path, text: str) -> None:

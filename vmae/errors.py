@@ -42,6 +42,3 @@ class OutputError(VmaeError):
 class FolderInUseError(VmaeError):
     """An output folder that another live process is writing (see vmae.lock), or that holds the output of
     another job (another input or other options)."""
-
-
-StorageError = OutputError

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from vmae.atomic import as_storage_error, make_folder
+from vmae.atomic import as_output_error, make_folder
 from vmae.errors import FolderInUseError
 
 HEARTBEAT = 30.0       # seconds between two refreshes of a held lock's mtime
@@ -106,7 +106,7 @@ class Lock:
             try:
                 tmp.write_text(json.dumps(mine), encoding="utf-8")
             except OSError as e:
-                raise as_storage_error(e, self.path.parent) or e from None
+                raise as_output_error(e, self.path.parent) or e from None
             for _ in range(3):
                 try:
                     os.link(tmp, self.path)

@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from vmae.atomic import as_storage_error, atomic_path, is_storage_text, storage_error
-from vmae.errors import StorageError
+from vmae.atomic import as_output_error, atomic_path, is_output_fault_text, output_error
+from vmae.errors import OutputError
 
 # Status taxonomy: a manifest row's status is STATUS_OK or exactly one of REASONS.
 STATUS_OK = "ok"
@@ -310,7 +310,7 @@ def cut(src, dst, start_sec=None, end_sec=None, start_frame=None, num_frames=Non
 
     The clip gets its name only once it is known complete: ffmpeg reported no write error (it exits 0
     after a failed trailer) and the written file opens with as many frames as were encoded. Raises
-    MediaError for the source's faults (also when ffmpeg decoded past damage in it), StorageError when dst's
+    MediaError for the source's faults (also when ffmpeg decoded past damage in it), OutputError when dst's
     folder cannot take the clip.
     """
     src, dst = Path(src), Path(dst)
@@ -341,12 +341,12 @@ def cut(src, dst, start_sec=None, end_sec=None, start_frame=None, num_frames=Non
 
 
 def _check_written(result: subprocess.CompletedProcess, dst: Path) -> None:
-    """Raise when ffmpeg could not write dst: StorageError for a full, read-only or size-limited folder,
+    """Raise when ffmpeg could not write dst: OutputError for a full, read-only or size-limited folder,
     MediaError(cut-failed) for any other write error."""
     if result.returncode == -signal.SIGXFSZ:
-        raise storage_error(dst.parent, "file size limit reached (ulimit -f)")
-    if is_storage_text(result.stderr):
-        raise storage_error(dst.parent, _last_lines(result.stderr, 1))
+        raise output_error(dst.parent, "file size limit reached (ulimit -f)")
+    if is_output_fault_text(result.stderr):
+        raise output_error(dst.parent, _last_lines(result.stderr, 1))
     if re.search(_WRITE_ERROR, result.stderr or "", re.IGNORECASE):
         raise MediaError(CUT_FAILED, f"{dst}: writing failed: {_last_lines(result.stderr)}")
 
@@ -354,7 +354,7 @@ def _check_written(result: subprocess.CompletedProcess, dst: Path) -> None:
 def transcode(src, short_side=None, gop=None, fps=None, crf=DEFAULT_CRF, preset=DEFAULT_PRESET,
               threads=None) -> bytes:
     """Re-encode a whole video (a path or its bytes) to H.264 yuv420p MP4 bytes, for the shard writer.
-    The work files go to the temporary folder (TMPDIR); a full one stops the run with a StorageError."""
+    The work files go to the temporary folder (TMPDIR); a full one stops the run with a OutputError."""
     try:
         with tempfile.TemporaryDirectory(prefix="vmae-transcode-") as tmp:
             if isinstance(src, (bytes, bytearray, memoryview)):
@@ -365,10 +365,10 @@ def transcode(src, short_side=None, gop=None, fps=None, crf=DEFAULT_CRF, preset=
             out = Path(tmp, "out.mp4")
             cut(src, out, short_side=short_side, gop=gop, fps=fps, crf=crf, preset=preset, threads=threads)
             return out.read_bytes()
-    except (OSError, StorageError) as e:
-        if as_storage_error(e, tempfile.gettempdir()) is None:
+    except (OSError, OutputError) as e:
+        if as_output_error(e, tempfile.gettempdir()) is None:
             raise
-        raise storage_error(tempfile.gettempdir(), f"the temporary folder for transcoding is full or read-only "
+        raise output_error(tempfile.gettempdir(), f"the temporary folder for transcoding is full or read-only "
                                                    f"({e}); set TMPDIR to a folder with space") from None
 
 

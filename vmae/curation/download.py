@@ -18,7 +18,7 @@ reference silently trains on a random other video instead).
 One folder, one job: OUT/download.json records the rows (keys and times) and the clip options; a run with
 other rows or options is refused. Processes may share a folder (Slurm slices, or the same command started
 twice): each unit is run under its lock file (vmae.lock), and a unit another live process holds is left to
-it. A full or read-only OUT stops the run (vmae.errors.StorageError); every other fault is one row's status.
+it. A full or read-only OUT stops the run (vmae.errors.OutputError); every other fault is one row's status.
 """
 import hashlib
 import json
@@ -36,8 +36,8 @@ from urllib.parse import urlsplit
 import pandas as pd
 
 from vmae import jobs, media
-from vmae.atomic import as_storage_error, is_storage_text, make_folder, remove_temporaries, storage_error, write_text
-from vmae.errors import ConfigError, StorageError
+from vmae.atomic import as_output_error, is_output_fault_text, make_folder, remove_temporaries, output_error, write_text
+from vmae.errors import ConfigError, OutputError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import manifest_base, read_manifest, resolve_path, validate, write_manifest
@@ -278,8 +278,8 @@ def fetch(url: str, folder: Path, cfg: DownloadConfig) -> Path:
                 info = ydl.extract_info(url, download=True)
             break
         except yt_dlp.utils.YoutubeDLError as e:
-            if is_storage_text(str(e)):
-                raise storage_error(folder, str(e).removeprefix("ERROR: ")) from None
+            if is_output_fault_text(str(e)):
+                raise output_error(folder, str(e).removeprefix("ERROR: ")) from None
             exc_info = getattr(e, "exc_info", None)  # only DownloadError carries the cause
             cause = exc_info[1] if exc_info else None
             reason = media.download_reason(str(e), getattr(cause, "status", None))
@@ -299,7 +299,7 @@ def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
     """Bring one row to a final status; return the row with path, probe facts, status and error set.
 
     Any fault of the row (its values, its source, the network) becomes its status and message; only a full
-    or read-only OUT raises (StorageError). state carries the worker's time of its last request (for
+    or read-only OUT raises (OutputError). state carries the worker's time of its last request (for
     --sleep) and its fetch count.
     """
     clip = clip_path(out, row["key"])
@@ -341,10 +341,10 @@ def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
         row.update(facts, path=str(clip), status=media.STATUS_OK)
     except media.MediaError as e:
         row.update(status=e.reason, error=e.message)
-    except StorageError:
+    except OutputError:
         raise
     except Exception as e:  # one bad row is one bad row: its status says what went wrong
-        error = as_storage_error(e, out)
+        error = as_output_error(e, out)
         if error is not None:
             raise error from e
         log.debug("row %s failed", row["key"], exc_info=True)

@@ -404,10 +404,14 @@ def _write_all(out_dir: Path, outputs: dict) -> None:
                 tmp.write_bytes(outputs[name])
                 if tmp.stat().st_size != len(outputs[name]):
                     raise OSError(f"{tmp} is shorter than what was written to it")
-    except OSError as e:
+    except (OSError, OutputError) as e:
         if made_here and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
-        raise OutputError.writing(out_dir, e) from None
+        # atomic_path names a full or read-only folder already; this build says it in its own words
+        cause = e.__cause__ if isinstance(e, OutputError) else e
+        if not isinstance(cause, OSError):
+            raise
+        raise OutputError.writing(out_dir, cause) from None
 
 
 # ------------------------------------------------------------------------------------------------ summary

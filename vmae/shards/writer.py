@@ -11,7 +11,7 @@ written (vmae.shards.index). A shard's bytes depend only on its plan, never on t
 Faults: each shard is written under its lock file (vmae.lock), so processes sharing the folder never write
 the same shard; the folder records its job (the manifest's keys and the options, `.shard-job.json`) and
 refuses another; a clip that cannot be opened is a skipped row; a full or read-only folder stops the run
-(StorageError) and keeps the complete shards.
+(OutputError) and keeps the complete shards.
 """
 import hashlib
 import io
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 
 from vmae import media
-from vmae.atomic import atomic_path, make_folder, remove_temporaries, storage_error, write_text
-from vmae.errors import ConfigError, StorageError
+from vmae.atomic import atomic_path, make_folder, remove_temporaries, output_error, write_text
+from vmae.errors import ConfigError, OutputError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.jobs import claim, digest
 from vmae.lock import Lock
@@ -329,7 +329,7 @@ def _transcoded_meta(meta: dict, video: bytes) -> dict:
 
 def _load_clip(sample: PlannedSample, transcode: Optional[Transcode]):
     """(video bytes, metadata, open input file) of one sample: the bytes of a transcode, or the input file
-    opened to go in as it is. Raises MediaError or OSError for this sample's input, StorageError when the
+    opened to go in as it is. Raises MediaError or OSError for this sample's input, OutputError when the
     temporary folder of a transcode is full."""
     if transcode is None:
         return None, sample.meta, open(sample.path, "rb", buffering=0)
@@ -378,7 +378,7 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
             for s in unit.samples:
                 try:
                     video, meta, src = _load_clip(s, unit.transcode)
-                except StorageError:
+                except OutputError:
                     raise
                 except (media.MediaError, OSError) as e:
                     skipped.append(_sample_fault(s, e))
@@ -398,7 +398,7 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
             # finds a shard whose data never reached the disk.
             sha256 = tar.close()
         if os.path.getsize(tmp) != tar.pos:  # checked before it gets its name
-            raise storage_error(out, f"{unit.file} came out at {os.path.getsize(tmp)} of {tar.pos} bytes")
+            raise output_error(out, f"{unit.file} came out at {os.path.getsize(tmp)} of {tar.pos} bytes")
         sidecar = {"file": unit.file, "plan": unit.plan, "samples": sum(sources.values()), "bytes": tar.pos,
                    "sha256": sha256, "sources": dict(sorted(sources.items())),
                    "members": members, "skipped": skipped}
