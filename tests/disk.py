@@ -14,8 +14,8 @@ class SmallDisk:
     def __init__(self, path, size: int):
         self.path, self.size, self.limit = Path(path), size, None
         self.path.mkdir(parents=True)
-        self.mounted = os.geteuid() == 0 and subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)], capture_output=True).returncode == 0
+        mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.path)]
+        self.mounted = os.geteuid() == 0 and subprocess.run(mount, capture_output=True).returncode == 0
 
     def fill(self, leave: int) -> None:
         if self.mounted:

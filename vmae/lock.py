@@ -7,8 +7,8 @@
 
 The file holds JSON: host, pid, boot id, start time and command. It is written whole under a temporary name
 and hard-linked to the lock's name, which fails if that exists (atomic on local file systems, NFS, Lustre
-and GPFS): a lock is never seen half-written, even when its owner is killed while taking it. While held, a daemon thread refreshes its mtime every HEARTBEAT
-seconds.
+and GPFS): a lock is never seen half-written, even when its owner is killed while taking it. While held, a
+daemon thread refreshes its mtime every HEARTBEAT seconds.
 
 Stale locks, taken over without asking:
 - same host: the owner's pid is gone, or the machine rebooted since (another boot id);

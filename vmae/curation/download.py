@@ -27,22 +27,22 @@ import os
 import shutil
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from string import Formatter
 from typing import Optional
-from urllib.parse import urlsplit
 
 import pandas as pd
 
 from vmae import jobs, media
-from vmae.atomic import as_output_error, is_output_fault_text, make_folder, remove_temporaries, output_error, write_text
+from vmae.atomic import (as_output_error, is_output_fault_text, make_folder, output_error, remove_temporaries,
+                         write_text)
+from vmae.curation.templates import TEMPLATE_FIELDS, cell, check_url, file_in, fill_template, template_fields
 from vmae.errors import ConfigError, OutputError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import manifest_base, read_manifest, resolve_path, validate, write_manifest
-from vmae.manifests.validate import write_rejects
 from vmae.manifests.errors import ManifestError
+from vmae.manifests.validate import write_rejects
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ CVDF_TEMPLATE = "{video_id}_{start:06d}_{end:06d}.mp4"
 # Video only (the clips carry no audio), at most 720 lines: enough for any short-side resize we use.
 DEFAULT_FORMAT = "bv*[height<=720]/b[height<=720]/bv*/b"
 _RETRIED = (media.RATE_LIMITED, media.NETWORK)
-URL_SCHEMES = ("http", "https")
 JOB_FILE = "download.json"
 
 
@@ -146,50 +145,6 @@ class DownloadReport:
 
 # ---------------------------------------------------------------- pure helpers
 
-TEMPLATE_FIELDS = ("video_id", "key", "source", "split", "label", "start", "end", "start_sec", "end_sec")
-
-
-def template_fields(template: str) -> set:
-    return {name for _, name, _, _ in Formatter().parse(template) if name}
-
-
-def fill_template(template: str, row: dict) -> str:
-    """Fill a URL or file-name template from a row; start/end are whole seconds, as in the CVDF names."""
-    start, end = _value(row.get("start_sec")), _value(row.get("end_sec"))
-    values = {"video_id": row.get("video_id"), "key": row.get("key"), "source": row.get("source"),
-              "split": row.get("split"), "label": row.get("label"), "start_sec": start, "end_sec": end,
-              "start": None if start is None else int(round(start)),
-              "end": None if end is None else int(round(end))}
-    missing = sorted(f for f in template_fields(template) if values.get(f) is None)
-    if missing:
-        raise media.MediaError(media.UNKNOWN, f"row has no {', '.join(missing)} for template {template!r}")
-    return template.format(**values)
-
-
-def file_in(folder, template: str, row: dict) -> Path:
-    """folder / the template filled from the row, refused when a value would lead out of the folder
-    (a video_id like '../../x' or '/etc/x') or into a hidden file."""
-    name = fill_template(template, row)
-    parts = Path(name).parts
-    if Path(name).is_absolute() or any(p in ("..", ".") or p.startswith(".") for p in parts) or "\0" in name:
-        raise media.MediaError(media.INVALID_ROW, f"--from-template {template!r} gives {name!r} for this row, "
-                                                  "which is not a file name inside --from-dir")
-    return Path(folder) / name
-
-
-def check_url(url: str) -> str:
-    """The URL when download fetches it (http or https, a host); else MediaError(invalid-row) saying why."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # raises ValueError for a port that is not a number
-    except ValueError as e:
-        raise media.MediaError(media.INVALID_ROW, f"{url[:200]}: not a valid URL ({e})") from None
-    if parts.scheme.lower() not in URL_SCHEMES or not parts.hostname:
-        raise media.MediaError(media.INVALID_ROW, f"{url[:200]}: only http(s) URLs with a host are fetched; put "
-                                                  "local files in the path column (or use --from-dir)")
-    return url
-
-
 def clip_path(out, key: str) -> Path:
     """OUT/clips/xx/KEY.mp4: 256 folders keep directories small at a million clips."""
     return Path(out) / "clips" / hashlib.md5(key.encode()).hexdigest()[:2] / f"{key}.mp4"
@@ -234,10 +189,10 @@ def locate(row: dict, cfg: DownloadConfig):
 def shortfall(facts: dict, row: dict, cfg: DownloadConfig) -> Optional[str]:
     """Why a cut clip is too short, or None. Frame-range rows need every frame; time rows need
     min_fraction of the requested seconds; every clip needs min_frames frames."""
-    num_frames = _value(row.get("num_frames"))
+    num_frames = cell(row.get("num_frames"))
     if num_frames is not None and facts["frames"] < num_frames:
         return f"{facts['frames']} frames of the {num_frames} requested"
-    start, end = _value(row.get("start_sec")), _value(row.get("end_sec"))
+    start, end = cell(row.get("start_sec")), cell(row.get("end_sec"))
     # A whole mirror file stands for [start_sec, end_sec) too: it must be about as long.
     if start is not None and end is not None:
         wanted = end - start
@@ -247,10 +202,6 @@ def shortfall(facts: dict, row: dict, cfg: DownloadConfig) -> Optional[str]:
     if facts["frames"] < cfg.min_frames:
         return f"{facts['frames']} frames (at least {cfg.min_frames} needed)"
     return None
-
-
-def _value(v):
-    return None if v is None or pd.isna(v) else v
 
 
 # ---------------------------------------------------------------- side effects
@@ -370,10 +321,10 @@ def adopt(clip: Path, row: dict, cfg: DownloadConfig) -> Optional[dict]:
 
 
 def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig) -> Path:
-    start_frame, num_frames = _value(row.get("start_frame")), _value(row.get("num_frames"))
+    start_frame, num_frames = cell(row.get("start_frame")), cell(row.get("num_frames"))
     frame_mode = not whole and start_frame is not None and num_frames is not None
-    return media.cut(src, clip, start_sec=None if whole or frame_mode else _value(row.get("start_sec")),
-              end_sec=None if whole or frame_mode else _value(row.get("end_sec")),
+    return media.cut(src, clip, start_sec=None if whole or frame_mode else cell(row.get("start_sec")),
+              end_sec=None if whole or frame_mode else cell(row.get("end_sec")),
               start_frame=int(start_frame) if frame_mode else None,
               num_frames=int(num_frames) if frame_mode else None,
               short_side=cfg.short_side, gop=cfg.gop, threads=cfg.threads, crf=cfg.crf, preset=cfg.preset)
@@ -439,8 +390,8 @@ def _earlier_results(out: Path):
 
 def job_record(rows: list, cfg: DownloadConfig) -> dict:
     """What a download folder holds: its rows (keys and times) and the clip options."""
-    spec = sorted((r["key"], _value(r.get("start_sec")), _value(r.get("end_sec")), _value(r.get("start_frame")),
-                   _value(r.get("num_frames"))) for r in rows)
+    spec = sorted((r["key"], cell(r.get("start_sec")), cell(r.get("end_sec")), cell(r.get("start_frame")),
+                   cell(r.get("num_frames"))) for r in rows)
     return {"rows": len(rows), "rows_digest": jobs.digest(spec), "clips": cfg.clip_settings()}
 
 

@@ -2,10 +2,10 @@
 
 Keys are settled before sampling: ids that become the same key once made safe ('vidé' and 'vid✓', 'ig two'
 and 'ig_two') all get a short hash of their id appended, and an id too long for a key is rejected, so every
-usable row can be drawn. Determinism: usable rows are sorted by id (string order) and each gets a uniform random key from
-numpy's PCG64 stream, whose bits NumPy keeps stable across versions and platforms; the sample is the n
-rows with the smallest keys. So the same seed gives the same sample on any machine and for any input
-row order, and a larger n with the same seed returns a superset of a smaller one.
+usable row can be drawn. Determinism: usable rows are sorted by id (string order) and each gets a uniform
+random key from numpy's PCG64 stream, whose bits NumPy keeps stable across versions and platforms; the
+sample is the n rows with the smallest keys. So the same seed gives the same sample on any machine and for
+any input row order, and a larger n with the same seed returns a superset of a smaller one.
 """
 import csv
 import re

@@ -6,5 +6,5 @@ from vmae.manifests.schema import COLUMNS, KEY_PATTERN, MAX_KEY_LENGTH, SCHEMA, 
 from vmae.manifests.validate import row_problems, validate
 
 __all__ = ["COLUMNS", "KEY_PATTERN", "MAX_KEY_LENGTH", "SCHEMA", "ManifestError", "conform", "empty_manifest",
-           "key_problem", "make_key", "manifest_base", "read_manifest", "read_table", "resolve_path", "row_problems", "validate",
-           "write_manifest"]
+           "key_problem", "make_key", "manifest_base", "read_manifest", "read_table", "resolve_path", "row_problems",
+           "validate", "write_manifest"]

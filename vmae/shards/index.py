@@ -54,8 +54,9 @@ def _write_parquet(table: pa.Table, path: Path) -> None:
 
 def _remove_leftovers(out_dir: Path, name: str, files: set, started: float) -> list:
     """Delete what killed runs and earlier plans left: their shards' lock files, temporary files (of shards,
-    sidecars, locks and the index) older than this run (younger ones may belong to another slice finishing at the same moment), and NAME-*.tar shards (with their sidecars) that
-    the current plan does not have. Returns the names removed."""
+    sidecars, locks and the index) older than this run (younger ones may belong to another slice finishing at
+    the same moment), and NAME-*.tar shards (with their sidecars) that the current plan does not have. Returns
+    the names removed."""
     shard = re.compile(rf"^{re.escape(name)}-\d{{6}}\.tar$")
     finals = "|".join(map(re.escape, (INDEX, SKIPPED, SHARDS_JSON)))
     temp = re.compile(rf"^\.+({re.escape(name)}-\d{{6}}\.(tar|json|lock)|{finals}){TEMP_SUFFIX}$")
