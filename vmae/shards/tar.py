@@ -42,10 +42,8 @@ class TarSink:
 
     Headers come from tarfile (PAX format, fixed fields). A clip copied as it is goes from its file through
     one reused buffer: each chunk is hashed and written while it is still in the CPU cache, so the data is
-    read once and no clip-sized buffer is allocated. Measured (bench_shard.py): reading each clip into a
-    fresh bytes object (page faults on every new buffer) and hashing on a helper thread took 1.3x this CPU
-    time; hashing this loop's chunks on a helper thread is faster only while a core is idle, and costs 6 %
-    more CPU, which a pool with one worker per core pays in wall time.
+    read once and no clip-sized buffer is allocated. Reading each clip into a fresh bytes object, or hashing
+    on a helper thread, cost more CPU (bench_shard.py; figures in benchmarks/README.md).
     """
 
     def __init__(self, f):
