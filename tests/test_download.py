@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import pytest
 from click.testing import CliRunner
-from local_site import Server
+from http_server import Server
 from videos import make_index_video, read_index
 
 from vmae import media

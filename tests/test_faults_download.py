@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from disk import SmallDisk
-from local_site import Server
+from http_server import Server
 from videos import make_index_video, write_video
 
 from vmae import media
