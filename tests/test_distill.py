@@ -1,8 +1,10 @@
 """Distillation: the loss sees the teacher frozen on the student's own clips, and a run lowers the KL."""
 import pytest
 import torch
+from click.testing import CliRunner
 
 from finetune_data import COLOURS, labeled_shards
+from vmae.cli.train import train
 from vmae.training.checkpoint import load_checkpoint_file, load_pretrained
 from vmae.training.config import DistillConfig, finetune_config
 from vmae.training.data import StreamConfig, make_loader
@@ -38,7 +40,7 @@ class Spy(torch.nn.Module):
 
 def test_loss_runs_the_frozen_teacher_on_the_student_inputs(tmp_path):
     cfg = DistillConfig(shards="s", output_dir="o", teacher=str(_teacher(tmp_path / "t.pth")), model="vit_test",
-                        num_classes=3, num_frames=4, input_size=32)
+                        num_classes=3, num_frames=4, input_size=32, init="none")
     teacher, note = load_teacher(cfg, "cpu")
     assert "vit_test" in note and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -58,7 +60,8 @@ def test_loss_runs_the_frozen_teacher_on_the_student_inputs(tmp_path):
 
     with pytest.raises(ValueError, match="predicts 3 classes but the student has --num-classes 710"):
         load_teacher(DistillConfig(shards="s", output_dir="o", teacher=cfg.teacher, model="vit_test",
-                                   num_frames=4, input_size=32), "cpu")
+                                   num_frames=4, input_size=32, init="none"), "cpu")
+    assert cfg.init is None  # an explicit "none" is stored as what ran: no initial weights
 
 
 @pytest.mark.slow
@@ -93,3 +96,10 @@ def test_distillation_lowers_the_kl(tmp_path, tmp_path_factory):
     student.load_state_dict(load_checkpoint_file(result["last_checkpoint"])["model"])
     after = kl(student)
     assert after < 0.5 * before, (before, after)
+
+
+def test_distill_refuses_to_start_without_init(tmp_path):
+    teacher = str(_teacher(tmp_path / "t.pth"))
+    args = ["distill", "--teacher", teacher, "--shards", "s.tar", "--output-dir", str(tmp_path / "o")]
+    result = CliRunner().invoke(train, args)
+    assert result.exit_code == 2 and "--init none" in result.output and not (tmp_path / "o").exists()

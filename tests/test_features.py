@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from videos import index_frames, read_index, write_video
 from vmae.cli.train import train
 from vmae.shards.format import encode_sample
+from vmae.errors import ConfigError
 from vmae.training.config import FeatureConfig
 from vmae.training.decode import get_decoder
 from vmae.training.features import extract_features, window_indices, window_starts
@@ -149,3 +150,25 @@ def test_config_needs_exactly_one_source():
         FeatureConfig(checkpoint="c", out="o")
     with pytest.raises(ValueError, match="exactly one of videos"):
         FeatureConfig(checkpoint="c", out="o", videos="v", shards="s")
+
+
+def test_reference_features_reproduce_the_tad_script(tmp_path, checkpoint):
+    """--reference-features: frames /255 (no ImageNet statistics), resized as floats by F.interpolate (bilinear,
+    no antialiasing) from a 48x64 source, model in fp32; written out here the way the reference's script does."""
+    path, model = checkpoint
+    write_video(tmp_path / "v" / "a.mp4", index_frames(9, (48, 64)))
+    extract_features(_cfg(path, tmp_path / "ref", videos=str(tmp_path / "v"), reference_features=True))
+    feats = np.load(tmp_path / "ref" / "a.npy")
+    ids = window_indices(9, FRAMES, 3, 2)
+    expected = []
+    with get_decoder().open((tmp_path / "v" / "a.mp4").read_bytes()) as reader:
+        for window in ids:
+            video = torch.from_numpy(reader.get_frames(window)).permute(3, 0, 1, 2).to(torch.float32) / 255
+            video = torch.nn.functional.interpolate(video, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+            with torch.no_grad():
+                expected.append(model.forward_features(video[None])[0].numpy())
+    np.testing.assert_allclose(feats, np.stack(expected), rtol=1e-5, atol=1e-6)
+    extract_features(_cfg(path, tmp_path / "default", videos=str(tmp_path / "v")))
+    assert not np.allclose(np.load(tmp_path / "default" / "a.npy"), feats, atol=1e-3)
+    with pytest.raises(ConfigError, match="fp32"):
+        _cfg(path, tmp_path / "x", videos=str(tmp_path / "v"), reference_features=True, amp="bf16")

@@ -9,6 +9,7 @@ import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 
 from finetune_data import COLOURS, labeled_shards
+from vmae.errors import ConfigError
 from vmae.training import presets
 from vmae.training.checkpoint import load_checkpoint_file
 from vmae.training.config import DistillConfig, FinetuneConfig, finetune_config
@@ -27,11 +28,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.mark.parametrize("name", presets.FINETUNE_PRESETS + presets.DISTILL_PRESETS)
 @pytest.mark.parametrize("model", [m for m in FINETUNE_MODELS if "test" not in m])
-def test_every_preset_builds_a_valid_config(name, model):
+def test_every_preset_builds_its_sizes_and_refuses_the_others(name, model):
+    """A preset applies to the model sizes it has a recipe for; any other size is refused, naming those."""
     cls = DistillConfig if name in presets.DISTILL_PRESETS else FinetuneConfig
-    extra = {"teacher": "t.pth"} if cls is DistillConfig else {}
-    cfg = finetune_config(name, cls=cls, model=model, **REQUIRED, **extra)
-    assert cfg.opt_betas == (0.9, 0.999) and cfg.num_sample == 2 and cfg.smoothing == 0.1
+    extra = {"teacher": "t.pth", "init": "none"} if cls is DistillConfig else {}
+    if cls is DistillConfig or presets.model_size(model) in presets.sizes_of(name):
+        cfg = finetune_config(name, cls=cls, model=model, **REQUIRED, **extra)
+        assert cfg.opt_betas == (0.9, 0.999) and cfg.num_sample == 2 and cfg.smoothing == 0.1
+    else:
+        with pytest.raises(ConfigError, match=f"preset {name} has no recipe for {model}.*It has recipes for ViT-"):
+            finetune_config(name, cls=cls, model=model, **REQUIRED, **extra)
 
 
 def test_presets_carry_the_official_recipes():
@@ -51,18 +57,27 @@ def test_presets_carry_the_official_recipes():
     ucf = finetune_config("ucf101", model="vit_giant_patch14_224", **REQUIRED)
     assert (ucf.num_classes, ucf.stride, ucf.drop_path, ucf.epochs) == (101, 4, 0.35, 50)
     # Table 10
-    d = finetune_config("distill-ssv2", cls=DistillConfig, teacher="t", **REQUIRED)
+    d = finetune_config("distill-ssv2", cls=DistillConfig, teacher="t", init="none", **REQUIRED)
     assert (d.base_lr, d.weight_decay, d.epochs, d.warmup_epochs, d.mixup, d.cutmix, d.drop_path,
             d.layer_decay, d.clip_grad, d.temperature, d.num_classes, d.flip) == \
         (5e-4, 0.05, 100, 5, 0.8, 1.0, 0.1, 0.75, 1.0, 3.0, 174, False)
-    assert DistillConfig(teacher="t", **REQUIRED).base_lr == 1e-3  # the K710 row is the default
+    assert DistillConfig(teacher="t", init="none", **REQUIRED).base_lr == 1e-3  # the K710 row is the default
+    # the paper's variants and its larger-input column (ViT-g only)
+    paper = finetune_config("k400-paper", model="vit_giant_patch14_224", **REQUIRED)
+    assert (paper.drop_path, paper.head_drop, paper.base_lr, paper.epochs) == (0.3, 0.5, 1e-5, 3)
+    big = finetune_config("k600-64x266", model="vit_giant_patch14_224", **REQUIRED)
+    assert (big.num_frames, big.input_size, big.checkpoint_activations, big.num_classes) == (64, 266, True, 600)
+    assert (big.base_lr, big.epochs, big.warmup_epochs, big.drop_path, big.head_drop, big.layer_decay,
+            big.batch_size) == (1e-4, 5, 0, 0.35, 0.5, 0.9, 1)
 
 
 def test_preset_notes_and_overrides():
-    settings, note = presets.resolve("ucf101", "vit_base_patch16_224")
-    assert "no official base recipe" in note and settings["base_lr"] == 1e-3
-    _, note = presets.resolve("k400", "vit_test")
-    assert "ViT-g" in note
+    assert presets.resolve("ssv2", "vit_large_patch16_224")[1] == "ssv2: the official script, ViT-L row"
+    assert "the paper's Table 3" in presets.resolve("k400-paper", "vit_giant_patch14_224")[1]
+    assert "64x266 column" in presets.resolve("k400-64x266", "vit_giant_patch14_224")[1]
+    assert presets.resolve("distill-ssv2", "vit_small_patch16_224")[1] == "distill-ssv2: the paper's Table 10"
+    with pytest.raises(ConfigError, match="no recipe for vit_test .not an official size.*ViT-g"):
+        presets.resolve("ucf101", "vit_test")
     cfg = finetune_config("k400", model="vit_base_patch16_224", base_lr=1e-4, **REQUIRED)
     assert cfg.base_lr == 1e-4 and cfg.layer_decay == 0.75  # the command line wins over the preset
     with pytest.raises(ValueError, match="unknown preset"):
@@ -81,7 +96,11 @@ def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="layer_decay"):
         FinetuneConfig(layer_decay=1.5, **REQUIRED)
     with pytest.raises(ValueError, match="teacher is required"):
-        DistillConfig(**REQUIRED)
+        DistillConfig(init="none", **REQUIRED)
+    with pytest.raises(ConfigError, match="init is required.*--init none"):
+        DistillConfig(teacher="t", **REQUIRED)
+    with pytest.raises(ConfigError, match="init missing.pth does not exist"):
+        FinetuneConfig(init="missing.pth", **REQUIRED)
 
 
 # ------------------------------------------------------------------------------------- optimiser groups

@@ -110,7 +110,10 @@ def test_lr_scaling_counts_views_processes_and_accumulation():
 
 def test_config_layers_defaults_preset_overrides_and_rejects_unknown(tmp_path):
     cfg = C.pretrain_config(shards="s.tar", output_dir="o")
-    assert (cfg.mask_ratio, cfg.decoder_mask_ratio, cfg.clip_grad, cfg.num_sample) == (0.9, 0.5, 0.02, 4)
+    assert (cfg.mask_ratio, cfg.decoder_mask_ratio, cfg.clip_grad, cfg.num_sample) == (0.9, 0.5, None, 4)
+    # the defaults are one model size's recipe: the default model's (ViT-B), the vit-b-hybrid preset
+    b = C.pretrain_config("vit-b-hybrid", shards="s.tar", output_dir="o")
+    assert cfg == b
     g = C.pretrain_config("vit-g-hybrid", shards="s.tar", output_dir="o", epochs=100, warmup_epochs=None)
     assert g.model == "pretrain_videomae_giant_patch14_224" and g.checkpoint_activations
     assert g.epochs == 100 and g.warmup_epochs == 30  # None means "not given on the command line"

@@ -1,8 +1,6 @@
 """Pixels: eval's views and fine-tuning's validation view equal the reference's test pipeline, written here
 independently from the reference's description (spec section 4.5): its frame indices, its short-side resize
 (OpenCV INTER_LINEAR: bilinear, pixel centres aligned, no antialiasing) and its crops."""
-import dataclasses
-
 import numpy as np
 import pytest
 import torch
@@ -106,8 +104,8 @@ def test_eval_views_equal_the_reference_test_pipeline(tmp_path, antialias):
     are resized to 224x399 and the crops start at x = 0, 87, 175. Every pixel within one grey level;
     antialiasing (the option) departs from it."""
     shards, decoded = one_video_shard(tmp_path, textured_frames(150, 240, 428))
-    cfg = EvalConfig(shards=shards, checkpoint="unused.pth", views="5x3", workers=0)
-    (batch,) = list(make_loader(dataclasses.replace(stream_config(cfg), antialias=antialias))[0])
+    cfg = EvalConfig(shards=shards, checkpoint="unused.pth", views="5x3", workers=0, antialias=antialias)
+    (batch,) = list(make_loader(stream_config(cfg))[0])
     ours = batch["video"][0]
     assert ours.shape == (15, 3, 16, SIZE, SIZE)
     diffs = [np.abs(as_thwc(view) - ref).max() for view, ref in zip(ours, reference_test_views(decoded))]

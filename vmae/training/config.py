@@ -11,6 +11,7 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 from vmae.atomic import write_text
@@ -103,7 +104,8 @@ def raise_problems(cfg, problems: list[str]) -> None:
 class RunConfig:
     """What every training run has: data, model size, batch, schedule, optimiser, precision, checkpoints.
 
-    Defaults are pretraining's (the paper's Table 4); FinetuneConfig overrides the ones that differ.
+    Defaults are pretraining's: the official ViT-B script, the default model's own recipe (the vit-b-hybrid
+    preset; the others are the vit-{l,h,g}-hybrid presets); FinetuneConfig overrides the ones that differ.
     Epochs count passes over the training videos. Learning rates are per 256 samples of the global batch
     (`global_batch`: clips for pretraining, videos for fine-tuning).
     """
@@ -124,20 +126,20 @@ class RunConfig:
     num_sample: int = option(4, "Views per decoded video (repeated augmentation).")
     accum_steps: int = option(1, "Micro-steps per optimiser step (gradient accumulation).")
     # Schedule, in epochs of the shard set's videos (steps per epoch from shards.json unless given).
-    epochs: int = option(300, "Passes over the training videos.")
-    warmup_epochs: int = option(30, "Epochs of linear warmup from lr 0.")
+    epochs: int = option(200, "Passes over the training videos.")
+    warmup_epochs: int = option(20, "Epochs of linear warmup from lr 0.")
     steps_per_epoch: int | None = option(None, "Batches per process per epoch, when the shards have no "
                                                "shards.json to count from.")
     max_steps: int | None = option(None, "Stop after this many optimiser steps (smoke runs); the lr schedule "
                                          "still spans --epochs.")
     # Optimiser: AdamW, per-step linear warmup from 0, then cosine to min_lr.
-    base_lr: float = option(1.5e-4, "Learning rate per 256 clips of the global batch (views counted).")
+    base_lr: float = option(2.5e-4, "Learning rate per 256 clips of the global batch (views counted).")
     # the reference's 1e-5 per 256 videos = 2.5e-6 per 256 clips at num_sample 4
     min_lr: float = option(2.5e-6, "Final learning rate, scaled like --base-lr.")
     weight_decay: float = option(0.05, "AdamW weight decay (not on 1-D parameters).")
     opt_betas: tuple[float, float] = (0.9, 0.95)
     opt_eps: float = 1e-8
-    clip_grad: float | None = option(0.02, "Gradient-norm clip.", unset="off")
+    clip_grad: float | None = option(None, "Gradient-norm clip.", unset="off")
     # Precision and speed: "auto" = bf16 autocast on GPU, off on CPU.
     amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU; fp16 adds a grad scaler.",
                       choices=AMP_MODES)
@@ -176,7 +178,7 @@ class RunConfig:
 
 @dataclass(frozen=True)
 class PretrainConfig(RunConfig):
-    """VideoMAE V2 dual-masking pretraining. Defaults are the paper's Table 4 (ViT-g on UnlabeledHybrid).
+    """VideoMAE V2 dual-masking pretraining. Defaults are the official ViT-B script's recipe (vit-b-hybrid).
 
     Epochs count passes over the *videos* (as the reference's --epochs): each video yields num_sample
     clips, so the paper's "1200e" is epochs=300 with num_sample=4. Learning rates are per 256 clips:
@@ -239,7 +241,7 @@ class FinetuneConfig(RunConfig):
     paper's per-task recipes. Epochs count passes over the training videos; each video gives num_sample
     augmented clips (repeated augmentation).
     """
-    OFF: ClassVar[dict] = {**RunConfig.OFF, "layer_decay": 1, "randaug": "none"}
+    OFF: ClassVar[dict] = {**RunConfig.OFF, "layer_decay": 1, "randaug": "none", "init": "none"}
 
     # The run defaults that differ from pretraining's.
     shards: str = option("", "Labeled training shards (KEY.cls): a shard folder or a brace pattern, e.g. "
@@ -264,9 +266,11 @@ class FinetuneConfig(RunConfig):
     num_classes: int = option(400, "Classes of the new head.")
     init: str | None = option(None, "Initial weights: a pretrain or fine-tuned checkpoint (vmae or official). A "
                                     "K710 head is converted for 400/600/700 classes, any other mismatching head "
-                                    "is re-initialised.", path="existing")
+                                    "is re-initialised.", unset="random weights")
     model_key: str = option("model|module", "Key(s) of the state dict inside --init.")
-    head_drop: float = option(0.0, "Dropout before the head.")
+    head_drop: float = option(0.0, "Dropout before the head (the paper's \"dropout\").")
+    drop: float = option(0.0, "Dropout after the position embedding, the attention projection and fc2 (the "
+                              "reference's --drop).")
     init_scale: float = 0.001
     # Data: sparse = SSV2-style segment sampling; stride None = each sample's own stride from KEY.json.
     sparse: bool = option(False, "Frame sampling: sparse TSN segments (SSV2) or dense strided windows "
@@ -275,6 +279,8 @@ class FinetuneConfig(RunConfig):
     flip: bool = option(True, "Random horizontal flip (off for SSV2).")
     randaug: str | None = option("rand-m7-n4-mstd0.5-inc1", "timm RandAugment spec, the same ops on every frame.")
     reprob: float = option(0.25, "Cube random-erasing probability.")
+    antialias: bool = option(False, "Antialiased resizes (random resized crop, validation); off resizes as the "
+                                    "reference (bilinear without antialiasing).")
     layer_decay: float | None = option(0.75, "Layer-wise lr decay.", unset="off")
     # Mixup / CutMix on the batch viewed as (B, C*T, H, W); label smoothing folded into the soft targets.
     mixup: float = option(0.8, "Mixup alpha; 0 turns it off.")
@@ -291,7 +297,9 @@ class FinetuneConfig(RunConfig):
         problems += count_problems(self, ("num_classes",), ("stride", "val_batch_size"))
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             problems.append(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
-        for name in ("drop_path", "head_drop", "reprob", "mixup_prob", "mixup_switch_prob", "smoothing"):
+        if self.init is not None and not Path(self.init).exists():
+            problems.append(f"init {self.init} does not exist (give a checkpoint file or folder, or 'none')")
+        for name in ("drop_path", "head_drop", "drop", "reprob", "mixup_prob", "mixup_switch_prob", "smoothing"):
             if not 0 <= getattr(self, name) <= 1:
                 problems.append(f"{name} must lie in [0, 1], got {getattr(self, name)}")
         if self.mixup < 0 or self.cutmix < 0:
@@ -324,6 +332,14 @@ class DistillConfig(FinetuneConfig):
     epochs: int = 100
     clip_grad: float | None = 1.0
 
+    def __post_init__(self):
+        # Checked before `OFF` turns an explicit "none" into None: a student left at random weights by a
+        # forgotten --init would train for days to a poor model.
+        if self.init is None:
+            raise_problems(self, ["init is required: the student's post-pretrained checkpoint (--init CKPT), or "
+                                  "--init none to start from random weights"])
+        super().__post_init__()
+
     def problems(self) -> list[str]:
         problems = super().problems()
         if not self.teacher:
@@ -352,6 +368,8 @@ class EvalConfig:
     input_size: int | None = option(None, "Crop size.", unset="the checkpoint's, else 224")
     tubelet_size: int | None = None  # None: the checkpoint's (its patch-embedding weights), else 2
     short_side: int | None = option(None, "Resize the shorter side to this before cropping.", unset="input size")
+    antialias: bool = option(False, "Antialiased short-side resize; off resizes as the reference's test pipeline "
+                                    "(OpenCV INTER_LINEAR: bilinear without antialiasing).")
     batch_size: int = option(4, "Videos per process per batch (each gives all its views).")
     workers: int = option(4, "Loader worker processes.")
     decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
@@ -391,7 +409,8 @@ class FeatureConfig:
 
     Window i covers frames i*window_stride + j*frame_stride for j < num_frames; windows that would run past
     the last frame are dropped, and a video shorter than one window gives one window padded with its last
-    frame. Frames are resized to input_size x input_size (whole frame, as the reference) and ImageNet-normalised.
+    frame. Frames are resized to input_size x input_size (whole frame, as the reference) and ImageNet-normalised,
+    or with reference_features exactly as the reference's TAD script (vmae.training.features says why both).
     """
     checkpoint: str = option("", "Fine-tuned (or pretrain) checkpoint, vmae or official.", required=True,
                              path="existing")
@@ -412,6 +431,9 @@ class FeatureConfig:
     amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU.", choices=AMP_MODES)
     device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
     overwrite: bool = option(False, "Recompute videos whose KEY.npy exists.")
+    reference_features: bool = option(False, "Inputs as the reference's TAD script, which made the released "
+                                              "THUMOS14/FineAction features: frames /255 without ImageNet "
+                                              "normalisation, resized as floats, fp32.")
 
     def __post_init__(self):
         problems = []
@@ -421,6 +443,8 @@ class FeatureConfig:
             problems.append("out is required (--out DIR)")
         if (self.videos is None) == (self.shards is None):
             problems.append("give exactly one of videos (--videos DIR) and shards (--shards URLS)")
+        if self.reference_features and self.amp not in ("auto", "off"):
+            problems.append(f"reference_features runs in fp32 as the reference; amp {self.amp!r} contradicts it")
         problems += common_problems(self, ("num_frames", "input_size", "window_stride", "frame_stride", "batch_size"))
         raise_problems(self, problems)
 

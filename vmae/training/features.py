@@ -5,8 +5,14 @@ For each video: windows of `num_frames` frames, window i taking frames i*window_
 gives one window padded with its last frame. So a video of n frames gives
     max(1, (n - span) // window_stride + 1) windows, span = (num_frames - 1) * frame_stride + 1
 (e.g. 16-frame windows every 4 frames: 100 frames -> 22 windows, 16 -> 1, 10 -> 1). Each window is the whole
-frame resized to input_size x input_size (as the reference's TAD script) and ImageNet-normalised (which that
-script omits), and its feature is the model's pooled `forward_features` output. One `KEY.npy`
+frame resized to input_size x input_size, bilinear without antialiasing, and its feature is the model's pooled
+`forward_features` output.
+
+Two input conventions. By default the frames are ImageNet-normalised as in training: the encoder sees the
+inputs it was trained on, and features of fine-tuned and pretrained checkpoints are comparable. The
+reference's TAD script (the released THUMOS14 and FineAction features) divides by 255 and stops there;
+`reference_features` reproduces it exactly (float32 /255, F.interpolate on the floats, fp32 model), for
+mixing with the released features or running detectors trained on them. One `KEY.npy`
 [num_windows, E] float32 per video, plus `index.parquet` with one row per input (ok, exists or failed, and
 why). Under torchrun each rank takes every world_size-th video.
 """
@@ -16,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from vmae.atomic import atomic_path
@@ -49,27 +56,38 @@ def window_indices(n: int, num_frames: int, window_stride: int, frame_stride: in
     return np.minimum(ids, n - 1)
 
 
+def window_frames(frames: np.ndarray, size: int, reference: bool) -> torch.Tensor:
+    """Decoded frames [k, H, W, 3] uint8 -> the model's frames [k, 3, S, S]: uint8, resized bilinear without
+    antialiasing (normalised on the device), or with `reference` the TAD script's float32 frames: /255, then
+    F.interpolate bilinear on the floats, no normalisation."""
+    clip = as_clip(frames)
+    if reference:
+        return F.interpolate(clip.float().div_(255), size=(size, size), mode="bilinear", align_corners=False)
+    return resize(clip, size, size)
+
+
 def video_features(model, reader, cfg: FeatureConfig, device, amp) -> np.ndarray:
     """[num_windows, E] features of one opened video, windows in batches of cfg.batch_size.
 
     Every frame is decoded once: the frames a batch shares with the previous one (windows overlap) are kept,
     and only the others are asked of the reader, in order, so that it goes on without seeking back."""
     ids = window_indices(reader.num_frames, cfg.num_frames, cfg.window_stride, cfg.frame_stride)
-    size = cfg.input_size
+    size, reference = cfg.input_size, cfg.reference_features
     out, held_ids, held = [], np.zeros(0, np.int64), None
     for chunk in np.array_split(ids, max(1, -(-len(ids) // cfg.batch_size))):
         needed = np.unique(chunk)
         kept = np.isin(needed, held_ids)
-        frames = torch.empty((len(needed), 3, size, size), dtype=torch.uint8)  # in the order of `needed`
+        frames = torch.empty((len(needed), 3, size, size),  # in the order of `needed`
+                             dtype=torch.float32 if reference else torch.uint8)
         if kept.any():
             frames[torch.from_numpy(kept)] = held[np.searchsorted(held_ids, needed[kept])]
         if not kept.all():
-            frames[torch.from_numpy(~kept)] = resize(as_clip(reader.get_frames(needed[~kept])), size, size)
+            frames[torch.from_numpy(~kept)] = window_frames(reader.get_frames(needed[~kept]), size, reference)
         held_ids, held = needed, frames
         clips = frames.to(device)[torch.from_numpy(np.searchsorted(needed, chunk)).to(device)]  # [w, T, 3, S, S]
-        x = normalize(clips.permute(0, 2, 1, 3, 4))  # [w, 3, T, S, S]
+        x = clips.permute(0, 2, 1, 3, 4)  # [w, 3, T, S, S]
         with amp.autocast():
-            out.append(model.forward_features(x).float().cpu())
+            out.append(model.forward_features(x if reference else normalize(x)).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -113,7 +131,7 @@ def _extract(cfg: FeatureConfig, info) -> dict:
                                      tubelet_size=cfg.tubelet_size)
     log.info("%s", note)
     model.to(info.device).eval()
-    amp = Amp(cfg.amp, info.device)
+    amp = Amp("off" if cfg.reference_features else cfg.amp, info.device)
     decoder = get_decoder(cfg.decoder or DEFAULT_DECODER)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -61,7 +61,7 @@ def build_model(cfg: FinetuneConfig):
     """The fine-tune model of `cfg`, freshly initialised (head scaled by init_scale)."""
     return create_model(cfg.model, num_classes=cfg.num_classes, num_frames=cfg.num_frames,
                         img_size=cfg.input_size, tubelet_size=cfg.tubelet_size, drop_path_rate=cfg.drop_path,
-                        head_drop_rate=cfg.head_drop, init_scale=cfg.init_scale,
+                        head_drop_rate=cfg.head_drop, drop_rate=cfg.drop, init_scale=cfg.init_scale,
                         checkpoint_activations=cfg.checkpoint_activations)
 
 

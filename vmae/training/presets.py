@@ -1,10 +1,26 @@
-"""The paper's pretraining, fine-tuning, post-pretraining and distillation recipes as named presets.
+"""The recipes of the paper and of the official scripts as named presets: pretraining, fine-tuning,
+post-pretraining and distillation.
 
 A preset is a dict of config fields (PretrainConfig, FinetuneConfig or DistillConfig); it applies between the
-defaults and the user's own options. The numbers come from the official scripts (scripts/finetune/*.sh, summarised in
-videomaev2-reference.md §6.3) and, for distillation, the paper's Table 10. The paper's Table 3 (specific
-fine-tuning) and Table 5 (post-pretraining) are the ViT-g rows; other sizes use their own script's row where
-one exists and the ViT-g row otherwise (`resolve` says so in its note).
+defaults and the user's own options. Which source each preset follows (`resolve` names it in its note):
+
+- `vit-{b,l,h,g}-hybrid` (pretraining) and `k710-post-pretrain`, `k400`, `k600`, `ssv2`, `ucf101`, `hmdb51`:
+  the official scripts (scripts/{pretrain,finetune}/*.sh, videomaev2-reference.md §5.3 and §6.3), one row per
+  model size a script exists for. They are the default because they run as published, cover ViT-B, L, H and g,
+  and are the record of how the released checkpoints were trained.
+- `k400-paper`, `k600-paper` (ViT-g): the paper's Table 3 where it disagrees with the script: drop path 0.3
+  and dropout 0.5 (before the head) against the script's 0.25 and none. Table 3's other entries are not in our
+  sources; they follow the script.
+- `k400-64x266`, `k600-64x266` (ViT-g): the paper's Table 3 "Kinetics 64x266^2" column, which has no script:
+  lr 1e-4, 5 epochs, no warmup, drop path 0.35, dropout 0.5, layer decay 0.9, batch 32, on 64 frames of
+  266 px (32 x 19 x 19 tokens) with activation checkpointing (benchmarks/README.md, bench_memory.py: ~3 GiB of
+  activations per clip). Weight decay is not in our sources; it follows the 16x224 script (0.1). Start from a
+  ViT-g fine-tuned at 16x224 (--init); its position table is rebuilt for the larger grid.
+- `distill-k710`, `distill-ssv2`: the paper's Table 10 (no script exists).
+
+A preset is refused for a model size it has no row for, naming the sizes it has: neither the paper nor the
+scripts give a rule that derives one size's recipe from another's (their rows differ in lr, layer decay, drop
+path and epochs together), so a derived row would be a guess presented as a recipe.
 
 `batch_size` is per process, as in the scripts; the reference ran these GPU counts (global batch =
 GPUs x batch, x2 views from repeated augmentation), and our lr is scaled by the global batch / 256 like
@@ -12,6 +28,7 @@ the reference, so fewer GPUs with the same per-process batch keep the recipe's l
 
     k710-post-pretrain  B 32 GPUs, H 32, g 32       k400    B 32, L 32, H 32, g 32
     ssv2                B 16, L 32, H 32, g 32      ucf101  g 8      hmdb51  g 8
+    k400-64x266, k600-64x266  g 32 x 1 video (the paper's batch 32)
 
 Every recipe starts from the reference defaults (§4.6, §6.2): AdamW betas (0.9, 0.999), min lr 1e-6, warmup 5
 epochs, RandAugment rand-m7-n4-mstd0.5-inc1, mixup 0.8, cutmix 1.0, label smoothing 0.1, cube random erasing
@@ -48,14 +65,24 @@ COMMON = dict(num_frames=16, input_size=224, num_sample=2, min_lr=1e-6, warmup_e
               reprob=0.25, init_scale=0.001)
 
 # Per task: the data side of the recipe (classes, sampling, flip) and the evaluation views it is scored with.
+KINETICS = dict(sparse=False, flip=True, test_views="5x3")
 TASKS = {
-    "k710-post-pretrain": dict(num_classes=710, sparse=False, flip=True, test_views="5x3"),
-    "k400": dict(num_classes=400, sparse=False, flip=True, test_views="5x3"),
-    "k600": dict(num_classes=600, sparse=False, flip=True, test_views="5x3"),
+    "k710-post-pretrain": dict(num_classes=710, **KINETICS),
+    "k400": dict(num_classes=400, **KINETICS),
+    "k600": dict(num_classes=600, **KINETICS),
     "ssv2": dict(num_classes=174, sparse=True, flip=False, test_views="2x3"),
     "ucf101": dict(num_classes=101, sparse=False, flip=True, test_views="5x3", stride=4),
     "hmdb51": dict(num_classes=51, sparse=False, flip=True, test_views="5x3", stride=2),
 }
+for _task in ("k400", "k600"):
+    TASKS[f"{_task}-paper"] = TASKS[f"{_task}-64x266"] = TASKS[_task]
+del _task
+
+SCRIPTS = "the official script"
+SOURCES = {name: SCRIPTS for name in ("k710-post-pretrain", "k400", "k600", "ssv2", "ucf101", "hmdb51")}
+SOURCES.update({"k400-paper": "the paper's Table 3 (drop path, dropout), the official script otherwise",
+                "k400-64x266": "the paper's Table 3, Kinetics 64x266 column"})
+SOURCES.update({"k600-paper": SOURCES["k400-paper"], "k600-64x266": SOURCES["k400-64x266"]})
 
 
 def _row(batch_size, base_lr, layer_decay, drop_path, weight_decay, epochs, **extra):
@@ -63,7 +90,7 @@ def _row(batch_size, base_lr, layer_decay, drop_path, weight_decay, epochs, **ex
                 weight_decay=weight_decay, epochs=epochs, **extra)
 
 
-# (task, size) -> the optimisation side of the official script for that model size.
+# (preset, size) -> the optimisation side of the recipe for that model size.
 RECIPES = {
     ("k710-post-pretrain", "base"): _row(16, 7e-4, 0.75, 0.1, 0.05, 90),
     ("k710-post-pretrain", "huge"): _row(4, 1e-3, 0.8, 0.2, 0.05, 40, head_drop=0.5),
@@ -82,6 +109,11 @@ RECIPES = {
     ("ucf101", "giant"): _row(3, 1e-3, 0.9, 0.35, 0.05, 50, head_drop=0.5),
     ("hmdb51", "giant"): _row(3, 5e-4, 0.9, 0.35, 0.05, 15, head_drop=0.5),
 }
+for _task in ("k400", "k600"):
+    RECIPES[(f"{_task}-paper", "giant")] = {**RECIPES[(_task, "giant")], "drop_path": 0.3, "head_drop": 0.5}
+    RECIPES[(f"{_task}-64x266", "giant")] = _row(1, 1e-4, 0.9, 0.35, 0.1, 5, warmup_epochs=0, head_drop=0.5,
+                                                  num_frames=64, input_size=266, checkpoint_activations=True)
+del _task
 
 # Paper Table 10: distilling the K710-fine-tuned ViT-g into a smaller student (post-pretrained init).
 DISTILL = {
@@ -94,6 +126,8 @@ DISTILL_COMMON = dict(weight_decay=0.05, warmup_epochs=5, epochs=100, mixup=0.8,
 FINETUNE_PRESETS = tuple(TASKS)
 DISTILL_PRESETS = tuple(DISTILL)
 SIZES = ("small", "base", "large", "huge", "giant")
+LABELS = {"small": "ViT-S", "base": "ViT-B", "large": "ViT-L", "huge": "ViT-H", "giant": "ViT-g"}
+MODELS = {size: f"vit_{size}_patch16_224" for size in SIZES} | {"giant": "vit_giant_patch14_224"}
 
 
 def model_size(model: str) -> str | None:
@@ -102,19 +136,27 @@ def model_size(model: str) -> str | None:
     return m.group(1) if m else None
 
 
+def sizes_of(name: str) -> list[str]:
+    """The model sizes preset `name` has a recipe for."""
+    return [size for size in SIZES if (name, size) in RECIPES]
+
+
 def resolve(name: str, model: str) -> tuple[dict, str]:
-    """(settings, note) for preset `name` and model name; settings are config fields to apply."""
+    """(settings, note) for preset `name` and model name; settings are config fields to apply, the note names
+    the source. A size without a recipe of its own is refused (see the module notes)."""
     if name in DISTILL:
-        return {**COMMON, **DISTILL_COMMON, **DISTILL[name]}, f"{name}: paper Table 10"
+        return {**COMMON, **DISTILL_COMMON, **DISTILL[name]}, f"{name}: the paper's Table 10"
     if name not in TASKS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {FINETUNE_PRESETS + DISTILL_PRESETS}")
     size = model_size(model)
-    row_size = size if (name, size) in RECIPES else "giant"
-    note = f"{name}: official {row_size} recipe"
-    if row_size != size:
-        note += f" (no official {size or model} recipe; using ViT-g's, the paper's tables)"
+    if (name, size) not in RECIPES:
+        sizes = sizes_of(name)
+        raise ConfigError(f"preset {name} has no recipe for {model} ({size or 'not an official size'}): neither "
+                          "the paper nor the official scripts give one, and none is derived. It has recipes for "
+                          f"{', '.join(LABELS[s] for s in sizes)}: pass one of those with --model (e.g. "
+                          f"{MODELS[sizes[0]]}), or drop --preset and give the options yourself")
     task = {k: v for k, v in TASKS[name].items() if k != "test_views"}
-    return {**COMMON, **task, **RECIPES[(name, row_size)]}, note
+    return {**COMMON, **task, **RECIPES[(name, size)]}, f"{name}: {SOURCES[name]}, {LABELS[size]} row"
 
 
 def eval_settings(name: str) -> dict:
