@@ -273,3 +273,23 @@ def test_cli_finetune_smoke_and_off_switches(tmp_path, shards):
     assert saved["randaug"] is None and saved["clip_grad"] is None and saved["layer_decay"] is None
     result = CliRunner().invoke(train, args[:-1] + ["--preset", "k500"])
     assert result.exit_code == 2 and "k500" in result.output
+
+
+@pytest.mark.slow
+def test_64_frames_of_266_px_fine_tune_from_a_16x224_checkpoint(tmp_path):
+    """The larger-input recipe's shape on a tiny model with ViT-g's 14-pixel patches: a 16x224 checkpoint
+    loads into the 64x266 model (the position table is built for 32x19x19 tokens), a step trains with
+    activation checkpointing, validation cuts 266-px views, and the checkpoint records the shape for eval."""
+    from finetune_data import write_labeled_shards
+
+    small = create_model("vit_test_patch14", num_classes=3)
+    torch.save({"model": small.state_dict()}, tmp_path / "ft16x224.pth")
+    shards = write_labeled_shards(tmp_path / "s", "t", [1], seed=0, frames=66, size=(270, 300), stride=1)
+    cfg = finetune_config(None, shards=shards, val_shards=shards, output_dir=str(tmp_path / "run"),
+                          model="vit_test_patch14", num_classes=3, init=str(tmp_path / "ft16x224.pth"),
+                          num_frames=64, input_size=266, checkpoint_activations=True, batch_size=1, num_sample=2,
+                          epochs=1, warmup_epochs=0, randaug=None, workers=0, device="cpu", tensorboard=False)
+    report = finetune(cfg)
+    assert report["steps"] == 1 and report["val"]["videos"] == 1 and "missing: none" in report["init"]
+    saved = load_checkpoint_file(report["last_checkpoint"])["config"]
+    assert (saved["num_frames"], saved["input_size"]) == (64, 266)
