@@ -105,7 +105,7 @@ def test_cli_prints_global_batch_and_lr_and_rejects_bad_options(shards, tmp_path
                                    "--batch-size", "2", "--num-sample", "2", "--accum-steps", "2", "--workers", "0",
                                    "--device", "cpu", "--max-steps", "2", "--no-tensorboard", "--clip-grad", "0"])
     assert result.exit_code == 0, result.output
-    assert "global batch 8 clips" in result.output and f"lr {1.5e-4 * 8 / 256:.4g}" in result.output
+    assert "global batch 8 clips" in result.output and f"lr {2.5e-4 * 8 / 256:.4g}" in result.output
     assert load_checkpoint_file(tmp_path / "cli" / "checkpoint-00000002.pth")["config"]["clip_grad"] is None
     bad = runner.invoke(train, ["pretrain", "--shards", shards, "--output-dir", str(tmp_path / "x"),
                                 "--decoder-mask-ratio", "0.3"])
