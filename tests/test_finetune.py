@@ -76,8 +76,10 @@ def test_preset_notes_and_overrides():
     assert "the paper's Table 3" in presets.resolve("k400-paper", "vit_giant_patch14_224")[1]
     assert "64x266 column" in presets.resolve("k400-64x266", "vit_giant_patch14_224")[1]
     assert presets.resolve("distill-ssv2", "vit_small_patch16_224")[1] == "distill-ssv2: the paper's Table 10"
-    with pytest.raises(ConfigError, match="no recipe for vit_test .not an official size.*ViT-g"):
-        presets.resolve("ucf101", "vit_test")
+    with pytest.raises(ConfigError, match="no recipe for vit_custom .not an official size.*ViT-g"):
+        presets.resolve("ucf101", "vit_custom")
+    settings, note = presets.resolve("k400", "vit_test")  # smoke runs of documented commands
+    assert settings == presets.resolve("k400", "vit_base_patch16_224")[0] and "tiny test model" in note
     cfg = finetune_config("k400", model="vit_base_patch16_224", base_lr=1e-4, **REQUIRED)
     assert cfg.base_lr == 1e-4 and cfg.layer_decay == 0.75  # the command line wins over the preset
     with pytest.raises(ValueError, match="unknown preset"):
