@@ -52,7 +52,11 @@ def captured(monkeypatch):
 
 def test_a_preset_is_not_overridden_by_options_nobody_gave_and_given_options_win(captured):
     ssv2_g = ["finetune", "--preset", "ssv2", "--model", "vit_giant_patch14_224", *REQUIRED]
-    assert CliRunner().invoke(train, ssv2_g).exit_code == 0
+    result = CliRunner().invoke(train, ssv2_g)
+    assert result.exit_code == 0 and "preset ssv2: the official script, ViT-g row" in result.output
+    refused = CliRunner().invoke(train, ["finetune", "--preset", "ucf101", "--model", "vit_small_patch16_224",
+                                         *REQUIRED])
+    assert refused.exit_code == 2 and "It has recipes for ViT-g" in flat(refused.output)
     assert CliRunner().invoke(train, [*ssv2_g, "--epochs", "7", "--flip", "--clip-grad", "0"]).exit_code == 0
     preset, mine = captured
     # the preset's numbers, not the generated options' defaults (30 epochs, flip on, lr 1e-3)

@@ -113,9 +113,11 @@ def echo_run(report: dict) -> None:
 
 
 @config_command("finetune", FinetuneConfig, presets.FINETUNE_PRESETS,
-                "The paper's recipe (Table 5: k710-post-pretrain; Table 3: k400, k600, ssv2, ucf101, hmdb51) for "
-                "the --model size: lr, layer decay, drop path, weight decay, epochs, batch, classes, sampling, "
-                "flip. Options given here still win.")
+                "A recipe for the --model size (lr, layer decay, drop path, weight decay, epochs, batch, classes, "
+                "sampling, flip), its source printed at start-up: the official scripts (k710-post-pretrain, k400, "
+                "k600, ssv2, ucf101, hmdb51), the paper's Table 3 (ViT-g: k400-paper, k600-paper, and the "
+                "64-frame 266-px k400-64x266, k600-64x266). A size without a recipe is refused. Options given "
+                "here still win.")
 def finetune_cmd(preset, **options):
     """Fine-tune a pretrained VideoMAE V2 encoder on labeled shards (one process or torchrun).
 
@@ -136,6 +138,8 @@ def finetune_cmd(preset, **options):
     top-1 improves (weights under `model` with official key names).
     """
     cfg = finetune_config(preset, cls=FinetuneConfig, **given(options))
+    if preset:
+        click.echo(f"preset {presets.resolve(preset, cfg.model)[1]}")
     from vmae.training.finetune import finetune
 
     echo_run(finetune(cfg))
@@ -161,6 +165,8 @@ def distill_cmd(preset, **options):
     checkpoints included, is as `vmae-train finetune`.
     """
     cfg = finetune_config(preset, cls=DistillConfig, **given(options))
+    if preset:
+        click.echo(f"preset {presets.resolve(preset, cfg.model)[1]}")
     from vmae.training.distill import distill
 
     echo_run(distill(cfg))
