@@ -13,6 +13,7 @@ from vmae.training.engine import Amp
 from vmae.training.finetune import build_model
 from vmae.training.losses import distill_kl
 from vmae.training.models import create_model
+from vmae.training.progress import record_path
 from vmae.training.transforms import normalize
 
 
@@ -75,7 +76,7 @@ def test_distillation_lowers_the_kl(tmp_path, tmp_path_factory):
                           output_dir=str(tmp_path / "run"), teacher=str(teacher_path), model="vit_test",
                           num_classes=3, init=str(tmp_path / "student_init.pth"), num_frames=4, input_size=32,
                           batch_size=4, epochs=4, warmup_epochs=1, base_lr=0.25, randaug=None, workers=0,
-                          device="cpu", tensorboard=False, log_every=2)
+                          device="cpu", tensorboard=False, log_every=2, record_samples=True)
     assert (cfg.temperature, cfg.mixup, cfg.clip_grad, cfg.layer_decay) == (3.0, 0.8, 1.0, 0.75)
 
     loader, _ = make_loader(StreamConfig(shards=val, mode="val", num_frames=4, input_size=32, batch_size=9,
@@ -93,6 +94,9 @@ def test_distillation_lowers_the_kl(tmp_path, tmp_path_factory):
     before = kl(student)
     result = distill(cfg)
     assert "vit_test" in result["teacher"] and result["steps"] == 24
+    for epoch in range(4):  # the student saw each of the 24 videos once per epoch
+        keys = record_path(tmp_path / "run", epoch, 0).read_text().split()
+        assert sorted(keys) == [f"train_{i:04d}" for i in range(24)], epoch
     student.load_state_dict(load_checkpoint_file(result["last_checkpoint"])["model"])
     after = kl(student)
     assert after < 0.5 * before, (before, after)

@@ -17,6 +17,7 @@ from vmae.training.engine import make_schedule
 from vmae.training.finetune import BEST, classification_loss, finetune, make_mixup, mix_clips
 from vmae.training.models import FINETUNE_MODELS, create_model
 from vmae.training.optim import make_optimizer
+from vmae.training.progress import record_path
 
 REQUIRED = dict(shards="s-{000000..000001}.tar", output_dir="out")
 
@@ -139,7 +140,7 @@ def test_schedule_scales_lr_by_videos_and_counts_optimizer_steps():
     assert (short.end_step, short.total_steps) == (30, 3000)  # stops early, the lr schedule is unchanged
     with pytest.raises(ValueError, match="--steps-per-epoch"):
         make_schedule(cfg, loader_steps=None, world_size=1)
-    given = FinetuneConfig(steps_per_epoch=14, accum_steps=2, **REQUIRED)  # batches per process per epoch
+    given = FinetuneConfig(steps_per_epoch=14, accum_steps=2, stream="resampled", **REQUIRED)  # batches per process
     assert make_schedule(given, None, 1).steps_per_epoch == 7
 
 
@@ -202,7 +203,7 @@ def test_finetune_learns_from_a_pretrain_checkpoint(tmp_path, shards):
     pretrain = create_model("pretrain_videomae_test", num_frames=4, img_size=32)
     torch.save({"model": {f"_orig_mod.{k}": v for k, v in pretrain.state_dict().items()}}, tmp_path / "pt.pth")
     cfg = tiny_run(shards, tmp_path / "run", init=str(tmp_path / "pt.pth"), model_ema=True,
-                   model_ema_decay=0.9, clip_grad=1.0)
+                   model_ema_decay=0.9, clip_grad=1.0, record_samples=True)
     report = finetune(cfg)
     # 24 videos / batch 4 = 6 steps per epoch; lr = 0.25 x 4 / 256
     assert (report["steps_per_epoch"], report["total_steps"], report["lr"]) == (6, 30, pytest.approx(0.25 * 4 / 256))
@@ -229,9 +230,13 @@ def test_finetune_learns_from_a_pretrain_checkpoint(tmp_path, shards):
 
     # resume: two more epochs continue from step 30 with the saved optimiser state
     more = finetune(tiny_run(shards, tmp_path / "run", epochs=6, resume="auto", model_ema=True,
-                             model_ema_decay=0.9, clip_grad=1.0))
+                             model_ema_decay=0.9, clip_grad=1.0, record_samples=True))
     assert more["resumed_from"].endswith("checkpoint-00000030.pth") and more["steps"] == 36
     assert load_checkpoint_file(more["last_checkpoint"])["epoch"] == 5
+    # every epoch, before and after the resume, trained on each of the 24 videos once
+    for epoch in range(6):
+        keys = record_path(tmp_path / "run", epoch, 0).read_text().split()
+        assert sorted(keys) == [f"train_{i:04d}" for i in range(24)], epoch
 
 
 def test_official_finetuned_checkpoint_loads_strictly_with_weights_only(tmp_path):

@@ -12,6 +12,7 @@ from vmae.cli.train import train
 from vmae.training.checkpoint import latest_checkpoint, load_checkpoint_file
 from vmae.training.config import pretrain_config
 from vmae.training.pretrain import pretrain
+from vmae.training.progress import record_path
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -53,7 +54,7 @@ def test_tiny_pretraining_lowers_the_loss_and_writes_a_loadable_checkpoint(shard
 def deterministic_cfg(shards, run, **overrides):
     # 8 videos / batch 2 = 4 batches per epoch; accum 2 -> 2 optimiser steps per epoch; 4 epochs = 8 steps.
     options = dict(TINY, shards=shards, output_dir=str(run), epochs=4, warmup_epochs=1, base_lr=0.2,
-                   accum_steps=2, deterministic=True, save_every_steps=3, keep_last=5)
+                   accum_steps=2, deterministic=True, save_every_steps=3, keep_last=5, record_samples=True)
     options.update(overrides)
     return pretrain_config(**options)
 
@@ -80,6 +81,11 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(shards, tmp_path):
     # the log reads as one run: the resumed steps replace the lost ones
     assert [r["step"] for r in read_log(broken)] == list(range(1, 9))
     assert [r["loss"] for r in read_log(broken)] == [r["loss"] for r in read_log(straight)]
+    # so do the sample records: every epoch lists each video once, in the uninterrupted run's order
+    for epoch in range(4):
+        keys = record_path(broken, epoch, 0).read_text().split()
+        assert keys == record_path(straight, epoch, 0).read_text().split()
+        assert sorted(keys) == [f"v{i:03d}" for i in range(8)], epoch
 
 
 def test_corrupt_clip_is_skipped_counted_and_logged(tmp_path, caplog):

@@ -21,6 +21,7 @@ from vmae.training import presets
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("cpu", "cuda")
 DECODERS = ("pyav", "decord")
+STREAMS = ("exact", "resampled")
 DECODER_MASK_RATIOS = (0.0, 0.25, 0.5, 0.75)
 LABEL_MAPS = {"k710-to-k400": 400, "k710-to-k600": 600, "k710-to-k700": 700}
 
@@ -125,11 +126,11 @@ class RunConfig:
     batch_size: int = option(32, "Videos per process per micro-step.")
     num_sample: int = option(4, "Views per decoded video (repeated augmentation).")
     accum_steps: int = option(1, "Micro-steps per optimiser step (gradient accumulation).")
-    # Schedule, in epochs of the shard set's videos (steps per epoch from shards.json unless given).
+    # Schedule, in epochs of the shard set's videos (counted in its index.parquet).
     epochs: int = option(200, "Passes over the training videos.")
     warmup_epochs: int = option(20, "Epochs of linear warmup from lr 0.")
-    steps_per_epoch: int | None = option(None, "Batches per process per epoch, when the shards have no "
-                                               "shards.json to count from.")
+    steps_per_epoch: int | None = option(None, "Batches per process per epoch of a resampled stream whose shards "
+                                               "have no index.parquet to count from.")
     max_steps: int | None = option(None, "Stop after this many optimiser steps (smoke runs); the lr schedule "
                                          "still spans --epochs.")
     # Optimiser: AdamW, per-step linear warmup from 0, then cosine to min_lr.
@@ -148,6 +149,14 @@ class RunConfig:
     compile: bool = option(False, "torch.compile the model.")
     device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
     # Data.
+    stream: str = option("exact", "exact: every video once per epoch, dealt over processes x loader workers "
+                                  "(padded with a few repeats to whole steps), resumable mid-epoch; resampled: "
+                                  "whole shards drawn with replacement by every worker (webdataset's classic "
+                                  "stream).", choices=STREAMS)
+    index: str | None = option(None, "The training shards' index.parquet (one per '::'-joined set), e.g. for "
+                                     "pipe: URLs.", unset="the one beside the shards")
+    record_samples: bool = option(False, "Write the keys each process trains on, in order, to "
+                                         "OUTPUT_DIR/samples/epoch-E-rank-R.txt (exact stream).")
     workers: int = option(8, "Loader worker processes per training process.")
     decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
     shuffle_buffer: int | None = option(None, "Samples in each loader worker's shuffle buffer.",
@@ -172,6 +181,13 @@ class RunConfig:
             problems.append("shards is required (--shards 'DIR/NAME-{000000..000099}.tar')")
         if not self.output_dir:
             problems.append("output_dir is required (--output-dir DIR)")
+        if self.stream not in STREAMS:
+            problems.append(f"stream {self.stream!r} must be one of {STREAMS}")
+        if self.stream == "exact" and self.steps_per_epoch is not None:
+            problems.append("steps_per_epoch is for --stream resampled: an exact epoch is the shard set's videos, "
+                            "counted in its index.parquet")
+        if self.stream != "exact" and self.record_samples:
+            problems.append("record_samples needs --stream exact (a resampled stream has no epochs to record)")
         return problems + common_problems(self, ("batch_size", "num_sample", "accum_steps", "epochs", "keep_last",
                                                  "log_every"), ("max_steps", "steps_per_epoch"))
 
@@ -188,8 +204,8 @@ class PretrainConfig(RunConfig):
     mask_ratio: float = option(0.9, "Encoder tube-mask ratio.")
     decoder_mask_ratio: float = option(0.5, "Decoder running-cell ratio: 0.25, 0.5 or 0.75; 0 = VideoMAE v1.")
     normalize_target: bool = True
-    resampled: bool = True
-    deterministic: bool = option(False, "One loader worker, no resampling: a resumed run replays exactly (for "
+    deterministic: bool = option(False, "One loader worker and the exact stream; a resumed run replays its epoch "
+                                        "from the start to where it stopped, so it ends bit-identical (for "
                                         "debugging and tests).")
     save_every_steps: int = option(1000, "Checkpoint interval in steps; one is also written at the end.")
 
@@ -208,7 +224,7 @@ class PretrainConfig(RunConfig):
 
     @property
     def loader_resampled(self) -> bool:
-        return self.resampled and not self.deterministic
+        return self.stream == "resampled" and not self.deterministic
 
     def global_batch(self, world_size: int) -> int:
         """Clips per optimiser step over all processes: the number the lr is scaled by."""

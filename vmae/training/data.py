@@ -432,6 +432,7 @@ class ClipStream(torch.utils.data.IterableDataset):
                 raise
             self.ends = None  # resampled and one-pass streams read whole shards; only their length is unknown
         self.sizes = None if self.ends is None else [len(e) for e in self.ends]
+        self.samples = None if self.sizes is None else sum(self.sizes)
         self.plan = None
         self.passes = 0
 

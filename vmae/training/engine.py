@@ -292,8 +292,8 @@ def make_schedule(cfg, loader_steps: int | None, world_size: int) -> Schedule:
     being accum_steps batches; the lr scaled by the config's global batch."""
     batches = cfg.steps_per_epoch or loader_steps  # per process per epoch
     if not batches:
-        raise ConfigError(f"{cfg.shards}: the sample count is unknown (no shards.json with totals.samples next to "
-                          "the shards); pass --steps-per-epoch (batches per process per epoch)")
+        raise ConfigError(f"{cfg.shards}: the sample count is unknown (no index.parquet beside the shards, nor "
+                          "--index); pass --steps-per-epoch (batches per process per epoch)")
     per_epoch = max(1, batches // cfg.accum_steps)
     total = per_epoch * cfg.epochs
     end = min(total, cfg.max_steps) if cfg.max_steps is not None else total

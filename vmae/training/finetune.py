@@ -22,6 +22,7 @@ from vmae.training.data import StreamConfig, make_loader
 from vmae.training.evaluate import merge_results, predict, score
 from vmae.training.models import create_model
 from vmae.training.optim import make_optimizer
+from vmae.training.progress import open_epochs
 from vmae.training.transforms import normalize, random_erase_cube
 
 log = logging.getLogger(__name__)
@@ -66,13 +67,15 @@ def build_model(cfg: FinetuneConfig):
 
 
 def train_stream(cfg: FinetuneConfig, seed: int) -> StreamConfig:
-    """The stream's train mode: endless (resampled shards), num_sample augmented clips per decoded video."""
-    return StreamConfig.from_run(cfg, mode="train", seed=seed, resampled=True, randaug=cfg.randaug)
+    """The stream's train mode (exact epochs, or endless resampled shards), num_sample augmented clips per
+    decoded video."""
+    return StreamConfig.from_run(cfg, mode="train", seed=seed, resampled=cfg.stream == "resampled",
+                                 randaug=cfg.randaug)
 
 
 def val_stream(cfg: FinetuneConfig) -> StreamConfig:
     """The stream's val mode: one centre view per video, each video once over all ranks."""
-    return StreamConfig.from_run(cfg, mode="val", shards=cfg.val_shards,
+    return StreamConfig.from_run(cfg, mode="val", shards=cfg.val_shards, index=None,
                                  batch_size=cfg.val_batch_size or cfg.batch_size)
 
 
@@ -111,8 +114,8 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
         resume_path, state = engine.resume(cfg, info, model, optimizer, amp, ema)
         step, best = int(state.get("step", 0)), state.get("best_top1")
 
-        # A resumed run draws a fresh stream (its own seed), so it does not replay the first epoch's clips.
-        stream_seed = cfg.seed if step == 0 else engine.step_seed(cfg.seed, step) % 2**31
+        # A resumed resampled stream draws afresh (its own seed) rather than replay the first epoch's clips.
+        stream_seed = cfg.seed if step == 0 or cfg.stream == "exact" else engine.step_seed(cfg.seed, step) % 2**31
         loader, loader_steps = make_loader(train_stream(cfg, stream_seed), info.rank, info.world_size)
         sched = engine.make_schedule(cfg, loader_steps, info.world_size)
         val_loader = make_loader(val_stream(cfg), info.rank, info.world_size)[0] if cfg.val_shards else None
@@ -126,7 +129,9 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
             f"{sched.total_steps} steps in all")
 
         stepper = engine.Stepper(model, optimizer, amp, info, cfg, sched, ema, skipped=int(state.get("skipped", 0)))
-        batches, mixup, erase_gen = iter(loader), make_mixup(cfg), torch.Generator(device=info.device)
+        batches = (open_epochs(loader, cfg, info, state.get("data") or {}, step, sched.steps_per_epoch)
+                   if cfg.stream == "exact" else iter(loader))
+        mixup, erase_gen = make_mixup(cfg), torch.Generator(device=info.device)
 
         def forward(train_model, step, micro):
             batch = stepper.next_batch(batches)
@@ -150,10 +155,13 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
                 stop = min((step // sched.steps_per_epoch + 1) * sched.steps_per_epoch, sched.end_step)
                 stepper.run(forward, step, stop, logger)
                 step = stop
+                data = batches.state(info.device) if cfg.stream == "exact" else {}
                 last_val, best = end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step,
-                                              (step - 1) // sched.steps_per_epoch, best, stepper.skipped_total)
+                                              (step - 1) // sched.steps_per_epoch, best, stepper.skipped_total, data)
         finally:
             logger.close()
+            if cfg.stream == "exact":
+                batches.close()
         return {"output_dir": str(out), "global_batch_videos": sched.global_batch,
                 "global_batch_clips": sched.global_batch * cfg.num_sample, "lr": sched.lr, "min_lr": sched.min_lr,
                 "steps_per_epoch": sched.steps_per_epoch, "total_steps": sched.total_steps,
@@ -164,8 +172,9 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
                 "last_checkpoint": str(checkpoint.latest_checkpoint(out))}
 
 
-def end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step, epoch, best, skipped):
-    """Validate, save the epoch checkpoint and, on a new best top-1, checkpoint-best.pth. -> (val, best)."""
+def end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step, epoch, best, skipped, data):
+    """Validate, save the epoch checkpoint (with the stream's `data`) and, on a new best top-1,
+    checkpoint-best.pth. -> (val, best)."""
     val = None
     if val_loader is not None:
         val = validate(model, val_loader, info.device, amp, cfg.num_classes)
@@ -180,7 +189,7 @@ def end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step
     weights = {k: v.detach().cpu() for k, v in plain.state_dict().items()}
     state = {"model": weights, "optimizer": optimizer.state_dict(), "scaler": amp.state_dict(), "step": step,
              "epoch": epoch, "best_top1": best, "val": val, "skipped": skipped, "config": to_dict(cfg),
-             "rng": engine.gather_rng_state(), "world_size": info.world_size}
+             "rng": engine.gather_rng_state(), "world_size": info.world_size, "data": data}
     if ema is not None:
         state["model_ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
     engine.save(cfg.output_dir, step, state, cfg.keep_last, info)

@@ -6,17 +6,16 @@ autocast, decoder and loss in fp32), backward; unscale + clip, optimiser step; l
 
 Step = one optimiser step (accum_steps micro-batches). Masks come from a generator reseeded at every
 micro-step from (seed, rank, step, micro-step), so they need no saved state and a resumed run draws the same
-masks an uninterrupted one would. The stream is opened in numbered segments (one pass over the shards, or
-one resampled epoch); a checkpoint records the segment and the batches consumed in it. A deterministic run
-(one worker, no resampling) reopens that segment and skips what was consumed, so it replays exactly; a
-resampled run opens the next segment with a fresh seed instead of re-reading the same samples.
+masks an uninterrupted one would. The exact stream (vmae.training.progress) goes epoch by epoch; a checkpoint
+records the epoch and the samples spent in it, and a resumed run trains on exactly the rest (a deterministic
+run replays the epoch to where it stopped, bit for bit). A resampled stream is opened in numbered segments of
+one epoch's length; a resumed run opens the next segment with a fresh seed instead of re-reading the samples.
 """
 import logging
 from pathlib import Path
 
 import torch
 
-from vmae.errors import VmaeError
 from vmae.training import engine
 from vmae.training.config import PretrainConfig, to_dict
 from vmae.training.data import StreamConfig, make_loader
@@ -24,57 +23,40 @@ from vmae.training.losses import pretrain_loss, pretrain_targets
 from vmae.training.masking import make_masks
 from vmae.training.models import create_model
 from vmae.training.optim import make_optimizer
+from vmae.training.progress import open_epochs
 from vmae.training.transforms import normalize
 
 log = logging.getLogger(__name__)
 
 # Settings that may change between a run and its resumption without a warning.
 RESUMABLE_CHANGES = {"resume", "max_steps", "output_dir", "workers", "log_every", "save_every_steps", "keep_last",
-                     "tensorboard", "device", "compile", "shards"}
+                     "tensorboard", "device", "compile", "shards", "index", "record_samples"}
 
 
-def stream_config(cfg: PretrainConfig, segment: int) -> StreamConfig:
-    """The loader settings for stream segment `segment` (its own seed, so segments differ)."""
-    return StreamConfig.from_run(cfg, mode="pretrain", workers=cfg.loader_workers, resampled=cfg.loader_resampled,
+def stream_config(cfg: PretrainConfig, segment: int = 0) -> StreamConfig:
+    """The loader settings: the exact stream, or resampled segment `segment` (its own seed, so segments
+    differ)."""
+    if not cfg.loader_resampled:
+        return StreamConfig.from_run(cfg, mode="pretrain", workers=cfg.loader_workers, resampled=False)
+    return StreamConfig.from_run(cfg, mode="pretrain", workers=cfg.loader_workers, resampled=True,
                                  seed=engine.step_seed(cfg.seed, segment) % 2**31)
 
 
-class Segments:
-    """Batches forever, opening segment after segment; `segment` and `position` locate the last batch drawn
-    (for the checkpoint). The first `skip` batches of the first segment are read and dropped (deterministic
-    resume)."""
+class Resampled:
+    """A resampled stream's batches (endless), from segment `segment` of the run: a resumed run opens the next
+    segment, with a fresh seed, rather than re-read the samples it began with."""
 
-    def __init__(self, cfg: PretrainConfig, info, segment: int, skip: int):
-        self.cfg, self.info, self.segment, self.position = cfg, info, segment, 0
-        self.batches = self.read(skip)
+    def __init__(self, loader, segment: int):
+        self.batches, self.segment = iter(loader), segment
 
     def __next__(self) -> dict:
         return next(self.batches)
 
+    def state(self, device) -> dict:
+        return {"stream": "resampled", "segment": self.segment}
+
     def close(self) -> None:
-        self.batches.close()
-
-    def read(self, skip: int):
-        while True:
-            loader, _ = make_loader(stream_config(self.cfg, self.segment), self.info.rank, self.info.world_size)
-            self.position = 0
-            for batch in loader:
-                self.position += 1
-                if self.position > skip:
-                    yield batch
-            if self.position == 0:
-                raise VmaeError(f"the stream {self.cfg.shards!r} gave rank {self.info.rank} no batch at all: it "
-                                f"needs at least batch_size={self.cfg.batch_size} decodable samples per process "
-                                "(check with `vmae-data verify`, or lower --batch-size)")
-            self.segment, skip = self.segment + 1, 0
-
-
-def resume_point(cfg: PretrainConfig, data: dict) -> tuple[int, int]:
-    """(segment, batches to skip) where a resumed run's stream goes on: a deterministic run replays the recorded
-    segment from where it stopped; a resampled one opens the next segment rather than re-read the same samples."""
-    if cfg.deterministic:
-        return int(data.get("segment", 0)), int(data.get("position", 0))
-    return int(data.get("segment", -1)) + 1, 0
+        self.batches = None  # its workers stop
 
 
 def config_changes(saved: dict, cfg: PretrainConfig) -> list[str]:
@@ -104,14 +86,15 @@ def pretrain(cfg: PretrainConfig) -> dict:
         amp = engine.Amp(cfg.amp, device)
         resume_path, state = engine.resume(cfg, info, model, optimizer, amp)
         start_step, data = int(state.get("step", 0)), state.get("data") or {}
-        segment, skip = resume_point(cfg, data) if resume_path is not None else (0, 0)
+        # a resumed resampled stream opens the next segment rather than re-read the same samples
+        segment = int(data.get("segment", -1)) + 1 if cfg.loader_resampled and resume_path is not None else 0
         changes = config_changes(state.get("config") or {}, cfg)
         if changes and info.is_main:
             log.warning("resuming with changed settings: %s", "; ".join(changes))
 
         # Epochs count the shard set's videos; a step consumes accum_steps batches per process.
-        sched = engine.make_schedule(cfg, make_loader(stream_config(cfg, segment), info.rank, info.world_size)[1],
-                                     info.world_size)
+        loader, loader_steps = make_loader(stream_config(cfg, segment), info.rank, info.world_size)
+        sched = engine.make_schedule(cfg, loader_steps, info.world_size)
         engine.start_run(
             cfg, info, amp,
             f"global batch {sched.global_batch} clips = {cfg.batch_size} videos x {cfg.num_sample} views x "
@@ -122,7 +105,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             *([f"resumed from {resume_path} at step {start_step}"] if start_step else []))
 
         stepper = engine.Stepper(model, optimizer, amp, info, cfg, sched, skipped=int(data.get("skipped", 0)))
-        stream = Segments(cfg, info, segment, skip)
+        stream = (Resampled(loader, segment) if cfg.loader_resampled else
+                  open_epochs(loader, cfg, info, data, start_step, sched.steps_per_epoch))
         masks_rng = torch.Generator(device=device)
 
         def forward(train_model, step, micro):
@@ -145,7 +129,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
                     "step": step, "epoch": step // sched.steps_per_epoch, "config": to_dict(cfg),
                     "rng": engine.gather_rng_state(), "world_size": info.world_size,
                     "replica_digests": engine.check_replicas(model, step),
-                    "data": {"segment": stream.segment, "position": stream.position, "skipped": stepper.skipped_total}}
+                    "data": {**stream.state(device), "skipped": stepper.skipped_total}}
             checkpoint_path = engine.save(out, step, ckpt, cfg.keep_last, info)
         stream.close()
         logger.close()

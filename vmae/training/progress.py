@@ -1,9 +1,12 @@
-"""How far a run is into its exact epoch: the positions spent, for checkpoints, and the record of samples.
+"""A training run's exact epochs: batches epoch after epoch, how far the run is into the current one (for
+checkpoints), and the record of the samples it trained on.
 
 Every batch of an exact stream carries its videos' epoch positions (`pos`). Each rank marks them spent; a
 checkpoint stores the union over ranks as a bitmap (N/8 bytes), so a resumed run deals only the positions not
-yet spent, whatever the number of loader workers. With `record`, each rank appends the keys it trained on, one
-per line in order, to OUTPUT_DIR/samples/epoch-E-rank-R.txt; a checkpoint stores every file's size, and a
+yet spent, whatever the number of loader workers (the set is exact; the order within the rest of the epoch
+is new). A deterministic run instead replays the epoch from its start and drops the batches it had trained
+on, so it ends bit-identical to an uninterrupted one. With `record`, each rank appends the keys it trained on,
+one per line in order, to OUTPUT_DIR/samples/epoch-E-rank-R.txt; a checkpoint stores every file's size and a
 resumed run cuts what was written after it, so the files hold exactly what the resumed model trained on.
 """
 import logging
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vmae.errors import ConfigError
 from vmae.training import distributed
 
 log = logging.getLogger(__name__)
@@ -44,10 +48,10 @@ class EpochProgress:
             path.parent.mkdir(parents=True, exist_ok=True)
             self.file = open(path, "a")
 
-    def consume(self, batch: dict) -> None:
-        """Count a batch the model trained on."""
+    def consume(self, batch: dict, record: bool = True) -> None:
+        """Count a batch the model trained on (with record False: one it had trained on before a resume)."""
         self.spent[batch["pos"][::self.views].numpy()] = True
-        if self.file is not None:
+        if record and self.file is not None:
             self.file.write("".join(f"{key}\n" for key in batch["key"][::self.views]))
 
     @property
@@ -96,3 +100,69 @@ def cut_records(output_dir, state: dict | None) -> None:
             path.unlink()
         elif epoch == state["epoch"]:
             os.truncate(path, sizes[rank])
+
+
+class ExactEpochs:
+    """The batches of an exact stream's loader, epoch after epoch from `epoch` on, counted in `progress`.
+    The first epoch leaves out the `spent` positions, or replays its first `skip` batches without training
+    on them."""
+
+    def __init__(self, loader, progress: EpochProgress, unit: int, epoch: int, spent=None, skip: int = 0):
+        self.loader, self.progress, self.unit, self.position = loader, progress, unit, 0
+        self.batches = self.read(epoch, spent, skip)
+
+    def __next__(self) -> dict:
+        return next(self.batches)
+
+    def read(self, epoch: int, spent, skip: int):
+        while True:
+            self.loader.dataset.set_epoch(epoch, spent)
+            self.progress.begin(epoch, spent)
+            self.position = 0
+            for batch in self.loader:
+                self.position += 1
+                self.progress.consume(batch, record=self.position > skip)
+                if self.position > skip:
+                    yield batch
+            epoch, spent, skip = epoch + 1, None, 0
+
+    def state(self, device) -> dict:
+        """The checkpoint's `data` (plain data and one tensor); collective, as EpochProgress.state."""
+        return {"stream": "exact", **self.progress.state(device), "position": self.position, "unit": self.unit}
+
+    def close(self) -> None:
+        self.batches.close()
+        self.progress.close()
+
+
+def resume_point(data: dict, samples: int, unit: int, replay: bool) -> tuple[int, np.ndarray | None, int]:
+    """(epoch, spent positions, batches to replay) where an exact stream goes on after a checkpoint's `data`
+    (ExactEpochs.state): the next epoch when the recorded one was done; else the recorded epoch without its
+    spent positions, or, with `replay`, from its start, dropping the batches the checkpoint had trained on."""
+    spent = spent_positions(data)
+    if data["samples"] != samples:
+        raise ConfigError(f"the checkpoint's epoch has {data['samples']} samples, the shards now have {samples}: "
+                          "an exact epoch resumes on the same shard set (restore it, or use --stream resampled)")
+    if spent.all():
+        return data["epoch"] + 1, None, 0
+    if data["unit"] != unit:
+        raise ConfigError(f"the checkpoint was taken mid-epoch with {data['unit']} videos per optimiser step "
+                          f"(processes x batch size x accumulation steps), this run has {unit}: resume with the "
+                          "same product (e.g. halve the processes and double --accum-steps), or from a checkpoint "
+                          "at the end of an epoch")
+    return (data["epoch"], None, data["position"]) if replay else (data["epoch"], spent, 0)
+
+
+def open_epochs(loader, cfg, info, data: dict, start_step: int, steps_per_epoch: int) -> ExactEpochs:
+    """The exact epochs of a run (pretrain, finetune, distill) from where its checkpoint's `data` left them:
+    rank 0 first makes the sample records match that checkpoint. A checkpoint without an exact epoch (a fresh
+    start, or a resampled run) starts epoch start_step // steps_per_epoch afresh."""
+    unit = info.world_size * cfg.batch_size * cfg.accum_steps
+    exact = data.get("stream") == "exact"
+    epoch, spent, skip = (resume_point(data, loader.dataset.samples, unit, getattr(cfg, "deterministic", False))
+                          if exact else (start_step // steps_per_epoch, None, 0))
+    if info.is_main:
+        cut_records(cfg.output_dir, data if exact else None)
+    distributed.barrier()
+    progress = EpochProgress(cfg.output_dir, info.rank, loader.dataset.samples, cfg.num_sample, cfg.record_samples)
+    return ExactEpochs(loader, progress, unit, epoch, spent, skip)
