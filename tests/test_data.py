@@ -14,8 +14,9 @@ from videos import index_frames, write_video
 from vmae.shards.format import encode_sample
 from vmae.shards.index import MissingIndexError, index_tars, write_index
 from vmae.training import sampling, transforms
-from vmae.training.data import StreamConfig, make_loader, shard_urls
+from vmae.training.data import StreamConfig, make_loader
 from vmae.training.decode import get_decoder
+from vmae.training.sources import shard_urls
 
 LEVELS = 8  # colour levels per channel: frame i is one flat colour, robust to crops, resizing and H.264
 

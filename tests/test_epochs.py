@@ -14,9 +14,10 @@ from http_server import RangeServer
 from pretrain_data import make_shards
 
 from vmae.shards.index import MissingIndexError, index_tars, read_index, shard_ends
-from vmae.training.data import StreamConfig, make_loader, shard_sets, shard_urls
+from vmae.training.data import StreamConfig, make_loader
 from vmae.training.epochs import plan_epoch, shard_order
 from vmae.training.progress import EpochProgress, cut_records, record_path, spent_positions
+from vmae.training.sources import shard_sets, shard_urls
 
 SIZES = [5, 2, 9]
 

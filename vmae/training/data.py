@@ -4,7 +4,7 @@ Stages (each worker): the samples it reads -> shuffle buffer -> decode + sample 
 video, `num_sample` views) -> batches (each view written once, straight into its row of the batch in the
 model's layout). Normalisation to float happens on the device (`transforms.normalize`), masks are drawn there.
 
-Which samples a worker reads:
+Which samples a worker reads (the reading stages are in vmae.training.sources):
 - exact (training default): epoch by epoch, a plan (vmae.training.epochs) deals every sample of the shard
   set once over ranks x workers, in ranges of shards read from the byte offsets in the set's index.parquet;
   every rank gets the same number of whole batches (padding repeats a few samples). Call
@@ -20,19 +20,19 @@ import math
 import random
 from dataclasses import dataclass, fields
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
 import webdataset as wds
 
-from vmae.shards.files import tar_samples
 from vmae.shards.format import decode_sample
-from vmae.shards.index import MissingIndexError, read_shards_json, shard_ends
+from vmae.shards.index import MissingIndexError, shard_ends
 from vmae.training import sampling, transforms
 from vmae.training.config import common_problems, raise_problems
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
 from vmae.training.epochs import EpochPlan, epoch_slots, plan_epoch
+from vmae.training.sources import (Failed, local_path, rank_shards, read_ranges, read_shards, shard_sets, shard_urls,
+                                   take, worker_shards)
 
 log = logging.getLogger(__name__)
 
@@ -123,42 +123,6 @@ class StreamConfig:
                 "test": self.test_segments * self.test_crops}[self.mode]
 
 
-def shard_sets(shards: str) -> list[list[str]]:
-    """The shard URLs of each '::'-joined set of a pattern: braces expanded; a local shard folder stands for
-    the shards its shards.json lists (so a user need not count them)."""
-    sets = []
-    for part in shards.split("::"):
-        folder = _local_path(part)
-        if folder is not None and folder.is_dir():
-            sets.append([str(folder / entry["file"]) for entry in read_shards_json(folder)["shards"]])
-        else:
-            sets.append(wds.shardlists.expand_urls(part))
-    return sets
-
-
-def shard_urls(shards: str) -> list[str]:
-    """Every shard URL of a pattern (see shard_sets), the sets concatenated."""
-    urls = [url for urls in shard_sets(shards) for url in urls]
-    if not urls:
-        raise ValueError(f"the shard pattern {shards!r} names no shard")
-    return urls
-
-
-def _local_path(url: str) -> Path | None:
-    if url.startswith("file:"):
-        return Path(url[5:])
-    return None if ":" in url.split("/")[0] else Path(url)
-
-
-def rank_shards(urls: list[str], rank: int, world_size: int) -> list[str]:
-    """The shards a rank reads in a val/test pass (round-robin over the URL list)."""
-    return urls[rank::world_size]
-
-
-def worker_shards(urls: list[str], worker: int, num_workers: int) -> list[str]:
-    return urls[worker::num_workers]
-
-
 def steps_per_epoch(cfg: StreamConfig, sizes: list[int] | None, rank: int, world_size: int) -> int | None:
     """Batches per process per epoch, for shards of `sizes` samples (None: unknown). Exact: the epoch padded to
     whole steps of every rank. Resampled: samples / (batch_size x world_size). Val/test: the exact number of
@@ -236,43 +200,6 @@ def test_views(cfg: StreamConfig, reader, stride: int) -> list[torch.Tensor]:
 
 # --- the stream ---------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Failed:
-    """A sample that could not be read or decoded, at epoch position `pos` (-1 outside exact streams)."""
-    pos: int
-
-
-def _log_and_continue(err) -> bool:
-    log.warning("shard read error, going on with the next shard: %s", err)
-    return True
-
-
-def _read_shards(sources):
-    for source in sources:
-        yield from tar_samples(source["url"], handler=_log_and_continue)
-
-
-def _read_ranges(ranges, urls: list[str], ends: list[np.ndarray]):
-    """An exact stream's samples: each Range read sequentially from the byte offsets of the index, each sample
-    tagged with its epoch position. Samples a range fails to give (a read error) come out as _Failed."""
-    for r in ranges:
-        offsets, want, got = ends[r.shard], r.stop - r.start, 0
-        start = int(offsets[r.start - 1]) if r.start else 0
-        for sample in tar_samples(urls[r.shard], start, int(offsets[r.stop - 1]), _log_and_continue):
-            if got == want:
-                log.warning("%s: bytes %d-%d hold more samples than its index lists (%d): the index is stale; "
-                            "rewrite the shard set with `vmae-data shard`", urls[r.shard], start,
-                            offsets[r.stop - 1], want)
-                break
-            sample["__pos__"], sample["__repeat__"] = r.pos + got, r.repeat
-            got += 1
-            yield sample
-        if got < want:
-            log.warning("%s: %d of samples %d-%d could not be read", urls[r.shard], want - got, r.start, r.stop - 1)
-        for pos in range(r.pos + got, r.pos + want):
-            yield _Failed(pos)
-
-
 def _open(sample: dict):
     """(video bytes, metadata, label) of a raw tar sample; malformed members count as decode errors."""
     try:
@@ -284,12 +211,12 @@ def _open(sample: dict):
 
 def _clips(samples, cfg: StreamConfig, seed_words: tuple):
     """Decode and cut each sample into a dict (views, key, source, label, pos). A sample that fails is logged
-    and comes out as _Failed, so the batching stage can count it."""
+    and comes out as Failed, so the batching stage can count it."""
     decoder = get_decoder(cfg.decoder)
     labeled = cfg.mode != "pretrain"
     failures = 0
     for number, sample in enumerate(samples):
-        if isinstance(sample, _Failed):
+        if isinstance(sample, Failed):
             yield sample
             continue
         key, url, pos = sample.get("__key__"), sample.get("__url__"), sample.get("__pos__", -1)
@@ -312,7 +239,7 @@ def _clips(samples, cfg: StreamConfig, seed_words: tuple):
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise RuntimeError(f"{failures} samples in a row failed to decode (last: {key} in {url}); "
                                    "check the shards with `vmae-data verify --decode`") from err
-            yield _Failed(pos)
+            yield Failed(pos)
             continue
         failures = 0
         yield {"views": views, "key": key, "source": meta.get("source") or "", "label": label, "pos": pos}
@@ -327,7 +254,7 @@ def _batches(items, cfg: StreamConfig):
     streams drop a final partial batch (its failures were logged)."""
     batch, skipped, last, owed = _Batch(cfg), 0, None, []
     for item in items:
-        if isinstance(item, _Failed):
+        if isinstance(item, Failed):
             skipped += 1
             if not cfg.exact:
                 continue
@@ -410,12 +337,6 @@ class _Batch:
         return batch
 
 
-def _take(items, index: int, count: int):
-    for i, item in enumerate(items):
-        if i % count == index:
-            yield item
-
-
 class ClipStream(torch.utils.data.IterableDataset):
     """The per-worker pipeline; which samples it reads depends on (rank, world_size, worker) and, in an exact
     stream, on the epoch set by `set_epoch`."""
@@ -456,16 +377,16 @@ class ClipStream(torch.utils.data.IterableDataset):
         if cfg.exact:
             plan = self.plan or self.set_epoch(0)
             seed_words = (cfg.seed, plan.epoch)
-            stages = [partial(_read_ranges, plan.ranges(self.rank, worker), self.urls, self.ends)]
+            stages = [partial(read_ranges, plan.ranges(self.rank, worker), self.urls, self.ends)]
         elif cfg.resampled:
             # A fresh seed per pass over the stream, so each pass of a persistent worker differs.
             seed_words = (cfg.seed, self.rank, worker, self.passes)
             stages = [wds.ResampledShards(self.urls, seed=cfg.seed, deterministic=True,
-                                          worker_seed=partial(_seed_of, seed_words)), _read_shards]
+                                          worker_seed=partial(_seed_of, seed_words)), read_shards]
         else:
             seed_words = (cfg.seed, self.rank, worker, self.passes)
-            stages = [wds.SimpleShardList(self.urls), partial(_take, index=self.rank, count=self.world_size),
-                      partial(_take, index=worker, count=num_workers), _read_shards]
+            stages = [wds.SimpleShardList(self.urls), partial(take, index=self.rank, count=self.world_size),
+                      partial(take, index=worker, count=num_workers), read_shards]
         if cfg.mode in ("pretrain", "train") and cfg.shuffle_buffer > 1:
             stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
                                       rng=random.Random(_seed_of((*seed_words, self.rank, worker)))))
@@ -494,7 +415,7 @@ def make_loader(cfg: StreamConfig, rank: int = 0, world_size: int = 1):
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is outside world_size {world_size}")
     urls = shard_urls(cfg.shards)
-    missing = [u for u in urls if _local_path(u) is not None and not _local_path(u).is_file()]
+    missing = [u for u in urls if local_path(u) is not None and not local_path(u).is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(urls)} shards of {cfg.shards!r} do not exist, e.g. "
                                 f"{missing[0]}: check the pattern and its brace range")

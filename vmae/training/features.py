@@ -29,11 +29,11 @@ from vmae.atomic import atomic_path
 from vmae.shards.files import tar_samples
 from vmae.shards.format import decode_sample
 from vmae.training.config import FeatureConfig
-from vmae.training.data import shard_urls
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
 from vmae.training.distributed import all_gather_object, cleanup, init_distributed
 from vmae.training.engine import Amp
 from vmae.training.evaluate import load_classifier
+from vmae.training.sources import shard_urls
 from vmae.training.transforms import as_clip, normalize, resize
 
 log = logging.getLogger(__name__)
