@@ -150,6 +150,7 @@ def test_exact_epochs_over_http_and_pipes(shard_set, tmp_path):
     server = RangeServer(root)
     try:
         url = f"{server.url}/{pattern.rsplit('/', 1)[1]}"
+        assert shard_urls(server.url + "/") == shard_urls(url)  # the folder form reads shards.json over HTTP
         ranks = epoch_keys(stream(url), 2)
         assert {k for r in ranks for k in r[0]} == ALL_KEYS
         assert any(path.endswith(".tar") for path in server.hits) and "/index.parquet" in server.hits

@@ -126,11 +126,14 @@ def write_index(out_dir, table: pa.Table) -> Path:
 
 
 def read_shards_json(shard_dir) -> dict:
-    path = Path(shard_dir) / SHARDS_JSON
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the shard set is incomplete or not a vmae shard folder "
-                                "(rerun `vmae-data shard` with the same options to finish it)")
-    return json.loads(path.read_text())
+    """The shards.json of a shard set: `shard_dir` is a local folder or the URL of one (read through fsspec)."""
+    url = f"{str(shard_dir).rstrip('/')}/{SHARDS_JSON}"
+    try:
+        with open_file(url) as f:
+            return json.load(f)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{url} not found: the shard set is incomplete or not a vmae shard folder "
+                                "(rerun `vmae-data shard` with the same options to finish it)") from err
 
 
 def read_index(shard_dir, filters=None) -> pd.DataFrame:

@@ -10,23 +10,32 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from vmae.shards.files import tar_samples
+from vmae.shards.files import is_pipe, tar_samples
 from vmae.shards.index import read_shards_json
 
 log = logging.getLogger(__name__)
 
 
 def shard_sets(shards: str) -> list[list[str]]:
-    """The shard URLs of each '::'-joined set of a pattern: braces expanded; a local shard folder stands for
-    the shards its shards.json lists (so a user need not count them)."""
+    """The shard URLs of each '::'-joined set of a pattern: braces expanded; a shard folder (local, or a URL
+    ending in '/' or in a name without a dot) stands for the shards its shards.json lists (so a user need
+    not count them)."""
     sets = []
     for part in shards.split("::"):
-        folder = local_path(part)
-        if folder is not None and folder.is_dir():
-            sets.append([str(folder / entry["file"]) for entry in read_shards_json(folder)["shards"]])
+        if is_folder(part):
+            folder = part.rstrip("/")
+            sets.append([f"{folder}/{entry['file']}" for entry in read_shards_json(folder)["shards"]])
         else:
             sets.append(wds.shardlists.expand_urls(part))
     return sets
+
+
+def is_folder(part: str) -> bool:
+    path = local_path(part)
+    if path is not None:
+        return path.is_dir()
+    name = part.rstrip("/").rsplit("/", 1)[-1]
+    return not is_pipe(part) and (part.endswith("/") or ("." not in name and "{" not in part))
 
 
 def shard_urls(shards: str) -> list[str]:
