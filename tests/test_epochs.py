@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from finetune_data import labeled_shards
 from http_server import RangeServer
 from pretrain_data import make_shards
 
@@ -215,3 +216,18 @@ def test_progress_records_what_was_trained_and_a_resume_cuts_the_rest(tmp_path):
     assert record_path(tmp_path, 4, 0).read_text().split() == ["a", "b", "c", "e", "d", "f"]
     cut_records(tmp_path, None)  # a fresh start: no record of another run stays
     assert not any((tmp_path / "samples").iterdir())
+
+
+def test_eval_stream_over_http_reads_every_video_once(tmp_path_factory):
+    pattern = labeled_shards(tmp_path_factory, "evalhttp", [3, 2], seed=3)
+    root, name = pattern.rsplit("/", 1)
+    server = RangeServer(root)
+    try:
+        cfg = StreamConfig(shards=f"{server.url}/{name}", mode="test", num_frames=4, input_size=32, batch_size=2,
+                           workers=2, test_segments=2, test_crops=1)
+        loader, steps = make_loader(cfg, rank=0, world_size=1)
+        out = list(loader)
+    finally:
+        server.close()
+    assert steps == len(out) == 3  # counted from the index over HTTP: 3 + 2 videos, one shard per worker
+    assert sorted(k for b in out for k in b["key"]) == [f"evalhttp_{i:04d}" for i in range(5)]
