@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vmae.training.losses import distill_kl, pretrain_loss, pretrain_targets
-from vmae.training.masking import make_masks
+from vmae.training.masking import make_masks, mask_counts
 from vmae.training.models import create_model
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -83,6 +83,16 @@ def test_v1_mode_weights_every_decoded_token():
     plain_mse = (pred - targets[mask].view(2, 24, 6)).pow(2).mean()
     assert torch.allclose(pretrain_loss(pred, targets, mask, decode_mask), plain_mse)
     assert torch.allclose(pretrain_loss(pred, targets, mask, None), plain_mse)
+
+
+@pytest.mark.parametrize("decoder_ratio", [0.5, 0.0])
+def test_loss_from_known_counts_equals_loss_from_the_masks(decoder_ratio):
+    gen = torch.Generator().manual_seed(0)
+    mask, decode_mask = make_masks(3, (2, 4, 4), 0.75, decoder_ratio, gen, "cpu")
+    decoded = mask_counts((2, 4, 4), 0.75, decoder_ratio)[1]
+    targets, pred = torch.randn(3, 32, 6, generator=gen), torch.randn(3, decoded, 6, generator=gen)
+    assert torch.equal(pretrain_loss(pred, targets, mask, decode_mask, num_decoded=decoded),
+                       pretrain_loss(pred, targets, mask, decode_mask))
 
 
 def test_loss_without_weighted_tokens_is_zero_not_nan():

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from vmae.training.masking import make_masks, running_cell_mask, running_cell_phases, tube_mask
+from vmae.training.masking import (first_indices, make_masks, mask_counts, running_cell_mask, running_cell_phases,
+                                   tube_mask)
 
 
 def gen(seed=0):
@@ -86,6 +87,17 @@ def test_make_masks_dual_and_v1():
     assert all(any(torch.equal(d, p) for p in phases) for d in decode_mask)
     mask_v1, decode_v1 = make_masks(3, (8, 14, 14), 0.9, 0.0, gen(1), "cpu")
     assert torch.equal(mask_v1, mask) and torch.equal(decode_v1, ~mask_v1)
+
+
+@pytest.mark.parametrize("grid,ratio,decoder_ratio", [((8, 14, 14), 0.9, 0.5), ((8, 14, 14), 0.9, 0.0),
+                                                      ((8, 16, 16), 0.9, 0.5), ((2, 4, 4), 0.75, 0.25),
+                                                      ((3, 2, 6), 0.5, 0.75)])
+def test_mask_counts_are_what_make_masks_gives_every_sample(grid, ratio, decoder_ratio):
+    mask, decode_mask = make_masks(4, grid, ratio, decoder_ratio, gen(2), "cpu")
+    visible, decoded = mask_counts(grid, ratio, decoder_ratio)
+    assert ((~mask).sum(1) == visible).all() and ((~decode_mask).sum(1) == decoded).all()
+    index = first_indices(~decode_mask, decoded)
+    assert all(torch.equal(row, torch.nonzero(~d).flatten()) for row, d in zip(index, decode_mask))
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -8,8 +8,9 @@ import pytest
 import timm
 import torch
 
+from vmae.errors import ConfigError
 from vmae.training import models
-from vmae.training.masking import make_masks
+from vmae.training.masking import make_masks, mask_counts
 from vmae.training.models import FINETUNE_MODELS, PRETRAIN_MODELS, create_model, sinusoid_table
 
 # A copy of the spec's list of every official parameter name and shape (OpenGVLab/VideoMAEv2 models).
@@ -87,12 +88,31 @@ def _reference_attention(attn, x):
     return attn.proj((a @ v).transpose(1, 2).reshape(B, N, C))
 
 
-def test_attention_equals_reference_computation():
-    attn = models.Attention(32, 4)
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_attention_equals_reference_computation(impl):
+    attn = models.set_attention(models.Attention(32, 4), impl)
     torch.nn.init.normal_(attn.q_bias)
     torch.nn.init.normal_(attn.v_bias)
     x = torch.randn(2, 10, 32)
     assert torch.allclose(attn(x), _reference_attention(attn, x), atol=1e-5)
+
+
+def test_set_attention_switches_every_layer_and_refuses_unknown_names():
+    model = models.set_attention(create_model("pretrain_videomae_test", **TINY), "eager")
+    layers = [m for m in model.modules() if isinstance(m, models.Attention)]
+    assert len(layers) == 3 and not any(m.fused for m in layers)
+    with pytest.raises(ConfigError, match="'sdpa' or 'eager'"):
+        models.set_attention(model, "flash")
+
+
+@pytest.mark.parametrize("decoder_ratio", [0.5, 0.0])
+def test_known_token_counts_give_the_same_outputs(decoder_ratio):
+    torch.manual_seed(0)
+    model = create_model("pretrain_videomae_test", **TINY)
+    video = torch.randn(2, 3, 4, 64, 64)
+    mask, decode_mask = _masks(model, 2, decoder_ratio)
+    counts = mask_counts(model.grid, 0.75, decoder_ratio)
+    assert torch.equal(model(video, mask, decode_mask, counts=counts), model(video, mask, decode_mask))
 
 
 def _masks(model, batch, decoder_ratio=0.5, seed=0):

@@ -67,6 +67,12 @@ def test_extra_no_decay_names_and_clean_name():
     assert optim.clean_name("_orig_mod.module._orig_mod.blocks.0.weight") == "blocks.0.weight"
 
 
+def test_optimizer_is_fused_unless_asked_for_torchs_default():
+    model = nn.Linear(4, 2)
+    assert optim.make_optimizer(model, lr=1e-3, weight_decay=0.05).defaults["fused"]
+    assert not optim.make_optimizer(model, lr=1e-3, weight_decay=0.05, fused=False).defaults["fused"]
+
+
 def test_apply_lr_multiplies_each_group_scale():
     model = Toy()
     opt = optim.make_optimizer(model, lr=1.0, weight_decay=0.05, layer_decay=0.5)

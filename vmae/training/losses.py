@@ -3,6 +3,8 @@ import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
+from vmae.training.masking import first_indices
+
 TARGET_EPS = 1e-6  # added to the std, not the variance, as the reference does
 
 
@@ -33,15 +35,21 @@ def pretrain_targets(video_normalized: torch.Tensor, patch_size: int, tubelet_si
 
 
 def pretrain_loss(pred: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                  decode_mask: torch.Tensor | None) -> torch.Tensor:
+                  decode_mask: torch.Tensor | None, num_decoded: int | None = None) -> torch.Tensor:
     """Token-weighted MSE. pred [B, N_dec, P] follows the raster order of the decoded tokens (~decode_mask;
     decode_mask None = VideoMAE v1, decode the hidden tokens); targets [B, N, P]. Each token's squared error is
     averaged over its P values; only tokens hidden from the encoder count, and the sum is divided by their
-    number (at least 1, so a batch with none gives 0 rather than NaN)."""
+    number (at least 1, so a batch with none gives 0 rather than NaN). num_decoded: N_dec when known
+    (`masking.mask_counts`): the same tokens gathered by index, without a host sync."""
     B = pred.shape[0]
     decode_vis = mask if decode_mask is None else ~decode_mask
-    labels = targets[decode_vis].reshape(B, -1, targets.shape[-1])
-    weight = mask[decode_vis].reshape(B, -1).float()  # encoder-hidden among the decoded tokens
+    if num_decoded is None:
+        labels = targets[decode_vis].reshape(B, -1, targets.shape[-1])
+        weight = mask[decode_vis].reshape(B, -1).float()  # encoder-hidden among the decoded tokens
+    else:
+        decoded = first_indices(decode_vis, num_decoded)
+        labels = targets.gather(1, decoded.unsqueeze(-1).expand(-1, -1, targets.shape[-1]))
+        weight = mask.gather(1, decoded).float()
     per_token = (pred.float() - labels.float()).pow(2).mean(dim=-1)
     return (per_token * weight).sum() / weight.sum().clamp_min(1)
 

@@ -61,3 +61,19 @@ def make_masks(batch: int, grid: tuple, mask_ratio: float, decoder_mask_ratio: f
     if decoder_mask_ratio == 0:
         return mask, ~mask
     return mask, running_cell_mask(batch, grid, decoder_mask_ratio, generator, device)
+
+
+def mask_counts(grid: tuple, mask_ratio: float, decoder_mask_ratio: float) -> tuple:
+    """(N_vis, N_dec): the tokens per sample that `make_masks` leaves visible to the encoder and has decoded, the
+    same for every sample, so the model can take them without reading the masks back (static shapes)."""
+    t, gh, gw = grid
+    hidden = int(mask_ratio * gh * gw)
+    if decoder_mask_ratio == 0:
+        return t * (gh * gw - hidden), t * hidden
+    return t * (gh * gw - hidden), t * gh * gw * (4 - int(4 * decoder_mask_ratio)) // 4
+
+
+def first_indices(selected: torch.Tensor, count: int) -> torch.Tensor:
+    """[B, count] raster-ordered indices of the True entries of bool [B, N] (each row has `count` of them):
+    a stable sort, so the result has a static shape and needs no host sync, unlike `selected.nonzero()`."""
+    return torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :count]

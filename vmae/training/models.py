@@ -10,10 +10,12 @@
 
 Departures from the reference that leave the checkpoint format untouched: the fixed sinusoid position tables
 are non-persistent buffers (built for any frame count and image size, moved by `.to()`, never saved, never
-copied per forward); attention goes through `F.scaled_dot_product_attention`; activation checkpointing is
-non-reentrant; the pretrain forward can run the encoder under autocast with the decoder in fp32 (the paper's
-split); the reference's unused Identity modules (`encoder.head`, the finetune `norm`) are left out (no keys
-either way).
+copied per forward); attention goes through `F.scaled_dot_product_attention` (`set_attention(model, "eager")`
+computes it step by step as the reference, for benchmarks/bench_pretrain_step.py's reference-mode baseline);
+activation checkpointing is non-reentrant; the pretrain forward can run the encoder under autocast with the
+decoder in fp32 (the paper's split), and takes the visible/decoded token counts so it needs no host sync
+(static shapes, for torch.compile and CUDA graphs); the reference's unused Identity modules (`encoder.head`,
+the finetune `norm`) are left out (no keys either way).
 
 timm registry: timm already ships image ViTs named vit_{small,base,large}_patch16_224 and vit_giant_patch14_224,
 and registering a name again replaces that model for everyone in the process. So the pretrain names (absent
@@ -33,10 +35,11 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vmae.errors import ConfigError
+from vmae.training.masking import first_indices
 
 __all__ = ["FINETUNE_MODELS", "PRETRAIN_MODELS", "SIZES", "Attention", "Block", "PatchEmbed",
-           "PretrainVisionTransformer", "Size", "VisionTransformer", "create_model", "sinusoid_table",
-           "token_indices"]
+           "PretrainVisionTransformer", "Size", "VisionTransformer", "create_model", "set_attention",
+           "sinusoid_table", "token_indices"]
 
 LN_EPS = 1e-6
 
@@ -169,7 +172,8 @@ class PatchEmbed(nn.Module):
 
 class Attention(nn.Module):
     """Multi-head self-attention with the official layout: qkv weight without bias, separate q_bias and v_bias,
-    k bias fixed at zero and never stored."""
+    k bias fixed at zero and never stored. `fused` (default) runs SDPA; off, the reference's eager
+    softmax(q * scale @ k^T) @ v, which keeps the [B, heads, N, N] scores for backward."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, proj_drop: float = 0.0):
         super().__init__()
@@ -181,6 +185,7 @@ class Attention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+        self.fused = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
@@ -189,7 +194,10 @@ class Attention(nn.Module):
             bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).reshape(B, N, 3, self.num_heads, C // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, heads, N, head_dim]
-        x = F.scaled_dot_product_attention(q, k, v)
+        if self.fused:
+            x = F.scaled_dot_product_attention(q, k, v)
+        else:
+            x = ((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, C)))
 
 
@@ -253,10 +261,15 @@ def _gather(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:  # [B, N, C],
     return x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), index]
 
 
-def token_indices(mask: torch.Tensor, decode_vis: torch.Tensor, num_patches: int) -> tuple:
+def token_indices(mask: torch.Tensor, decode_vis: torch.Tensor, num_patches: int, counts: tuple | None = None
+                  ) -> tuple:
     """Raster-ordered indices of the encoder-visible tokens (~mask) and of the decoded tokens (decode_vis), as
-    [B, N_vis] and [B, N_dec]. One host sync reads both counts; every sample must have the same counts (tube and
-    running-cell masks do), since a batch of token sequences cannot be ragged."""
+    [B, N_vis] and [B, N_dec]. Every sample must have the same counts (tube and running-cell masks do), since a
+    batch of token sequences cannot be ragged. Without `counts` (N_vis, N_dec) one host sync reads and checks
+    them; with them (`masking.mask_counts`) nothing is read back, so the shapes are static and the call can
+    run inside a CUDA graph, but masks with other counts are not detected."""
+    if counts is not None:
+        return first_indices(~mask, counts[0]), first_indices(decode_vis, counts[1])
     batch = mask.shape[0]
     for name, m in (("mask", mask), ("decode_mask", decode_vis)):
         if m.dtype != torch.bool or tuple(m.shape) != (batch, num_patches):
@@ -266,11 +279,7 @@ def token_indices(mask: torch.Tensor, decode_vis: torch.Tensor, num_patches: int
         raise ValueError("every sample must hide the same number of tokens and decode the same number of tokens "
                          f"(tube and running-cell masks do); visible per sample {visible_counts}, decoded "
                          f"per sample {decoded_counts}")
-
-    def first(selected: torch.Tensor, count: int) -> torch.Tensor:  # a stable sort keeps the raster order
-        return torch.argsort((~selected).to(torch.uint8), dim=1, stable=True)[:, :count]
-
-    return first(~mask, visible_counts[0]), first(decode_vis, decoded_counts[0])
+    return first_indices(~mask, visible_counts[0]), first_indices(decode_vis, decoded_counts[0])
 
 
 class PretrainVisionTransformer(nn.Module):
@@ -304,13 +313,14 @@ class PretrainVisionTransformer(nn.Module):
         return {"mask_token"}
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor, decode_mask: torch.Tensor | None = None,
-                amp_dtype: torch.dtype | None = None) -> torch.Tensor:
+                amp_dtype: torch.dtype | None = None, counts: tuple | None = None) -> torch.Tensor:
         """video [B,3,T,H,W] normalised; mask [B,N] True = hidden from the encoder; decode_mask [B,N] True = not
         reconstructed (None: reconstruct exactly the hidden tokens, VideoMAE v1). Returns [B, N_dec, 3*tubelet*p*p]
         in the raster order of the reconstructed tokens. With amp_dtype the encoder runs under autocast and the
-        decoder in fp32; without it, any autocast around the call applies to the whole model."""
+        decoder in fp32; without it, any autocast around the call applies to the whole model. counts: (N_vis, N_dec)
+        per sample when known (`masking.mask_counts`): no host sync (see `token_indices`)."""
         decode_vis = mask if decode_mask is None else ~decode_mask
-        visible, decoded = token_indices(mask, decode_vis, self.num_patches)
+        visible, decoded = token_indices(mask, decode_vis, self.num_patches, counts)
         device_type = video.device.type
         with torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else nullcontext():
             x_vis = self.encoder(video, visible)  # [B, N_vis, E]
@@ -368,6 +378,17 @@ class VisionTransformer(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:  # -> [B, num_classes]
         return self.head(self.head_drop(self.forward_features(video)))
+
+
+def set_attention(model: nn.Module, impl: str) -> nn.Module:
+    """Every attention layer of `model` through SDPA ("sdpa", the default) or the reference's eager math
+    ("eager": same results up to rounding, more memory and time; the benchmarks' reference mode)."""
+    if impl not in ("sdpa", "eager"):
+        raise ConfigError(f"attention {impl!r} must be 'sdpa' or 'eager'")
+    for module in model.modules():
+        if isinstance(module, Attention):
+            module.fused = impl == "sdpa"
+    return model
 
 
 _COMMON_OPTIONS = {"num_frames", "img_size", "tubelet_size", "drop_path_rate", "checkpoint_activations",

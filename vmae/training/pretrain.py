@@ -20,7 +20,7 @@ from vmae.training import engine
 from vmae.training.config import PretrainConfig, to_dict
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.losses import pretrain_loss, pretrain_targets
-from vmae.training.masking import make_masks
+from vmae.training.masking import make_masks, mask_counts
 from vmae.training.models import create_model
 from vmae.training.optim import make_optimizer
 from vmae.training.progress import open_epochs
@@ -108,6 +108,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
         stream = (Resampled(loader, segment) if cfg.loader_resampled else
                   open_epochs(loader, cfg, info, data, start_step, sched.steps_per_epoch))
         masks_rng = torch.Generator(device=device)
+        # every sample has these token counts: the forward and the loss need no host sync (static shapes)
+        counts = mask_counts(model.grid, cfg.mask_ratio, cfg.decoder_mask_ratio)
 
         def forward(train_model, step, micro):
             video = normalize(stepper.next_batch(stream)["video"].to(device, non_blocking=True))  # uint8 -> float
@@ -115,8 +117,8 @@ def pretrain(cfg: PretrainConfig) -> dict:
             mask, decode_mask = make_masks(video.shape[0], model.grid, cfg.mask_ratio, cfg.decoder_mask_ratio,
                                            masks_rng, device)
             targets = pretrain_targets(video, model.patch_size, model.tubelet_size, cfg.normalize_target)
-            pred = train_model(video, mask, decode_mask, amp_dtype=amp.dtype)
-            return pretrain_loss(pred, targets, mask, decode_mask)
+            pred = train_model(video, mask, decode_mask, amp_dtype=amp.dtype, counts=counts)
+            return pretrain_loss(pred, targets, mask, decode_mask, num_decoded=counts[1])
 
         logger = engine.RunLogger(out, info.is_main, sched.end_step, start_step, cfg.tensorboard, desc="pretrain")
         metrics, checkpoint_path, step = {}, None, start_step
