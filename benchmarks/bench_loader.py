@@ -38,8 +38,10 @@ About 15 minutes on a 2-core machine; --rss-samples 1000 --decodes 300 for a qui
 """
 import argparse
 import gc
+import io
 import json
 import math
+import multiprocessing
 import os
 import resource
 import subprocess
@@ -72,6 +74,38 @@ def make_clip(path: Path, source: str, start: float, gop: int, seconds: float = 
            str(path)]
     subprocess.run(cmd, check=True)
     return path.read_bytes()
+
+
+def encode_clip(seed: int, gop: int = 16, size=(568, 320), seconds: float = SECONDS) -> bytes:
+    """A synthetic 30 fps H.264 clip encoded through PyAV, for machines without the ffmpeg program (a lent GPU):
+    a drifting pattern plus temporal noise at the bit rate of real 320p clips (about 1 Mbit/s at CRF 23)."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    y, x = np.mgrid[0:2 * h, 0:2 * w].astype(np.float32)
+    scene = np.stack([(x * 0.8) % 256, (y * 1.1) % 256,
+                      ((x // 40 + y // 40) % 2) * 80 + 60 + 40 * np.sin(x / 23 + y / 17)], -1).astype(np.uint8)
+    noise = [rng.integers(-14, 15, (h, w, 3), dtype=np.int16) for _ in range(13)]
+    vx, vy = rng.uniform(0.5, 2.5, 2)
+    out = io.BytesIO()
+    with av.open(out, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=30, options={
+            "preset": "veryfast", "crf": "23", "g": str(gop), "keyint_min": str(min(gop, 25)), "sc_threshold": "0"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i in range(int(30 * seconds)):
+            ox, oy = int(vx * i) % w, int(vy * i) % h
+            frame = np.clip(scene[oy:oy + h, ox:ox + w] + noise[i % len(noise)], 0, 255).astype(np.uint8)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return out.getvalue()
+
+
+def write_synthetic_shards(root: Path, samples: int, distinct: int = 16) -> str:
+    """`samples` samples cycling through `distinct` PyAV-encoded clips, made in parallel; the brace pattern."""
+    with multiprocessing.Pool(min(distinct, os.cpu_count() or 1)) as pool:
+        clips = pool.map(encode_clip, range(distinct))
+    return write_shards(root, clips, samples, per_shard=16)
 
 
 def make_clips(root: Path, count: int, gop: int) -> list[bytes]:
@@ -318,11 +352,19 @@ def main():
                         help="samples for the stream memory check (default 10000, the issue's number)")
     parser.add_argument("--decodes", type=int, default=1000, help="decodes per backend for the memory check")
     parser.add_argument("--sections", default="1,2,3,4,5", help="which sections to run (default all: 1,2,3,4,5)")
+    parser.add_argument("--write-shards", metavar="DIR", help="only write --clips samples of synthetic clips "
+                        "(PyAV-encoded: no ffmpeg program needed) as shards into DIR, e.g. for bench_pretrain_step.py "
+                        "--shards on a GPU machine")
     parser.add_argument("--rss-decoder", help=argparse.SUPPRESS)
     parser.add_argument("--clip-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.rss_decoder:
         print(json.dumps(decoder_rss(args.rss_decoder, args.clip_dir, args.decodes)))
+        return
+    if args.write_shards:
+        t = time.perf_counter()
+        print(write_synthetic_shards(Path(args.write_shards), args.clips),
+              f"({args.clips} samples, {time.perf_counter() - t:.0f} s)")
         return
 
     sections = set(args.sections.split(","))

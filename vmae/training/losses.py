@@ -1,9 +1,9 @@
 """Pretraining targets and loss (reference layout), and the distillation KL term."""
 import torch
 import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from vmae.training.masking import first_indices
+from vmae.training.transforms import denormalize
 
 TARGET_EPS = 1e-6  # added to the std, not the variance, as the reference does
 
@@ -23,10 +23,7 @@ def pretrain_targets(video_normalized: torch.Tensor, patch_size: int, tubelet_si
     """Reconstruction targets [B, N, tubelet*p*p*3] (channel fastest) from an ImageNet-normalised clip
     [B, 3, T, H, W]: de-normalised to [0, 1], then, if `normalize`, each token's pixels of each channel
     normalised by their mean and unbiased std (+1e-6). Computed in fp32."""
-    x = video_normalized.float()
-    mean = x.new_tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
-    std = x.new_tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)
-    patches = patchify(x * std + mean, patch_size, tubelet_size)  # [B, N, P, 3]
+    patches = patchify(denormalize(video_normalized.float()), patch_size, tubelet_size)  # [B, N, P, 3]
     if normalize:
         mu = patches.mean(dim=-2, keepdim=True)
         sigma = patches.var(dim=-2, unbiased=True, keepdim=True).sqrt()

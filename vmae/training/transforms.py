@@ -183,9 +183,22 @@ def randaugment_clip(clip: torch.Tensor, config: str, rng: np.random.Generator,
 def _stats(x: torch.Tensor, dtype):
     if x.dim() < 4 or x.shape[-4] != 3:
         raise ValueError(f"expected a video [..., 3, T, H, W], got shape {tuple(x.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=dtype).view(3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device, dtype=dtype).view(3, 1, 1, 1)
+    # Made per call, the tables are copied from the host, which on a GPU waits for the stream to drain (a host
+    # sync in every training step): eager code keeps them per device; compiled code bakes them in.
+    return (_make_stats if torch.compiler.is_compiling() else _kept_stats)(x.device, dtype)
+
+
+def _make_stats(device: torch.device, dtype) -> tuple:
+    mean = torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype).view(3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device, dtype=dtype).view(3, 1, 1, 1)
     return mean, std
+
+
+@functools.lru_cache(maxsize=8)
+def _kept_stats(device: torch.device, dtype) -> tuple:
+    """(mean, std) of `_make_stats`, made once per device and dtype (never modified in place)."""
+    with torch.inference_mode(False):  # usable in training even if first made under inference mode
+        return _make_stats(device, dtype)
 
 
 def normalize(video: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
