@@ -398,6 +398,31 @@ def verify_cmd(shard_dir, decode, workers, progress):
         raise SystemExit(1)
 
 
+@data.command("index")
+@click.argument("shards")
+@click.option("--out", type=click.Path(file_okay=False),
+              help="Folder for index.parquet.  [default: the shards' folder, when it is local]")
+@handle_errors
+def index_cmd(shards, out):
+    """Write index.parquet for tar shards made by another tool (webdataset's TarWriter, ...), so that training
+    reads them in exact epochs: every member's key, shard, name, data offset and size. SHARDS is a brace
+    pattern of paths or URLs (fsspec, pipe:); each tar is read once. vmae-data shard writes its own index.
+
+    \b
+      vmae-data index 'other/train-{000000..000099}.tar'
+      vmae-data index 'https://host/train-{000000..000099}.tar' --out meta   # train with --index meta/index.parquet
+    """
+    from vmae.shards.index import index_tars, write_index
+    from vmae.training.sources import local_path, shard_urls
+
+    urls = shard_urls(shards)
+    folder = out or (local_path(urls[0]).parent if local_path(urls[0]) is not None else None)
+    if folder is None:
+        raise click.UsageError(f"{urls[0]} is not a local file: say where index.parquet goes with --out")
+    table = index_tars(urls)
+    click.echo(f"wrote {write_index(folder, table)}: {len(table)} members of {len(urls)} shards")
+
+
 @data.command("stats")
 @click.argument("shard_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--plot", type=click.Path(dir_okay=False),

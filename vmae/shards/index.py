@@ -110,10 +110,11 @@ def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options:
 
 def index_tars(urls: list[str]) -> pa.Table:
     """The index rows of tar shards written by other tools (vmae's writer records them as it writes): every
-    regular member's key (as webdataset groups them), shard file name, name, data offset and size."""
+    regular member's key (as webdataset groups them), shard file name, name, data offset and size. Each tar
+    is read once from start to end (a pipe, or an object store without many small requests)."""
     rows = []
     for url in urls:
-        with open_file(url) as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        with open_file(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             rows += [(base_plus_ext(m.name)[0], file_name(url), m.name, m.offset_data, m.size)
                      for m in tar if m.isreg()]
     columns = list(zip(*rows)) if rows else [[]] * 5
@@ -174,7 +175,8 @@ def read_sample_ends(index_url: str) -> dict[str, np.ndarray]:
     except FileNotFoundError as err:
         raise MissingIndexError(f"{index_url} not found: the exact epoch stream reads each sample's byte offset "
                                 "from the shard set's index.parquet (`vmae-data shard` writes it beside the "
-                                "shards); copy it there, name it with --index, or use --stream resampled") from err
+                                "shards, `vmae-data index` makes one for shards of other tools); put it there, name "
+                                "it with --index, or use --stream resampled") from err
     return _sample_ends(table)
 
 
