@@ -16,10 +16,11 @@ from http_server import RangeServer
 from pretrain_data import make_shards
 
 from vmae.cli.data import data
+from vmae.errors import ConfigError
 from vmae.shards.index import MissingIndexError, index_tars, read_index, shard_ends
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.epochs import plan_epoch, shard_order
-from vmae.training.progress import EpochProgress, cut_records, record_path, spent_positions
+from vmae.training.progress import EpochProgress, cut_records, record_path, resume_point, spent_positions
 from vmae.training.sources import shard_sets, shard_urls
 
 SIZES = [5, 2, 9]
@@ -242,3 +243,19 @@ def test_eval_stream_over_http_reads_every_video_once(tmp_path_factory):
         server.close()
     assert steps == len(out) == 3  # counted from the index over HTTP: 3 + 2 videos, one shard per worker
     assert sorted(k for b in out for k in b["key"]) == [f"evalhttp_{i:04d}" for i in range(5)]
+
+
+def test_resume_point_goes_on_where_the_checkpoint_stopped_and_refuses_what_cannot_be_exact():
+    spent = np.array([True, False, True, True, False, False])
+    data = {"stream": "exact", "epoch": 2, "samples": 6, "spent": torch.from_numpy(np.packbits(spent)),
+            "position": 2, "unit": 4, "replay": False}
+    epoch, left, skip = resume_point(data, samples=6, unit=4, replay=False)
+    assert (epoch, left.tolist(), skip) == (2, spent.tolist(), 0)
+    assert resume_point(data, 6, 4, replay=True)[1] is not None  # a run that was not replayable is not replayed
+    assert resume_point({**data, "replay": True}, 6, 4, replay=True) == (2, None, 2)
+    done = {**data, "spent": torch.from_numpy(np.packbits(np.ones(6, bool)))}
+    assert resume_point(done, 6, 8, replay=False) == (3, None, 0)  # an epoch-end checkpoint: any global batch
+    with pytest.raises(ConfigError, match="same shard set"):
+        resume_point(data, samples=7, unit=4, replay=False)
+    with pytest.raises(ConfigError, match="videos per optimiser step"):
+        resume_point(data, samples=6, unit=8, replay=False)

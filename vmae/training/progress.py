@@ -105,10 +105,11 @@ def cut_records(output_dir, state: dict | None) -> None:
 class ExactEpochs:
     """The batches of an exact stream's loader, epoch after epoch from `epoch` on, counted in `progress`.
     The first epoch leaves out the `spent` positions, or replays its first `skip` batches without training
-    on them."""
+    on them. `replay`: this run's batches come in an order a resumed run can replay (--deterministic)."""
 
-    def __init__(self, loader, progress: EpochProgress, unit: int, epoch: int, spent=None, skip: int = 0):
-        self.loader, self.progress, self.unit, self.position = loader, progress, unit, 0
+    def __init__(self, loader, progress: EpochProgress, unit: int, replay: bool, epoch: int, spent=None,
+                 skip: int = 0):
+        self.loader, self.progress, self.unit, self.replay, self.position = loader, progress, unit, replay, 0
         self.batches = self.read(epoch, spent, skip)
 
     def __next__(self) -> dict:
@@ -128,7 +129,8 @@ class ExactEpochs:
 
     def state(self, device) -> dict:
         """The checkpoint's `data` (plain data and one tensor); collective, as EpochProgress.state."""
-        return {"stream": "exact", **self.progress.state(device), "position": self.position, "unit": self.unit}
+        return {"stream": "exact", **self.progress.state(device), "position": self.position, "unit": self.unit,
+                "replay": self.replay}
 
     def close(self) -> None:
         self.batches.close()
@@ -138,7 +140,8 @@ class ExactEpochs:
 def resume_point(data: dict, samples: int, unit: int, replay: bool) -> tuple[int, np.ndarray | None, int]:
     """(epoch, spent positions, batches to replay) where an exact stream goes on after a checkpoint's `data`
     (ExactEpochs.state): the next epoch when the recorded one was done; else the recorded epoch without its
-    spent positions, or, with `replay`, from its start, dropping the batches the checkpoint had trained on."""
+    spent positions, or, with `replay` (and a checkpoint of a replayable run), from its start, dropping the
+    batches the checkpoint had trained on."""
     spent = spent_positions(data)
     if data["samples"] != samples:
         raise ConfigError(f"the checkpoint's epoch has {data['samples']} samples, the shards now have {samples}: "
@@ -150,7 +153,9 @@ def resume_point(data: dict, samples: int, unit: int, replay: bool) -> tuple[int
                           f"(processes x batch size x accumulation steps), this run has {unit}: resume with the "
                           "same product (e.g. halve the processes and double --accum-steps), or from a checkpoint "
                           "at the end of an epoch")
-    return (data["epoch"], None, data["position"]) if replay else (data["epoch"], spent, 0)
+    if replay and data["replay"]:
+        return data["epoch"], None, data["position"]
+    return data["epoch"], spent, 0
 
 
 def open_epochs(loader, cfg, info, data: dict, start_step: int, steps_per_epoch: int) -> ExactEpochs:
@@ -158,11 +163,11 @@ def open_epochs(loader, cfg, info, data: dict, start_step: int, steps_per_epoch:
     rank 0 first makes the sample records match that checkpoint. A checkpoint without an exact epoch (a fresh
     start, or a resampled run) starts epoch start_step // steps_per_epoch afresh."""
     unit = info.world_size * cfg.batch_size * cfg.accum_steps
-    exact = data.get("stream") == "exact"
-    epoch, spent, skip = (resume_point(data, loader.dataset.samples, unit, getattr(cfg, "deterministic", False))
-                          if exact else (start_step // steps_per_epoch, None, 0))
+    exact, replay = data.get("stream") == "exact", getattr(cfg, "deterministic", False)
+    epoch, spent, skip = (resume_point(data, loader.dataset.samples, unit, replay) if exact
+                          else (start_step // steps_per_epoch, None, 0))
     if info.is_main:
         cut_records(cfg.output_dir, data if exact else None)
     distributed.barrier()
     progress = EpochProgress(cfg.output_dir, info.rank, loader.dataset.samples, cfg.num_sample, cfg.record_samples)
-    return ExactEpochs(loader, progress, unit, epoch, spent, skip)
+    return ExactEpochs(loader, progress, unit, replay, epoch, spent, skip)
