@@ -143,6 +143,7 @@ def test_one_and_two_processes_give_identical_results(tmp_path, val_shards):
            "--output-dir", str(tmp_path / "two")]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert f"from {ckpt}: loaded" in run.stderr and "missing: none" in run.stderr  # INFO lines are shown
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert two["world_size"] == 2 and two["videos"] == single["videos"] == 9
     for key in ("top1", "top5", "mean_class_accuracy"):

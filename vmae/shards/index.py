@@ -104,6 +104,10 @@ def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options:
         "skipped": {"rows": len(all_skipped),
                     "reasons": dict(sorted(Counter(all_skipped["reason"]).items()))},
     }
+    if options.get("labeled") and all("labels" in s for s in sidecars):
+        # label id -> samples: training checks --num-classes against it before its first step
+        labels = sum((Counter(s["labels"]) for s in sidecars), Counter())
+        summary["totals"]["labels"] = dict(sorted(labels.items(), key=lambda kv: int(kv[0])))
     write_text(out_dir / SHARDS_JSON, json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -371,7 +371,7 @@ def write_shard(unit: ShardUnit) -> dict:
 
 
 def _write_shard(unit: ShardUnit, out: Path) -> dict:
-    members, sources, skipped = [], Counter(), []
+    members, sources, labels, skipped = [], Counter(), Counter(), []
     with atomic_path(out / unit.file) as tmp:
         with open(tmp, "wb") as f:
             tar = TarSink(f)
@@ -393,6 +393,8 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
                     else:
                         members.append([s.key, name, tar.add(name, data), len(data)])
                 sources[str(meta.get("source"))] += 1
+                if unit.labeled:
+                    labels[str(meta["label_id"])] += 1
             # No fsync: a killed process cannot leave a renamed, incomplete shard (the kernel keeps what was
             # written), and fsync costs a large share of the throughput. After a power cut, verify's sha256
             # finds a shard whose data never reached the disk.
@@ -401,6 +403,7 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
             raise output_error(out, f"{unit.file} came out at {os.path.getsize(tmp)} of {tar.pos} bytes")
         sidecar = {"file": unit.file, "plan": unit.plan, "samples": sum(sources.values()), "bytes": tar.pos,
                    "sha256": sha256, "sources": dict(sorted(sources.items())),
+                   "labels": dict(sorted(labels.items(), key=lambda kv: int(kv[0]))),
                    "members": members, "skipped": skipped}
     # The sidecar comes after the rename: a sidecar always describes a complete tar.
     write_text(shard_index.sidecar_path(out, unit.file), json.dumps(sidecar))

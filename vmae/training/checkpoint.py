@@ -1,10 +1,16 @@
-"""Checkpoint files: safe loading (official and ours), pretrained-weight import, atomic saving, RNG state.
+"""Checkpoint files: safe loading (official and ours), pretrained-weight import, checked saving, RNG state.
 
 Every file is read with torch.load(weights_only=True); the only class allowed beyond tensors and plain data
 is argparse.Namespace, which official files pickle under `args`. A file that needs anything else is refused,
 so a downloaded checkpoint cannot run code. Our own files hold only tensors and plain data.
+
+A checkpoint is written under a temporary name, flushed to the disk, checked (its zip directory and its
+data.pkl record read back) and only then renamed into place; pruning keeps the newest `keep` readable files,
+so a damaged or truncated file never costs a good one. A file that cannot be read, empty or cut short
+included, is a `CheckpointError` naming it, never a torch traceback.
 """
 import argparse
+import os
 import pickle
 import random
 import re
@@ -16,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vmae.atomic import atomic_path
+from vmae.atomic import atomic_path, output_error
 from vmae.errors import VmaeError
 from vmae.manifests.labels import head_map
 
@@ -27,25 +33,61 @@ ENCODER_PREFIXES = ("encoder.", "backbone.")
 DECODER_PREFIXES = ("decoder.", "encoder_to_decoder.", "mask_token")
 
 
+DAMAGED_FIX = ("it was cut short or damaged (a full disk, a killed copy or download). Copy it again, or use "
+               "another checkpoint (in a run folder, --resume auto takes the newest readable one)")
+
+
 class CheckpointError(VmaeError, ValueError):
     """A checkpoint that cannot be used, with the file and the fix in the message."""
 
 
+def damage(path) -> str | None:
+    """What makes `path` unusable, found without unpickling it: empty, or a zip archive (torch's format since
+    1.6) whose directory is missing, whose records run past the end, or whose data.pkl does not read back.
+    None when nothing is found (files in the legacy pickle format are judged by loading them)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return "is empty (0 bytes)"
+    with open(path, "rb") as f:
+        if f.read(4) != b"PK\x03\x04":
+            return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            records = archive.infolist()
+            if any(r.header_offset + r.compress_size > size for r in records):
+                return f"is truncated ({size} bytes: its records run past the end)"
+            pickles = [r for r in records if r.filename.endswith("/data.pkl") or r.filename == "data.pkl"]
+            if not pickles:
+                return "is a zip archive without data.pkl, not a torch checkpoint"
+            archive.read(pickles[0])  # checks the record's CRC
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError):
+        return f"is truncated or damaged ({size} bytes: no readable zip directory)"
+    return None
+
+
 def load_checkpoint_file(path) -> dict:
     """Load a checkpoint safely onto the CPU. A DeepSpeed checkpoint folder is read through its
-    mp_rank_00_model_states.pt."""
+    mp_rank_00_model_states.pt. An unreadable file is a CheckpointError naming it."""
     path = Path(path)
     if path.is_dir():
         if not (path / DEEPSPEED_FILE).exists():
             raise FileNotFoundError(f"{path} is a folder without {DEEPSPEED_FILE}; pass the checkpoint file")
         path = path / DEEPSPEED_FILE
+    problem = damage(path)
+    if problem:
+        raise CheckpointError(f"cannot load {path}: it {problem}; {DAMAGED_FIX}")
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            raise CheckpointError(f"cannot load {path}: {str(e).splitlines()[0]}; {DAMAGED_FIX}") from e
         raise CheckpointError(f"{path}: refused to load: it pickles objects other than tensors, plain data and "
                               f"argparse.Namespace, and unpickling them could run code ({str(e).splitlines()[0]}). "
                               "Re-save its state dict from a trusted environment.") from e
+    except (EOFError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"cannot load {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                              f"{DAMAGED_FIX}") from e
 
 
 def recorded_config(ckpt: dict) -> dict:
@@ -166,14 +208,35 @@ def load_pretrained(model: nn.Module, path_or_dict, model_key: str = "model|modu
 
 
 def save_file(path, state: dict) -> Path:
-    """torch.save to a temporary name, then rename: a crash never leaves a truncated file under `path`."""
+    """torch.save to a temporary name, flushed to the disk and read back (see `damage`) before the rename: a
+    crash or a full disk never leaves a truncated file under `path`; a write that fails is an OutputError
+    naming the folder and its free space."""
+    path = Path(path)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+        # Through a Python file, a failed write raises OSError with its errno (torch's own writer raises a
+        # RuntimeError that does not say why); fsync makes a late write error (NFS, quotas) surface here.
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(state, f)
+            except RuntimeError as e:  # the writer's own check, failing after the write error it hides
+                raise _write_error(e) or e
+            f.flush()
+            os.fsync(f.fileno())
+        problem = damage(tmp)
+        if problem:
+            raise output_error(path.parent, f"the checkpoint written for {path.name} {problem}")
+    return path
 
 
-def _numbered(output_dir) -> list:
-    """(step, path) of the complete numbered checkpoints, oldest first."""
+def _write_error(error: BaseException) -> OSError | None:
+    """The OSError behind `error` (its context chain), if any."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
+
+
+def numbered_checkpoints(output_dir) -> list:
+    """(step, path) of the files named checkpoint-{step:08d}.pth, readable or not, oldest first."""
     found = []
     for p in Path(output_dir).glob("checkpoint-*.pth"):
         m = CHECKPOINT_RE.match(p.name)
@@ -182,25 +245,49 @@ def _numbered(output_dir) -> list:
     return sorted(found)
 
 
+def readable(path) -> bool:
+    try:
+        return damage(path) is None
+    except OSError:
+        return False
+
+
+def prune(output_dir, keep: int, step: int) -> list:
+    """Delete the numbered checkpoints up to `step` but the newest `keep` readable ones; damaged ones up to
+    `step` go too (nothing can resume from them). Files after `step`, and files that could not be read for
+    another reason (an I/O error), are left alone. Returns the deleted paths."""
+    found = []
+    for s, path in numbered_checkpoints(output_dir):
+        if s <= step:
+            try:
+                found.append((path, damage(path)))
+            except OSError:
+                continue
+    kept = [path for path, problem in found if problem is None][-keep:]
+    deleted = [path for path, _ in found if path not in kept]
+    for path in deleted:
+        path.unlink(missing_ok=True)
+    return deleted
+
+
 def save_checkpoint(output_dir, step: int, state: dict, keep: int | None = None) -> Path:
-    """Write output_dir/checkpoint-{step:08d}.pth atomically, then delete all but the newest `keep` numbered
-    checkpoints (None keeps every one)."""
+    """Write output_dir/checkpoint-{step:08d}.pth (checked, atomically), then prune to the newest `keep`
+    readable checkpoints (None keeps every one)."""
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be at least 1 (or None to keep all); got {keep}")
     path = save_file(Path(output_dir) / f"checkpoint-{step:08d}.pth", state)
     if keep is not None:
-        for _, old in _numbered(output_dir)[:-keep]:
-            old.unlink(missing_ok=True)
+        prune(output_dir, keep, step)
     return path
 
 
 def latest_checkpoint(output_dir) -> Path | None:
-    """The newest complete checkpoint-{step:08d}.pth, or None. Temporary files never match the name, and a file
-    whose zip directory is unreadable (truncated by a copy) is skipped."""
+    """The newest readable checkpoint-{step:08d}.pth, or None. Temporary files never match the name; empty,
+    truncated or damaged files are skipped."""
     if not Path(output_dir).is_dir():
         return None
-    for _, path in reversed(_numbered(output_dir)):
-        if zipfile.is_zipfile(path):
+    for _, path in reversed(numbered_checkpoints(output_dir)):
+        if readable(path):
             return path
     return None
 

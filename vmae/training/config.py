@@ -17,6 +17,7 @@ from typing import ClassVar
 from vmae.atomic import write_text
 from vmae.errors import ConfigError
 from vmae.training import presets
+from vmae.training.model_names import model_problem
 
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 DEVICES = ("cpu", "cuda")
@@ -211,6 +212,7 @@ class PretrainConfig(RunConfig):
 
     def problems(self) -> list[str]:
         problems = super().problems() + count_problems(self, ("save_every_steps",))
+        problems += filter(None, [model_problem(self.model, "pretrain")])
         if not 0.0 < self.mask_ratio < 1.0:
             problems.append(f"mask_ratio {self.mask_ratio} must lie strictly between 0 and 1")
         if self.decoder_mask_ratio not in DECODER_MASK_RATIOS:
@@ -311,6 +313,7 @@ class FinetuneConfig(RunConfig):
     def problems(self) -> list[str]:
         problems = super().problems()
         problems += count_problems(self, ("num_classes",), ("stride", "val_batch_size"))
+        problems += filter(None, [model_problem(self.model, "finetune")])
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
             problems.append(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
         if self.init is not None and not Path(self.init).exists():
@@ -362,6 +365,8 @@ class DistillConfig(FinetuneConfig):
             problems.append("teacher is required (--teacher CKPT, a fine-tuned checkpoint)")
         if self.temperature <= 0:
             problems.append(f"temperature must be positive, got {self.temperature}")
+        if self.teacher_model is not None:
+            problems += filter(None, [model_problem(self.teacher_model, "finetune", "--teacher-model")])
         return problems
 
 
@@ -402,6 +407,8 @@ class EvalConfig:
             problems.append("shards is required (--shards 'DIR/val-{000000..000009}.tar')")
         if not self.checkpoint:
             problems.append("checkpoint is required (--checkpoint CKPT)")
+        if self.model is not None:
+            problems += filter(None, [model_problem(self.model, "finetune")])
         if self.label_map is not None and self.label_map not in LABEL_MAPS:
             problems.append(f"label_map {self.label_map!r} must be one of {tuple(LABEL_MAPS)}")
         if self.label_map is not None and self.num_classes not in (None, LABEL_MAPS[self.label_map]):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vmae.errors import VmaeError
+
 log = logging.getLogger(__name__)
 
 
@@ -85,6 +87,30 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def main_only(fn, info: DistInfo):
+    """fn() on rank 0 alone (a save, a lock), its result handed to every rank. When it raises, every rank
+    raises: a user error (VmaeError, a missing file) as itself, anything else as a RuntimeError pointing at
+    rank 0's traceback; so no rank waits in a later collective for one that stopped."""
+    result = error = None
+    if info.is_main:
+        try:
+            result = fn()
+        except BaseException as e:  # re-raised below, once the other ranks have heard of it
+            error = e
+    shared = broadcast_object((result, None if error is None else _portable(error)))
+    if error is not None:
+        raise error
+    if shared[1] is not None:
+        raise shared[1]
+    return shared[0]
+
+
+def _portable(error: BaseException) -> BaseException:
+    if isinstance(error, (VmaeError, FileNotFoundError)):
+        return type(error)(str(error))
+    return RuntimeError(f"rank 0 failed ({type(error).__name__}: {error}); see its traceback")
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:

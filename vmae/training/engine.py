@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vmae.atomic import write_text
+from vmae.atomic import as_output_error
 from vmae.errors import ConfigError, VmaeError
-from vmae.training import checkpoint, distributed
+from vmae.training import checkpoint, distributed, run_folder
 from vmae.training.config import save_config
 from vmae.training.optim import apply_lr, lr_at, scaled_lr
 
@@ -125,9 +125,9 @@ class Throughput:
 
 
 class RunLogger:
-    """Rank 0 shows a tqdm bar and writes `log.jsonl` (one JSON object per log call) and TensorBoard events
-    under `tb/`; other ranks write nothing. Resuming at `start_step` drops records of later steps that a killed
-    run left behind, so the log reads as one run."""
+    """Rank 0 shows a tqdm bar and appends to `log.jsonl` (one JSON object per log call; a failed write stops
+    the run with an OutputError) and TensorBoard events under `tb/`; other ranks write nothing. The log was
+    cut back to `start_step` before (run_folder.rewind), so it reads as one run."""
 
     BAR_KEYS = ("loss", "lr", "clips_per_s", "data_wait")
 
@@ -138,12 +138,7 @@ class RunLogger:
         if not is_main:
             return
         out = Path(output_dir)
-        out.mkdir(parents=True, exist_ok=True)
         self.path = out / "log.jsonl"
-        if self.path.exists():
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
-            write_text(self.path, "".join(line + "\n" for line in kept))
         self.file = open(self.path, "a")
         self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, dynamic_ncols=True, unit="step")
         if tensorboard:
@@ -159,8 +154,11 @@ class RunLogger:
         if not self.is_main:
             return
         record = {"step": step, **metrics, "time": round(time.time(), 3)}
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:
+            raise as_output_error(e, self.path.parent) or e
         if self.writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -214,31 +212,10 @@ def restore_rng_state(states: list | None, rank: int, world_size: int) -> None:
     checkpoint.set_rng_state(states[rank])
 
 
-def save(output_dir, step: int, state: dict, keep: int, info) -> Path | None:
-    """Rank 0 writes `checkpoint-{step:08d}.pth` atomically and prunes to the newest `keep`; all ranks wait."""
-    if info.is_main:
-        checkpoint.save_checkpoint(output_dir, step, state, keep)
-    distributed.barrier()
-    return Path(output_dir) / f"checkpoint-{step:08d}.pth"
-
-
-def find_resume(resume: str | None, output_dir) -> Path | None:
-    """The checkpoint to resume from: None (fresh start), "auto" (newest complete file in output_dir, or a
-    fresh start when there is none) or an explicit path (which must exist)."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        return checkpoint.latest_checkpoint(output_dir)
-    path = Path(resume)
-    if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: no such checkpoint file (use --resume auto to continue "
-                                "from the newest checkpoint in --output-dir)")
-    return path
-
-
-def load_resume(path) -> dict:
-    """A checkpoint loaded with weights_only=True (tensors land on the CPU)."""
-    return checkpoint.load_checkpoint_file(path)
+def save(output_dir, step: int, state: dict, keep: int, info) -> Path:
+    """Rank 0 writes `checkpoint-{step:08d}.pth` (checked, atomically) and prunes to the newest `keep` readable
+    ones; every rank waits for it and stops with rank 0's error (a full disk) if it failed."""
+    return distributed.main_only(lambda: checkpoint.save_checkpoint(output_dir, step, state, keep), info)
 
 
 @contextmanager
@@ -252,23 +229,26 @@ def process_group(device: str | None):
         distributed.cleanup()
 
 
-def resume(cfg, info, model, optimizer, amp: Amp, ema=None) -> tuple[Path | None, dict]:
-    """Restore model, optimiser, scaler (and EMA) and this rank's RNG from the checkpoint `cfg.resume` names.
-    Returns (its path, the checkpoint's other entries: step, config, ...), or (None, {}) for a fresh start."""
-    path = find_resume(cfg.resume, cfg.output_dir)
-    if cfg.resume == "auto":  # rank 0's pick, so all ranks resume from the same file even while a save lands
-        path = distributed.broadcast_object(path)
+def resume(path, info, model, optimizer, amp: Amp, ema=None) -> dict:
+    """Restore model, optimiser, scaler (and EMA) and this rank's RNG from checkpoint `path` (run_folder.claim's
+    pick; None: a fresh start). Returns the checkpoint's other entries (step, config, ...), {} for none."""
     if path is None:
-        return None, {}
-    state = load_resume(path)
-    model.load_state_dict(state.pop("model"))
-    optimizer.load_state_dict(state.pop("optimizer"))
-    amp.load_state_dict(state.pop("scaler", None) or {})
+        return {}
+    state = checkpoint.load_checkpoint_file(path)
     ema_weights = state.pop("model_ema", None)
-    if ema is not None and ema_weights is not None:
-        ema.module.load_state_dict(ema_weights)
+    try:
+        model.load_state_dict(state.pop("model"))
+        optimizer.load_state_dict(state.pop("optimizer"))
+        if ema is not None and ema_weights is not None:
+            ema.module.load_state_dict(ema_weights)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise checkpoint.CheckpointError(
+            f"{path} does not fit this run ({str(e).splitlines()[0]}): it was written with another --model or by "
+            "another command. Resume with the options it was made with (its config.json), or choose a new "
+            "--output-dir") from e
+    amp.load_state_dict(state.pop("scaler", None) or {})
     restore_rng_state(state.pop("rng", None), info.rank, info.world_size)
-    return path, state
+    return state
 
 
 @dataclass
@@ -302,13 +282,18 @@ def make_schedule(cfg, loader_steps: int | None, world_size: int) -> Schedule:
                     scaled_lr(cfg.min_lr, batch), batch)
 
 
-def start_run(cfg, info, amp: Amp, *lines: str) -> None:
-    """Rank 0: create the run folder, save config.json, log what runs where and `lines` (batch, lr, ...)."""
+def start_run(cfg, info, amp: Amp, start_step: int, *lines: str) -> None:
+    """Rank 0: cut the run folder back to `start_step` (run_folder.rewind), save config.json, then log what runs
+    where and `lines` (batch, lr, ...). Every rank stops with rank 0's error if a write fails."""
+    out = Path(cfg.output_dir)
+
+    def prepare():
+        run_folder.rewind(out, start_step)
+        save_config(cfg, out / "config.json")
+
+    distributed.main_only(prepare, info)
     if not info.is_main:
         return
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.json")
     log.info("%s %s on %d process(es), %s, amp %s", type(cfg).__name__.replace("Config", "").lower(), cfg.model,
              info.world_size, info.device, amp.mode)
     for line in lines:

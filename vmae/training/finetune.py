@@ -16,7 +16,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
-from vmae.training import checkpoint, distributed, engine
+from vmae.training import checkpoint, distributed, engine, label_checks, run_folder
 from vmae.training.config import FinetuneConfig, to_dict
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.evaluate import merge_results, predict, score
@@ -27,7 +27,7 @@ from vmae.training.transforms import normalize, random_erase_cube
 
 log = logging.getLogger(__name__)
 
-BEST = "checkpoint-best.pth"
+BEST = run_folder.BEST
 
 
 def classification_loss(cfg: FinetuneConfig) -> Callable:
@@ -100,7 +100,9 @@ def finetune(cfg: FinetuneConfig) -> dict:
 def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
     """The training loop shared by finetune and distill. `make_loss(info)`, called once the process group
     exists, returns `loss(logits, inputs, targets)` (distill loads its teacher there)."""
-    with engine.process_group(cfg.device) as info:
+    label_checks.check_shards(cfg.shards, cfg.num_classes)
+    label_checks.check_shards(cfg.val_shards, cfg.num_classes, "--val-shards")
+    with engine.process_group(cfg.device) as info, run_folder.claim(cfg.output_dir, cfg.resume, info) as resume_path:
         loss_fn = make_loss(info)
         engine.seed_everything(cfg.seed, info.rank)
         out = Path(cfg.output_dir)
@@ -111,7 +113,7 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
         optimizer = make_optimizer(model, lr=0.0, weight_decay=cfg.weight_decay, betas=cfg.opt_betas,
                                    eps=cfg.opt_eps, layer_decay=cfg.layer_decay)
         amp = engine.Amp(cfg.amp, info.device)
-        resume_path, state = engine.resume(cfg, info, model, optimizer, amp, ema)
+        state = engine.resume(resume_path, info, model, optimizer, amp, ema)
         step, best = int(state.get("step", 0)), state.get("best_top1")
 
         # A resumed resampled stream draws afresh (its own seed) rather than replay the first epoch's clips.
@@ -120,7 +122,7 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
         sched = engine.make_schedule(cfg, loader_steps, info.world_size)
         val_loader = make_loader(val_stream(cfg), info.rank, info.world_size)[0] if cfg.val_shards else None
         engine.start_run(
-            cfg, info, amp, *([f"init: {init_note}"] if init_note else []),
+            cfg, info, amp, step, *([f"init: {init_note}"] if init_note else []),
             f"global batch {sched.global_batch} videos ({sched.global_batch * cfg.num_sample} clips) = "
             f"{cfg.batch_size} videos x {info.world_size} processes x {cfg.accum_steps} accumulation steps, "
             f"x{cfg.num_sample} views",
@@ -135,6 +137,7 @@ def run(cfg: FinetuneConfig, make_loss: Callable) -> dict:
 
         def forward(train_model, step, micro):
             batch = stepper.next_batch(batches)
+            label_checks.check_batch(batch, cfg.num_classes)
             video = normalize(batch["video"].to(info.device, non_blocking=True))  # [B*num_sample, 3, T, S, S]
             targets = batch["label"].to(info.device, non_blocking=True)
             if cfg.reprob > 0:
@@ -193,7 +196,7 @@ def end_of_epoch(cfg, info, model, ema, optimizer, amp, val_loader, logger, step
     if ema is not None:
         state["model_ema"] = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
     engine.save(cfg.output_dir, step, state, cfg.keep_last, info)
-    if improved and info.is_main:
-        checkpoint.save_file(Path(cfg.output_dir) / BEST, {"model": weights, "epoch": epoch, "step": step,
-                                                           "val": val, "config": to_dict(cfg)})
+    if improved:
+        best_state = {"model": weights, "epoch": epoch, "step": step, "val": val, "config": to_dict(cfg)}
+        distributed.main_only(lambda: checkpoint.save_file(Path(cfg.output_dir) / BEST, best_state), info)
     return val, best

@@ -36,6 +36,7 @@ from torch.utils.checkpoint import checkpoint
 
 from vmae.errors import ConfigError
 from vmae.training.masking import first_indices
+from vmae.training.model_names import FINETUNE_MODELS, PRETRAIN_MODELS
 
 __all__ = ["FINETUNE_MODELS", "PRETRAIN_MODELS", "SIZES", "Attention", "Block", "PatchEmbed",
            "PretrainVisionTransformer", "Size", "VisionTransformer", "create_model", "set_attention",
@@ -67,24 +68,6 @@ SIZES = {
     "test_patch14": Size(14, 32, 2, 2, 4.0, 16, 1, decoder_depth=1),  # ViT-g's patch geometry (e.g. 266 px)
 }
 
-PRETRAIN_MODELS = {
-    "pretrain_videomae_small_patch16_224": "small",
-    "pretrain_videomae_base_patch16_224": "base",
-    "pretrain_videomae_large_patch16_224": "large",
-    "pretrain_videomae_huge_patch16_224": "huge",
-    "pretrain_videomae_giant_patch14_224": "giant",
-    "pretrain_videomae_test": "test",
-    "pretrain_videomae_test_patch14": "test_patch14",
-}
-FINETUNE_MODELS = {
-    "vit_small_patch16_224": "small",
-    "vit_base_patch16_224": "base",
-    "vit_large_patch16_224": "large",
-    "vit_huge_patch16_224": "huge",
-    "vit_giant_patch14_224": "giant",
-    "vit_test": "test",
-    "vit_test_patch14": "test_patch14",
-}
 TIMM_PREFIX = "videomae_v2_"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from vmae.training import engine
+from vmae.training import engine, run_folder
 from vmae.training.config import PretrainConfig, to_dict
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.losses import pretrain_loss, pretrain_targets
@@ -71,7 +71,7 @@ def _plain(value):
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Run (or resume) pretraining as configured; returns a report (steps, loss, checkpoint, ...)."""
-    with engine.process_group(cfg.device) as info:
+    with engine.process_group(cfg.device) as info, run_folder.claim(cfg.output_dir, cfg.resume, info) as resume_path:
         device, out = info.device, Path(cfg.output_dir)
         engine.seed_everything(cfg.seed, info.rank)
         if device.type == "cuda":
@@ -84,7 +84,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         optimizer = make_optimizer(model, lr=0.0, weight_decay=cfg.weight_decay, betas=cfg.opt_betas,
                                    eps=cfg.opt_eps)
         amp = engine.Amp(cfg.amp, device)
-        resume_path, state = engine.resume(cfg, info, model, optimizer, amp)
+        state = engine.resume(resume_path, info, model, optimizer, amp)
         start_step, data = int(state.get("step", 0)), state.get("data") or {}
         # a resumed resampled stream opens the next segment rather than re-read the same samples
         segment = int(data.get("segment", -1)) + 1 if cfg.loader_resampled and resume_path is not None else 0
@@ -96,7 +96,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
         loader, loader_steps = make_loader(stream_config(cfg, segment), info.rank, info.world_size)
         sched = engine.make_schedule(cfg, loader_steps, info.world_size)
         engine.start_run(
-            cfg, info, amp,
+            cfg, info, amp, start_step,
             f"global batch {sched.global_batch} clips = {cfg.batch_size} videos x {cfg.num_sample} views x "
             f"{info.world_size} processes x {cfg.accum_steps} accumulation steps",
             f"lr {sched.lr:.4g} = base {cfg.base_lr:.3g} x {sched.global_batch} / 256 (min lr {sched.min_lr:.3g}); "
@@ -123,18 +123,20 @@ def pretrain(cfg: PretrainConfig) -> dict:
         logger = engine.RunLogger(out, info.is_main, sched.end_step, start_step, cfg.tensorboard, desc="pretrain")
         metrics, checkpoint_path, step = {}, None, start_step
         model.train()
-        while step < sched.end_step:
-            stop = min((step // cfg.save_every_steps + 1) * cfg.save_every_steps, sched.end_step)
-            metrics = stepper.run(forward, step, stop, logger)
-            step = stop
-            ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": amp.state_dict(),
-                    "step": step, "epoch": step // sched.steps_per_epoch, "config": to_dict(cfg),
-                    "rng": engine.gather_rng_state(), "world_size": info.world_size,
-                    "replica_digests": engine.check_replicas(model, step),
-                    "data": {**stream.state(device), "skipped": stepper.skipped_total}}
-            checkpoint_path = engine.save(out, step, ckpt, cfg.keep_last, info)
-        stream.close()
-        logger.close()
+        try:
+            while step < sched.end_step:
+                stop = min((step // cfg.save_every_steps + 1) * cfg.save_every_steps, sched.end_step)
+                metrics = stepper.run(forward, step, stop, logger)
+                step = stop
+                ckpt = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scaler": amp.state_dict(), "step": step, "epoch": step // sched.steps_per_epoch,
+                        "config": to_dict(cfg), "rng": engine.gather_rng_state(), "world_size": info.world_size,
+                        "replica_digests": engine.check_replicas(model, step),
+                        "data": {**stream.state(device), "skipped": stepper.skipped_total}}
+                checkpoint_path = engine.save(out, step, ckpt, cfg.keep_last, info)
+        finally:
+            stream.close()
+            logger.close()
         return {"output_dir": str(out), "steps": step, "start_step": start_step, "total_steps": sched.total_steps,
                 "global_batch": sched.global_batch, "lr": sched.lr, "loss": metrics.get("loss"),
                 "skipped": stepper.skipped_total, "checkpoint": str(checkpoint_path) if checkpoint_path else None,
