@@ -192,7 +192,7 @@ def test_finetune_and_distill_refuse_a_folder_that_holds_a_run(tmp_path):
     (run / "config.json").write_text("{}")
     teacher = tmp_path / "teacher.pth"
     teacher.write_bytes(b"")  # never read: the folder is refused first
-    for command in (["finetune"], ["distill", "--teacher", str(teacher)]):
+    for command in (["finetune"], ["distill", "--teacher", str(teacher), "--init", "none"]):
         result = invoke([*command, "--shards", str(tmp_path / "x-000000.tar"), "--output-dir", str(run),
                          "--model", "vit_test", "--device", "cpu"])
         assert result.exit_code == 1 and f"{run} holds a run (config.json)" in result.output, result.output
