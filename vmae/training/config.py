@@ -116,8 +116,8 @@ class RunConfig:
     shards: str = option("", "Training shards: a shard folder (the shards its shards.json lists) or a brace "
                              "pattern, e.g. shards/uh or 'shards/uh/uh-{000000..001347}.tar'; join sets with "
                              "'::'.", required=True)
-    output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth.",
-                             required=True, path="folder")
+    output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth. One run per "
+                                 "folder: a folder that holds a run needs --resume.", required=True, path="folder")
     model: str = option("pretrain_videomae_base_patch16_224", "Model name.")
     num_frames: int = option(16, "Frames per clip.")
     input_size: int = option(224, "Crop size in pixels.")
@@ -163,8 +163,8 @@ class RunConfig:
     shuffle_buffer: int | None = option(None, "Samples in each loader worker's shuffle buffer.",
                                         unset="the stream's")
     # Checkpoints and logs.
-    resume: str | None = option(None, "'auto' (newest checkpoint in --output-dir; a fresh start if there is "
-                                      "none) or a checkpoint path.")
+    resume: str | None = option(None, "'auto' (the newest readable checkpoint in --output-dir; a fresh start "
+                                      "if there is none, an error if none reads) or a checkpoint path.")
     keep_last: int = option(3, "Numbered checkpoints to keep.")
     log_every: int = option(10, "Log interval in steps.")
     tensorboard: bool = option(True, "Write TensorBoard events to tb/ (log.jsonl is always written).")
@@ -265,7 +265,8 @@ class FinetuneConfig(RunConfig):
     shards: str = option("", "Labeled training shards (KEY.cls): a shard folder or a brace pattern, e.g. "
                              "shards/k710-train.", required=True)
     output_dir: str = option("", "Run folder: config.json, log.jsonl, tb/, checkpoint-STEP.pth, "
-                                 "checkpoint-best.pth.", required=True, path="folder")
+                                 "checkpoint-best.pth. One run per folder: a folder that holds a run needs "
+                                 "--resume.", required=True, path="folder")
     model: str = "vit_base_patch16_224"
     drop_path: float = 0.1
     batch_size: int = 16
