@@ -1,4 +1,5 @@
-"""Every ffmpeg / ffprobe call of vmae: probe a video, cut a clip, transcode for shards.
+"""Every ffmpeg / ffprobe call of vmae: probe a video, cut a clip, transcode for shards, decode a few chosen
+frames (fingerprints).
 
 Command lines are built by pure functions (`cut_command`, `probe_command`) so that tests and benchmarks
 can run the identical command directly. Audio is always dropped: training reads video frames only.
@@ -6,6 +7,7 @@ can run the identical command directly. Audio is always dropped: training reads 
 Failures raise `MediaError(reason, message)` where `reason` is one of the status taxonomy below; the same
 strings are the `status` values that manifests record for failed rows.
 """
+import io
 import json
 import math
 import os
@@ -14,6 +16,8 @@ import signal
 import subprocess
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from vmae.atomic import as_output_error, atomic_path, is_output_fault_text, output_error
 from vmae.errors import OutputError
@@ -375,3 +379,97 @@ def transcode(src, short_side=None, gop=None, fps=None, crf=DEFAULT_CRF, preset=
 def default_threads(workers: int) -> int:
     """ffmpeg threads per job when `workers` jobs share this machine's cores."""
     return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+# ---------------------------------------------------------------- chosen frames, scaled (fingerprints)
+
+def grab_frames(src, pick, size=(128, 128), pix_fmt: str = "gray"):
+    """Decode only the frames `pick` chooses from a video (a path or its bytes), scaled to size (w, h).
+
+    pick(times) gets every frame's time in seconds from the first frame (display order) and returns the
+    display indices to decode. Each group of pictures is decoded from its keyframe up to its last chosen frame
+    only (non-reference pictures skipped for H.264/HEVC); groups with nothing chosen are not decoded at all.
+    Returns (facts, times [n] float64, frames [n, h, w] uint8 for gray, [n, h, w, 3] for rgb24).
+    Raises MediaError (missing-file, not-a-video, decode-error).
+    """
+    import av
+
+    from_path = not isinstance(src, (bytes, bytearray, memoryview))
+    if from_path and not Path(src).exists():
+        raise MediaError(MISSING_FILE, f"{src}: no such file")
+    name = str(src) if from_path else "video bytes"
+    try:
+        container = av.open(str(src) if from_path else io.BytesIO(bytes(src)))
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise MediaError(_open_reason(src if from_path else None), f"{name}: {e}") from None
+    with container:
+        if not container.streams.video:
+            raise MediaError(NOT_A_VIDEO, f"{name}: no video stream")
+        stream = container.streams.video[0]
+        codec = stream.codec_context
+        codec.thread_count = 1  # one clip per worker process; frame threads would also blur skip_frame below
+        try:
+            packets = [p for p in container.demux(stream) if p.size]
+        except av.error.FFmpegError as e:
+            raise MediaError(DECODE_ERROR, f"{name}: cannot read the packets ({e})") from None
+        stamps = [p.pts if p.pts is not None else p.dts for p in packets]
+        shown = sorted(s for s, p in zip(stamps, packets) if s is not None and not p.is_discard)
+        if not shown or any(s is None for s in stamps):
+            raise MediaError(DECODE_ERROR, f"{name}: no video frames with timestamps")
+        base = float(stream.time_base)
+        times = (np.asarray(shown, np.float64) - shown[0]) * base
+        chosen = np.unique(np.asarray(pick(times), np.int64))
+        rows = {shown[i]: row for row, i in enumerate(chosen.tolist())}
+        out = np.zeros((len(chosen), size[1], size[0]) + (() if pix_fmt == "gray" else (3,)), np.uint8)
+        done = _decode_chosen(codec, packets, stamps, rows, out, size, pix_fmt, name)
+    fps = float(stream.average_rate or stream.guessed_rate or 0)
+    step = float(np.median(np.diff(times))) if len(times) > 1 else (1 / fps if fps else 0.0)
+    facts = {"fps": fps, "frames": len(shown), "width": codec.width, "height": codec.height,
+             "duration": float(times[-1] + step), "codec": codec.name}
+    kept = np.array([shown[i] in done for i in chosen.tolist()], bool)
+    return facts, times[chosen][kept], out[kept]
+
+
+def _open_reason(path) -> str:
+    return DECODE_ERROR if path is not None and looks_like_video(path) else NOT_A_VIDEO
+
+
+def _decode_chosen(codec, packets, stamps, rows, out, size, pix_fmt, name) -> set:
+    """Decode the groups of pictures holding the chosen stamps (rows: stamp -> row of out); return the stamps
+    that came out."""
+    import av
+
+    skip_ok = codec.name in ("h264", "hevc")
+    start, last = None, {}  # group start (packet index of its keyframe) -> last chosen packet index
+    for i, packet in enumerate(packets):
+        if packet.is_keyframe or start is None:
+            start = i
+        if stamps[i] in rows:
+            last[start] = i
+    scale = av.video.reformatter.VideoReformatter()
+    done = set()
+
+    def keep(frames):
+        for frame in frames:
+            stamp = frame.pts if frame.pts is not None else frame.dts
+            if stamp in rows and stamp not in done:
+                image = scale.reformat(frame, width=size[0], height=size[1], format=pix_fmt, interpolation="AREA")
+                out[rows[stamp]] = image.to_ndarray()
+                done.add(stamp)
+
+    try:
+        for first, end in sorted(last.items()):
+            for i in range(first, end + 1):
+                chosen = stamps[i] in rows
+                codec.skip_frame = "DEFAULT" if chosen or not skip_ok or i == first else "NONREF"
+                keep(codec.decode(packets[i]))
+            codec.skip_frame = "DEFAULT"
+            keep(codec.decode(None))  # drain the pictures the decoder holds back, then start clean
+            codec.flush_buffers()
+    except av.error.FFmpegError as e:
+        raise MediaError(DECODE_ERROR, f"{name}: decoding failed ({e})") from None
+    finally:
+        codec.skip_frame = "DEFAULT"
+    if rows and not done:
+        raise MediaError(DECODE_ERROR, f"{name}: the decoder returned none of the chosen frames")
+    return done

@@ -234,8 +234,11 @@ def mix():
 @OUT_MANIFEST
 @click.option("--stride", "strides", multiple=True, metavar="SOURCE=N",
               help="Override a source's stride (default 2 for ssv2, 4 otherwise); repeatable.")
+@click.option("--exclude", type=click.Path(exists=True, dir_okay=False), metavar="PAIRS",
+              help="dups/pairs.parquet of `vmae-data dedup`: drop the pretraining side of every pair (listed in "
+                   "OUT.rejects.csv as eval-leak or duplicate-content).")
 @handle_errors
-def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides):
+def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides, exclude):
     """UnlabeledHybrid: concatenate the given manifests, set strides, drop duplicate keys, compare counts.
 
     Any source may be left out. Every row is kept whatever its status (shard takes the usable ones);
@@ -255,7 +258,15 @@ def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides):
             raise click.BadParameter(f"{item!r}: expected SOURCE=N, e.g. ssv2=2", param_hint="--stride")
         overrides[name] = int(value)
     inputs = {"k710": k710, "ssv2": ssv2, "ava": ava, "webvid": webvid, "instagram": instagram}
-    echo_lines(mix_unlabeled_hybrid(inputs, out, overrides))
+    echo_lines(mix_unlabeled_hybrid(inputs, out, overrides, exclusions(exclude)))
+
+
+def exclusions(pairs):
+    """key -> (reason, message) of the clips --exclude PAIRS drops, or None without --exclude."""
+    if pairs is None:
+        return None
+    from vmae.curation.dedup import read_exclusions
+    return read_exclusions(pairs)
 
 
 @data.command("download")
@@ -323,16 +334,19 @@ SHARD_OPTIONS = options(
     click.option("--transcode", default="none", show_default=True, metavar="none|short-side=N,gop=G",
                  help="Re-encode every clip to H.264 with this short side (px) and keyframe interval (frames); "
                       "short-side=320 alone takes gop=16."),
+    click.option("--exclude", type=click.Path(exists=True, dir_okay=False), metavar="PAIRS",
+                 help="dups/pairs.parquet of `vmae-data dedup`: leave out the pretraining side of every pair "
+                      "(listed in skipped.parquet as eval-leak or duplicate-content)."),
     executor_options("Shards written at once by the local pool (with --transcode: the number of cores)."),
     PROGRESS)
 
 
-def write_shard_set(labeled, manifest, out, name, max_size, max_count, seed, transcode, progress, **run):
+def write_shard_set(labeled, manifest, out, name, max_size, max_count, seed, transcode, exclude, progress, **run):
     from vmae.shards.writer import ShardConfig, parse_size, parse_transcode, write_shards
 
     cfg = ShardConfig(name=name, labeled=labeled, max_size=parse_size(max_size), max_count=max_count, seed=seed,
                       transcode=parse_transcode(transcode))
-    report = write_shards(manifest, out, cfg, ExecutorConfig(**run), progress=progress)
+    report = write_shards(manifest, out, cfg, ExecutorConfig(**run), progress=progress, exclude=exclusions(exclude))
     echo_lines(report)
 
 
@@ -370,6 +384,77 @@ def shard_k710(**options):
     Shard one split per folder: --manifest clips/k710-train/manifest.parquet --out shards/k710-train.
     """
     write_shard_set(True, **options)
+
+
+# ---------------------------------------------------------------- content duplicates: fingerprint, dedup
+
+@data.command("fingerprint")
+@click.argument("src", metavar="MANIFEST_OR_SHARD_DIR", type=click.Path(exists=True))
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FP.parquet",
+              help="Fingerprint table to write (resume state in .FP.parquet.units/ next to it).")
+@click.option("--set", "set_name", metavar="NAME",
+              help="Name of this collection in reports and pairs, e.g. k400-val [default: the manifest's file "
+                   "stem or the shard folder's name].")
+@click.option("--every", default=0.5, show_default=True, help="Seconds between hashed frames.")
+@click.option("--min-frames", default=4, show_default=True, help="Frames hashed at least (short clips).")
+@click.option("--max-frames", default=16, show_default=True, help="Frames hashed at most (long clips).")
+@click.option("--rows-per-unit", default=256, show_default=True, help="Clips per unit of work (and resume file).")
+@executor_options("Units run in parallel (local process pool); one decoder thread each.")
+@PROGRESS
+@handle_errors
+def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, rows_per_unit, progress, **run):
+    """Perceptual fingerprint of every clip of a manifest or shard folder, for `vmae-data dedup`.
+
+    \b
+      vmae-data fingerprint hybrid.parquet --out fp/hybrid.parquet --workers 16
+      vmae-data fingerprint shards/k400-val --out fp/k400-val.parquet --set k400-val
+
+    Per clip: PDQ hashes (Meta's 256-bit perceptual image hash) of frames about --every seconds apart, black
+    bars (letterbox, pillarbox) cut away, with the mirror image's hash and PDQ's quality. Clips that cannot
+    be read keep a row with their status (decode-error, missing-file, ...). A rerun skips finished units;
+    Slurm slices and Ray work as for download.
+    """
+    from vmae.curation.fingerprint import FingerprintConfig, fingerprint
+
+    cfg = FingerprintConfig(every=every, min_frames=min_frames, max_frames=max_frames, rows_per_unit=rows_per_unit)
+    echo_lines(fingerprint(src, out, set_name, cfg, ExecutorConfig(**run), progress))
+
+
+@data.command("dedup")
+@click.option("--fingerprints", required=True, type=click.Path(exists=True, dir_okay=False), metavar="FP.parquet",
+              help="Fingerprints of the pretraining set (vmae-data fingerprint).")
+@click.option("--against", multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="FP.parquet",
+              help="Fingerprints of an evaluation set to check for leakage; repeat for several sets.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
+              help="Folder for pairs.parquet and report.json (and pairs.png).")
+@click.option("--threshold", default=40, show_default=True, type=click.IntRange(0, 255),
+              help="Two frames match within this many differing bits of 256.")
+@click.option("--coverage", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Share of one clip's usable frames that must match the other clip.")
+@click.option("--min-quality", default=50, show_default=True, type=click.IntRange(0, 100),
+              help="Frames of lower PDQ quality (flat, dark) are ignored.")
+@click.option("--same-video", is_flag=True, help="Also pair clips cut from one video (same source and video_id, "
+                                                 "e.g. consecutive AVA clips) within the pretraining set.")
+@click.option("--plot", is_flag=True, help="Also draw DIR/pairs.png: example pairs, frames side by side.")
+@handle_errors
+def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, same_video, plot):
+    """Near-duplicate clips within the pretraining set, and leakage of evaluation sets into it.
+
+    \b
+      vmae-data dedup --fingerprints fp/hybrid.parquet --against fp/k400-val.parquet \\
+          --against fp/ssv2-val.parquet --out dups/ --plot
+      vmae-data mix unlabeled-hybrid ... --exclude dups/pairs.parquet
+
+    Pairs are found through an index over the frame hashes (no all-pairs comparison) and checked on all
+    their frames, in either time order (trimmed copies match) and mirrored. pairs.parquet: key_a (the
+    pretraining clip --exclude drops), key_b (the evaluation clip it leaks, or the copy kept), set_a, set_b,
+    reason (eval-leak | duplicate-content), distance, matched_a/frames_a, matched_b/frames_b, mirrored.
+    Prints the duplicates per source and, per evaluation set, how many of its videos the pretraining set holds.
+    """
+    from vmae.curation.dedup import DedupConfig, dedup
+
+    cfg = DedupConfig(threshold=threshold, coverage=coverage, min_quality=min_quality, same_video=same_video)
+    echo_lines(dedup(fingerprints, out, against, cfg, plot=plot))
 
 
 @data.command("verify")

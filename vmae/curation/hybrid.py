@@ -1,5 +1,6 @@
 """UnlabeledHybrid: the per-source manifests in one, each source's stride set, duplicate keys dropped,
 and the clip counts set against the paper's Table 2."""
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,7 @@ class HybridReport:
     out: str
     counts: tuple                     # SourceCount per given source, in SOURCES order
     rejects_file: str | None
+    excluded: dict = field(default_factory=dict)   # reason -> rows dropped by --exclude
 
     @property
     def total(self) -> int:
@@ -60,17 +62,20 @@ class HybridReport:
             if c.other_splits:
                 out.append(f"warning: {c.source} has rows of split(s) {c.other_splits} - pretraining on "
                            "validation/test videos leaks them into evaluation; pass the train manifest")
+        if self.excluded:
+            out.append("dropped by --exclude: " + ", ".join(f"{n} {r}" for r, n in sorted(self.excluded.items())))
         if self.rejects_file:
             out.append(f"dropped rows: {self.rejects_file}")
         return out
 
 
-def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None) -> HybridReport:
+def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None, exclude: dict | None = None) -> HybridReport:
     """Concatenate the given per-source manifests (name -> path) into `out`.
 
     Every row keeps its columns except `stride`, which is set per source (2 for ssv2, 4 otherwise, or
     `strides[name]`). Rows of every status are kept; the shard step takes the usable ones. A key seen
-    before (earlier in SOURCES order, or earlier in the same manifest) drops the later row. Relative paths
+    before (earlier in SOURCES order, or earlier in the same manifest) drops the later row, and so does a
+    key of `exclude` (key -> (reason, message), from vmae.curation.dedup.read_exclusions). Relative paths
     are made absolute from their manifest's folder, so that they hold wherever `out` is.
     """
     inputs = {k: v for k, v in inputs.items() if v is not None}
@@ -84,22 +89,26 @@ def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None) -> Hybr
     if bad:
         raise ManifestError(f"strides must be at least 1: {bad}")
 
-    parts, counts, dropped, seen = [], [], [], {}
+    parts, counts, dropped, seen, excluded = [], [], [], {}, Counter()
     for name in SOURCES:
         if name not in inputs:
             continue
         df = read_manifest(inputs[name])
         base = manifest_base(inputs[name])
         df["path"] = [resolve_path(p, base) if isinstance(p, str) else p for p in df["path"]]
-        dup = []
+        dup, gone = [], []
         for i, key in enumerate(df["key"]):
-            if key in seen:
+            if exclude and key in exclude:
+                gone.append(i)
+                excluded[exclude[key][0]] += 1
+                dropped.append({"file": str(inputs[name]), "line": i, "key": key, "reason": exclude[key][0]})
+            elif key in seen:
                 dup.append(i)
                 dropped.append({"file": str(inputs[name]), "line": i, "key": key,
                                 "reason": f"duplicate key (kept the earlier {seen[key]} row)"})
             else:
                 seen[key] = name
-        df = df.drop(index=dup).reset_index(drop=True)
+        df = df.drop(index=dup + gone).reset_index(drop=True)
         df["stride"] = pd.array([int(strides[name])] * len(df), dtype="Int64")
         splits = df["split"].dropna()
         other = splits[splits != "train"].value_counts().to_dict()
@@ -111,4 +120,4 @@ def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None) -> Hybr
     write_manifest(pd.concat(parts, ignore_index=True), out)
     rejects_file = write_rejects(pd.DataFrame(dropped, columns=REJECT_COLUMNS), out)
     return HybridReport(out=str(Path(out)), counts=tuple(counts),
-                        rejects_file=None if rejects_file is None else str(rejects_file))
+                        rejects_file=None if rejects_file is None else str(rejects_file), excluded=dict(excluded))

@@ -434,8 +434,11 @@ def default_name(df: pd.DataFrame, labeled: bool) -> str:
 
 
 def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
-                 ex: ExecutorConfig = ExecutorConfig(), progress: bool = True) -> ShardReport:
+                 ex: ExecutorConfig = ExecutorConfig(), progress: bool = True, exclude: Optional[dict] = None) -> ShardReport:
     """Shard a manifest (a path or a DataFrame) into out_dir; see the module docstring.
+
+    exclude: key -> (reason, message) of rows to leave out (vmae.curation.dedup.read_exclusions); they are
+    listed in skipped.parquet with that reason.
 
     Relative clip paths resolve against the manifest's folder (the current folder for a DataFrame).
     Complete shards from an earlier run with the same plan are kept; the others are (re)written.
@@ -448,9 +451,16 @@ def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
     name = cfg.name or default_name(df, cfg.labeled)
     options = {"name": name, "seed": cfg.seed, "labeled": cfg.labeled, "max_size": cfg.max_size,
                "max_count": cfg.max_count, "transcode": str(cfg.transcode) if cfg.transcode else None}
-    claim(out_dir / JOB_FILE, {"manifest_rows": len(df), "keys_digest": digest(sorted(map(str, df["key"]))),
-                               **options}, "shard set")
-    usable, skipped, unprobed = select_rows(df, base, cfg.labeled)
+    left_out = df["key"].isin(list(exclude or ()))
+    job = {"manifest_rows": len(df), "keys_digest": digest(sorted(map(str, df["key"]))), **options}
+    if left_out.any():  # another set of shards than without --exclude: another job
+        job["excluded_digest"] = digest(sorted(map(str, df["key"][left_out])))
+    claim(out_dir / JOB_FILE, job, "shard set")
+    usable, skipped, unprobed = select_rows(df[~left_out], base, cfg.labeled)
+    if left_out.any():
+        gone = [{"key": k, "source": s, "path": p, "reason": exclude[k][0], "error": exclude[k][1]}
+                for k, s, p in zip(df["key"][left_out], df["source"][left_out], df["path"][left_out])]
+        skipped = pd.concat([skipped, pd.DataFrame(gone, columns=SKIPPED_COLUMNS)], ignore_index=True)
     units = make_units(plan_shards(usable, cfg), out_dir, cfg, name)
     mine = my_slice(units, ex)
     todo = [u for u in mine if completed(u) is None]

@@ -1,0 +1,217 @@
+"""vmae-data fingerprint / dedup and --exclude: real clips made with ffmpeg, real edits of one of them (scale,
+crop, pad, trim, hflip, re-encode at another CRF and GOP, drawbox, overlay), found as leaks of their original,
+nothing else paired; determinism over worker counts, resume after kill -9, undecodable clips recorded."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from vmae.cli import data
+from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
+from vmae.curation.fingerprint import FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
+from vmae.errors import ConfigError
+from vmae.executors import ExecutorConfig
+from vmae.manifests import empty_manifest, read_manifest, write_manifest
+from vmae.shards.writer import ShardConfig, write_shards
+
+SIZE = "192x144"
+SCENES = {  # four unrelated generated scenes, 4 s at 25 fps, each with motion
+    "mandel": f"mandelbrot=s={SIZE}:r=25:start_x=-0.7436:start_y=0.1318:start_scale=0.05:end_scale=0.01:"
+              "end_pts=200,hue=h=40[bg];testsrc2=s=48x36:r=25[fg];[bg][fg]overlay=x='20+10*t':y=30",
+    "life": f"life=s=48x36:r=8:ratio=0.4:seed=7:mold=20:life_color=#e04020:death_color=#203080,"
+            f"scale={SIZE}:flags=neighbor,fps=25",
+    "cells": f"cellauto=s=64x48:r=12:rule=110:random_fill_ratio=0.5:random_seed=3,scale={SIZE}:flags=neighbor,"
+             "fps=25,format=rgb24,colorchannelmixer=rr=0.9:gg=0.5:bb=0.2",
+    "fractal": f"sierpinski=s={SIZE}:r=25:seed=11:jump=30:type=carpet,hue=h=200:s=3",
+}
+EDITS = {  # ffmpeg arguments that make an edited copy of "mandel" ({src})
+    "scale": ["-i", "{src}", "-vf", "scale=96:72"],
+    "crop": ["-i", "{src}", "-vf", "crop=188:140:2:2"],
+    "pad": ["-i", "{src}", "-vf", "pad=192:200:0:28:color=black"],
+    "trim": ["-ss", "1.0", "-i", "{src}"],
+    "hflip": ["-i", "{src}", "-vf", "hflip"],
+    "reencode": ["-i", "{src}", "-crf", "36", "-g", "100"],
+    "drawbox": ["-i", "{src}", "-vf", "drawbox=x=8:y=8:w=40:h=24:color=red@0.9:t=fill"],
+    "overlay": ["-i", "{src}", "-f", "lavfi", "-i", "testsrc=s=40x30:r=25", "-filter_complex",
+                "[0:v][1:v]overlay=W-w-4:4:shortest=1"],
+}
+
+
+def _encode(args, path):
+    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, "-c:v", "libx264", "-preset", "ultrafast",
+                    "-pix_fmt", "yuv420p", "-an", str(path)], check=True)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dedup-clips")
+    out = {name: _encode(["-filter_complex", graph, "-t", "4", "-g", "16"], root / f"{name}.mp4")
+           for name, graph in SCENES.items()}
+    for kind, args in EDITS.items():
+        out[f"copy_{kind}"] = _encode([a.format(src=out["mandel"]) for a in args], root / f"copy_{kind}.mp4")
+    out["cells_small"] = _encode(["-i", out["cells"], "-vf", "scale=128:96", "-crf", "30"], root / "cells_small.mp4")
+    bad = root / "broken.mp4"
+    bad.write_bytes(open(out["life"], "rb").read()[:3000])
+    out["broken"] = str(bad)
+    return out
+
+
+def _manifest(path, clips, names, source="train"):
+    df = empty_manifest(len(names))
+    df["key"], df["source"], df["status"] = names, source, "ok"
+    df["path"] = [clips[n] for n in names]
+    return write_manifest(df, path)
+
+
+@pytest.fixture(scope="module")
+def sets(clips, tmp_path_factory):
+    root = tmp_path_factory.mktemp("dedup-sets")
+    mix = ["cells", "fractal", "cells_small", "broken"] + [f"copy_{k}" for k in EDITS]
+    _manifest(root / "train.parquet", clips, mix)
+    _manifest(root / "eval.parquet", clips, ["mandel", "life"], source="k400")
+    for name in ("train", "eval"):
+        fingerprint(root / f"{name}.parquet", root / f"{name}-fp.parquet", progress=False)
+    return root
+
+
+def test_edited_copies_are_leaks_and_nothing_else_pairs(sets):
+    report = dedup(sets / "train-fp.parquet", sets / "dups", [sets / "eval-fp.parquet"], plot=True)
+    pairs = pd.read_parquet(sets / "dups" / "pairs.parquet")
+    leaks = pairs[pairs["reason"] == EVAL_LEAK]
+    assert set(leaks["key_a"]) == {f"copy_{k}" for k in EDITS}
+    assert set(leaks["key_b"]) == {"mandel"}
+    assert bool(leaks.loc[leaks["key_a"] == "copy_hflip", "mirrored"].iloc[0])
+    dups = pairs[pairs["reason"] == DUPLICATE]
+    # The shrunk re-encode is dropped, the original kept; copies of one clip also pair among themselves.
+    assert ("cells_small", "cells") in set(zip(dups["key_a"], dups["key_b"]))
+    unrelated = {"life", "fractal"}
+    assert not (set(pairs["key_a"]) | set(pairs["key_b"])) & unrelated
+    assert not any({a, b} & {"cells", "cells_small"} and not {a, b} <= {"cells", "cells_small"}
+                   for a, b in zip(pairs["key_a"], pairs["key_b"]))
+    assert report.leakage["eval"] == {"videos": 1, "of": 2, "clips": len(EDITS), "by_source": {"train": len(EDITS)}}
+    text = "\n".join(report.lines())
+    assert "leakage eval: 1 of its 2 videos (50.00%) appear in the pretraining set" in text
+    assert "train: 1 clips without fingerprint (decode-error 1)" in text
+    assert (sets / "dups" / "pairs.png").stat().st_size > 10_000
+    assert {"key_a", "key_b", "set_a", "set_b", "distance", "matched_a", "matched_b"} <= set(pairs.columns)
+
+
+def test_undecodable_clip_is_a_recorded_status(sets):
+    fp = pd.read_parquet(sets / "train-fp.parquet").set_index("key")
+    assert fp.loc["broken", "status"] == "decode-error" and "broken.mp4" in fp.loc["broken", "error"]
+    assert (fp.drop(index="broken")["status"] == "ok").all()
+    assert all(len(h) >= 4 for h in fp.drop(index="broken")["hashes"])
+
+
+def test_exclude_drops_the_pretraining_side_in_mix_and_shard(sets, tmp_path):
+    exclusions = read_exclusions(sets / "dups" / "pairs.parquet")
+    assert exclusions["copy_crop"][0] == EVAL_LEAK and exclusions["cells_small"][0] == DUPLICATE
+    assert "mandel" not in exclusions and "cells" not in exclusions
+    runner = CliRunner()
+    result = runner.invoke(data, ["mix", "unlabeled-hybrid", "--webvid", str(sets / "train.parquet"),
+                                  "--out", str(tmp_path / "mix.parquet"),
+                                  "--exclude", str(sets / "dups" / "pairs.parquet")])
+    assert result.exit_code == 0, result.output
+    assert f"dropped by --exclude: 1 {DUPLICATE}, {len(EDITS)} {EVAL_LEAK}" in result.output
+    kept = set(read_manifest(tmp_path / "mix.parquet")["key"])
+    assert kept == {"cells", "fractal", "broken"}
+    rejects = pd.read_csv(tmp_path / "mix.rejects.csv")
+    assert set(rejects["reason"]) == {EVAL_LEAK, DUPLICATE}
+    result = runner.invoke(data, ["shard", "unlabeled-hybrid", "--manifest", str(sets / "train.parquet"),
+                                  "--out", str(tmp_path / "shards"), "--no-progress",
+                                  "--exclude", str(sets / "dups" / "pairs.parquet")])
+    assert result.exit_code == 0, result.output
+    skipped = pq.read_table(tmp_path / "shards" / "skipped.parquet").to_pandas().set_index("key")
+    assert skipped.loc["copy_trim", "reason"] == EVAL_LEAK and "eval/mandel" in skipped.loc["copy_trim", "error"]
+    assert skipped.loc["cells_small", "reason"] == DUPLICATE
+
+
+def test_fingerprints_from_shards_equal_those_from_files(sets, tmp_path):
+    write_shards(sets / "eval.parquet", tmp_path / "shards", ShardConfig(max_count=1), progress=False)
+    fingerprint(tmp_path / "shards", tmp_path / "fp.parquet", progress=False)
+    from_shards = pd.read_parquet(tmp_path / "fp.parquet").set_index("key").sort_index()
+    from_files = pd.read_parquet(sets / "eval-fp.parquet").set_index("key").sort_index()
+    assert list(from_shards["hashes"].map(list)) == list(from_files["hashes"].map(list))
+    assert list(from_shards["source"]) == ["k400", "k400"] and set(from_shards["set"]) == {"shards"}
+
+
+def test_same_result_with_any_worker_count(sets, tmp_path):
+    one = fingerprint(sets / "train.parquet", tmp_path / "one.parquet", cfg=FingerprintConfig(rows_per_unit=3),
+                      progress=False)
+    two = fingerprint(sets / "train.parquet", tmp_path / "two.parquet", cfg=FingerprintConfig(rows_per_unit=3),
+                      executor=ExecutorConfig(workers=2), progress=False)
+    assert one.complete and two.complete and two.units_run == 4
+    assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(tmp_path / "two.parquet"))
+    assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(sets / "train-fp.parquet"))
+
+
+def test_resume_after_kill(sets, tmp_path):
+    out = tmp_path / "fp.parquet"
+    cmd = [os.path.join(os.path.dirname(sys.executable), "vmae-data"), "fingerprint", str(sets / "train.parquet"),
+           "--out", str(out), "--rows-per-unit", "1", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    units = tmp_path / ".fp.parquet.units"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(units.glob("unit-*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(units.glob("unit-*.parquet")))
+    assert 2 <= done < 12 and not out.exists()
+    result = CliRunner().invoke(data, ["fingerprint", str(sets / "train.parquet"), "--out", str(out),
+                                       "--rows-per-unit", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert f"skipped {done} already done" in result.output
+    assert pq.read_table(out).equals(pq.read_table(sets / "train-fp.parquet"))
+
+
+def test_dedup_cli_and_set_names(sets, tmp_path):
+    result = CliRunner().invoke(data, ["dedup", "--fingerprints", str(sets / "train-fp.parquet"), "--against",
+                                       str(sets / "eval-fp.parquet"), "--out", str(tmp_path / "dups")])
+    assert result.exit_code == 0, result.output
+    assert "leakage eval: 1 of its 2 videos" in result.output
+    with pytest.raises(ConfigError, match="set name 'train'"):
+        dedup(sets / "train-fp.parquet", tmp_path / "x", [sets / "train-fp.parquet"])
+
+
+def test_pick_frames_spreads_exact_times():
+    times = np.arange(250) / 25.0                       # 10 s at 25 fps
+    picks = pick_frames(times, FingerprintConfig(every=1.0))
+    assert np.all(np.abs(times[picks] - (np.arange(10) + 0.5)) <= 0.5 / 25 + 1e-9)
+    assert len(pick_frames(times, FingerprintConfig())) == 16                 # every 0.5 s, at most 16
+    assert len(pick_frames(times[:25], FingerprintConfig())) == 4             # 1 s: min_frames
+    assert len(pick_frames(times[:3], FingerprintConfig())) == 3              # never more than the clip has
+
+
+def test_border_box_and_mirror_hash():
+    import pdqhash
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    content = rng.integers(0, 255, (3, 96, 128), dtype=np.uint8)
+    boxed = np.full((3, 128, 128), 7, np.uint8)
+    boxed[:, 16:112] = content
+    assert border_box(boxed) == (16, 16, 0, 0)
+    assert border_box(content) == (0, 0, 0, 0)
+    hashes, mirrors, quality = pdq_hashes(content, (0, 0, 0, 0))
+    flipped, flipped_mirrors, _ = pdq_hashes(np.ascontiguousarray(content[:, :, ::-1]), (0, 0, 0, 0))
+    assert np.array_equal(mirrors, flipped) and np.array_equal(flipped_mirrors, hashes)
+    assert np.array_equal(np.unpackbits(hashes[0]), pdqhash.compute(np.repeat(
+        np.asarray(Image.fromarray(content[0]).resize((64, 64), Image.Resampling.BOX))[:, :, None], 3, axis=2))[0])
+    assert np.array_equal(pdq_hashes(boxed, border_box(boxed))[0], hashes)
+
+
+def test_clip_rule():
+    cfg = DedupConfig(coverage=0.5, min_frames=2)
+    # a trimmed copy: all 4 of its frames match, 4 of the original's 10
+    assert is_duplicate(np.array([4]), np.array([4]), np.array([4]), np.array([10]), cfg)[0]
+    # one similar frame (a title card) is not enough, even for a short clip
+    assert not is_duplicate(np.array([1]), np.array([2]), np.array([1]), np.array([10]), cfg)[0]
+    assert not is_duplicate(np.array([3]), np.array([10]), np.array([3]), np.array([10]), cfg)[0]

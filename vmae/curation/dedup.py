@@ -1,0 +1,445 @@
+"""Near-duplicate clips within a pretraining set and between it and evaluation sets: `vmae-data dedup`.
+
+Input: fingerprint tables (vmae.curation.fingerprint): the pretraining side (--fingerprints) and any number of
+reference sets (--against, e.g. K400 val, SSV2 validation). Two clips are near-duplicates, as in Meta's vPDQ,
+when enough of their frames have a frame in the other clip (anywhere in it: either order, so trimmed copies
+match) within `threshold` bits of PDQ Hamming distance, the mirror image of the pretraining clip included.
+
+No all-pairs comparison: multi-index hashing finds the candidates. Every 256-bit frame hash is cut into
+8 words of 32 bits; two frames within 31 bits differ in at most 7 words when their differences spread, and
+re-encoded copies share many frames, so two copies almost always share some word exactly. Each word is one
+sorted table; clips meeting in a bucket become a candidate pair; every candidate is then checked on all its
+frames. Buckets holding more than max_bucket clips (flat or very common content) are skipped and counted.
+
+Outputs in OUT/: pairs.parquet (PAIR_SCHEMA), report.json, and with plot a PNG of example pairs. Pairs are
+oriented for `--exclude`: key_a is the pretraining clip to drop, key_b the clip it repeats (a reference
+clip: reason eval-leak; or the copy kept within the pretraining set: duplicate-content, the longest and
+largest copy, then the first key, is kept).
+"""
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vmae import media
+from vmae.atomic import atomic_path, write_text
+from vmae.curation.fingerprint import HASH_BYTES, read_fingerprints
+from vmae.errors import ConfigError, VmaeError
+
+EVAL_LEAK = "eval-leak"
+DUPLICATE = "duplicate-content"
+WORDS = HASH_BYTES // 4          # 32-bit words per hash: the index tables
+VERIFY_CHUNK = 4096              # candidate pairs checked at once (bounds the distance arrays' memory)
+
+PAIR_SCHEMA = pa.schema([
+    ("key_a", pa.string()), ("key_b", pa.string()), ("set_a", pa.string()), ("set_b", pa.string()),
+    ("source_a", pa.string()), ("source_b", pa.string()),
+    ("reason", pa.string()),          # eval-leak | duplicate-content
+    ("distance", pa.float32()),       # mean Hamming distance of the matched frames (of 256 bits)
+    ("matched_a", pa.int32()), ("frames_a", pa.int32()),   # frames of a with a match in b / a's usable frames
+    ("matched_b", pa.int32()), ("frames_b", pa.int32()),
+    ("mirrored", pa.bool_()),         # a matches b's mirror image
+    ("time_a", pa.float32()), ("time_b", pa.float32()),    # the closest frame pair, seconds into each clip
+])
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    threshold: int = 40        # frames match within this many bits of 256 (benchmarks/README.md)
+    min_quality: int = 50      # frames of lower PDQ quality (flat, dark) are ignored
+    coverage: float = 0.5      # this share of one clip's usable frames must match the other clip
+    min_frames: int = 2        # and at least this many on each side (fewer when a clip has fewer)
+    max_bucket: int = 512      # index buckets with more clips are skipped as uninformative
+    same_video: bool = False   # also pair clips cut from one video (same source and video_id) of one set
+
+    def __post_init__(self):
+        if not 0 <= self.threshold < 256:
+            raise ConfigError("--threshold must lie in 0..255 (bits of a 256-bit PDQ hash)")
+        if not 0 < self.coverage <= 1:
+            raise ConfigError("--coverage must lie in (0, 1]")
+        if self.min_frames < 1 or self.max_bucket < 2:
+            raise ConfigError("--min-frames must be at least 1 and the bucket cap at least 2")
+
+
+@dataclass
+class Clips:
+    """Every fingerprinted clip of every set, frames stored flat (CSR): clip i owns frames start[i]:end[i]."""
+    meta: pa.Table            # key, set, source, video_id, path, offset, size: one row per clip
+    set_code: np.ndarray      # int32 [clips]: index into set_names
+    set_names: list
+    video_code: np.ndarray    # int64 [clips]: equal for equal (set, source, video_id); -1 without video_id
+    role: np.ndarray          # 0 = pretraining side, 1 = reference
+    rank: np.ndarray          # keep preference within a set: lower is kept
+    start: np.ndarray         # int64 [clips]
+    count: np.ndarray         # int64 [clips]
+    hashes: np.ndarray        # uint64 [frames, 4]
+    mirrors: np.ndarray       # uint64 [frames, 4]
+    usable: np.ndarray        # bool [frames]: quality high enough
+    times: np.ndarray         # float32 [frames]
+
+    def column(self, name: str, rows: np.ndarray) -> np.ndarray:
+        """Values of a meta column for these clips (strings are made only for the rows asked for)."""
+        return self.meta.column(name).take(pa.array(rows, pa.int64())).to_numpy(zero_copy_only=False)
+
+
+def _flat(column):
+    """Values of a list column as one numpy array (nulls hold nothing), plus the per-row lengths."""
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy().astype(np.int64)
+    return pc.list_flatten(column).to_numpy(), lengths
+
+
+def _read_hashes(path, column: str, out: np.ndarray) -> None:
+    """Copy a binary column of 32-byte hashes into out [frames, 4] uint64, a batch of rows at a time, so that
+    only the final array stays in memory."""
+    at = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=[column]):
+        chunk = batch.column(0)
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        if offsets[-1] > offsets[0]:
+            data = np.frombuffer(chunk.buffers()[2], np.uint8)[offsets[0]:offsets[-1]].view(np.uint64)
+            out[at:at + len(data) // 4] = data.reshape(-1, 4)
+            at += len(data) // 4
+    if at != len(out):
+        raise VmaeError(f"{path}: {column} holds {at} hashes where the quality lists count {len(out)}; "
+                        "fingerprint the set again")
+
+
+META = ["key", "set", "source", "video_id", "path", "offset", "size", "status", "duration", "width", "height",
+        "quality", "times"]
+
+
+def load_clips(files: list, min_quality: int) -> tuple:
+    """(Clips: the rows with status ok of every (path, role) in files, per-set {"role", "statuses"} over all
+    rows). Names stay in Arrow and the hashes go straight into their final arrays: memory holds little more
+    than the hashes."""
+    statuses, metas, counts, usable, times, roles, ranks = {}, [], [], [], [], [], []
+    for path, role in files:
+        table = read_fingerprints(path, META)
+        for name, group in table.select(["set", "status"]).to_pandas().groupby("set", sort=False):
+            statuses[name] = {"role": "reference" if role else "pretraining",
+                              "statuses": {str(k): int(v) for k, v in group["status"].value_counts().items()}}
+        table = table.filter(pc.equal(table.column("status"), media.STATUS_OK))
+        q, n = _flat(table.column("quality"))
+        counts.append(n), usable.append(q.astype(np.int64) >= min_quality)
+        times.append(_flat(table.column("times"))[0].astype(np.float32))
+        roles.append(np.full(len(n), role, np.int8))
+        # Keep the longest, then largest copy: the original rather than a trimmed or shrunk re-upload.
+        pixels = pc.multiply(pc.fill_null(pc.cast(table.column("width"), pa.float64()), 0),
+                             pc.fill_null(pc.cast(table.column("height"), pa.float64()), 0))
+        ranking = pa.table({"d": pc.fill_null(table.column("duration"), 0.0), "p": pixels, "k": table.column("key")})
+        ranks.append(pc.sort_indices(ranking, [("d", "descending"), ("p", "descending"), ("k", "ascending")])
+                     .to_numpy())
+        metas.append(table.select(META[:7]))
+        del table, ranking
+    meta = pa.concat_tables(metas).combine_chunks()
+    count = np.concatenate(counts).astype(np.int64)
+    rank, base = np.empty(len(count), np.int64), 0
+    for order in ranks:
+        rank[base + order] = base + np.arange(len(order))
+        base += len(order)
+    sets = pc.dictionary_encode(meta.column("set")).chunk(0)
+    # Null when the video_id is: such clips are never "the same video".
+    video = pc.dictionary_encode(pc.binary_join_element_wise(
+        meta.column("set"), meta.column("source"), meta.column("video_id"), "\x1f")).chunk(0).indices
+    video_code = pc.fill_null(video, -1).to_numpy().astype(np.int64)
+    codes = {c: np.empty((int(count.sum()), WORDS // 2), np.uint64) for c in ("hashes", "mirrors")}
+    at = 0
+    for (path, _), n in zip(files, counts):
+        for column, array in codes.items():  # failed rows hold no hashes: the ok rows' come out in row order
+            _read_hashes(path, column, array[at:at + int(n.sum())])
+        at += int(n.sum())
+    clips = Clips(meta=meta, set_code=sets.indices.to_numpy(), set_names=sets.dictionary.to_pylist(),
+                  video_code=video_code, role=np.concatenate(roles), rank=rank,
+                  start=np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64), count=count,
+                  hashes=codes["hashes"], mirrors=codes["mirrors"], usable=np.concatenate(usable),
+                  times=np.concatenate(times))
+    return clips, statuses
+
+
+# ---------------------------------------------------------------- candidates: multi-index hashing
+
+def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
+    """(unique candidate clip pairs as uint64 (a << 32 | b) with a < b, buckets skipped as too large).
+
+    Entries: every usable frame of every clip, plus the mirror image of every usable pretraining frame.
+    Two entries of a bucket pair their clips when one clip is on the pretraining side, they are not both
+    mirror images (that repeats the pair of originals), and the two frames are within the threshold on all
+    256 bits (which drops the chance meetings of unrelated frames). One table at a time keeps the memory at
+    a few bytes per entry."""
+    frame_clip = np.repeat(np.arange(len(clips.count), dtype=np.int32), clips.count)
+    frames = np.flatnonzero(clips.usable).astype(np.uint32)
+    originals = len(frames)
+    entry_frame = np.concatenate([frames, frames[clips.role[frame_clip[frames]] == 0]])
+    del frames
+    entry_clip = frame_clip[entry_frame]
+    del frame_clip
+    entry_mirror = np.zeros(len(entry_clip), bool)
+    entry_mirror[originals:] = True
+    if len(entry_clip) >= 2 ** 32:
+        raise VmaeError("more than 2^32 frames to index: split the pretraining set and dedup the parts")
+    ids = np.arange(len(entry_clip), dtype=np.uint32)
+
+    def code(entries):
+        return np.where(entry_mirror[entries][:, None], clips.mirrors[entry_frame[entries]],
+                        clips.hashes[entry_frame[entries]])
+
+    found, skipped = [], 0
+    for word in range(WORDS):
+        # Sort (word value, entry id) pairs as one uint64: the value in the high half, the id in the low half.
+        order = np.empty(len(ids), np.uint64)
+        halves = order.view(np.uint32)
+        halves[1::2][:originals] = clips.hashes.view(np.uint32)[entry_frame[:originals], word]
+        halves[1::2][originals:] = clips.mirrors.view(np.uint32)[entry_frame[originals:], word]
+        halves[0::2] = ids
+        order.sort()
+        key, entry = halves[1::2], halves[0::2]
+        clip, mirror = entry_clip[entry], entry_mirror[entry]
+        # One entry per (word value, clip, orientation): a still clip repeats its frames.
+        keep = np.ones(len(key), bool)
+        keep[1:] = (key[1:] != key[:-1]) | (clip[1:] != clip[:-1]) | (mirror[1:] != mirror[:-1])
+        key, entry, clip, mirror = key[keep], entry[keep], clip[keep], mirror[keep]
+        ref = clips.role[clip] == 1
+        del keep, order, halves
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        sizes = np.diff(np.r_[starts, len(key)])
+        big = sizes > cfg.max_bucket
+        skipped += int(big.sum())
+        at = np.flatnonzero(np.repeat((sizes > 1) & ~big, sizes))
+        for step in range(1, cfg.max_bucket):
+            at = at[at + step < len(key)]
+            at = at[key[at] == key[at + step]]
+            if not len(at):
+                break
+            i, j = at, at + step
+            i, j = i[(clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])], \
+                j[(clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])]
+            close = np.bitwise_count(code(entry[i]) ^ code(entry[j])).sum(axis=1) <= cfg.threshold
+            a, b = np.minimum(clip[i][close], clip[j][close]), np.maximum(clip[i][close], clip[j][close])
+            found.append(np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)))
+        del key, entry, clip, mirror, ref
+    pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
+    return pairs, skipped
+
+
+# ---------------------------------------------------------------- verification on all frames
+
+def match_frames(dist: np.ndarray, threshold: int):
+    """From frame distances [pairs, frames_a, frames_b] (255 where a frame is missing or unusable): per pair
+    (frames of a with a match in b, frames of b with a match in a, mean distance of a's matched frames)."""
+    best_a, best_b = dist.min(axis=2), dist.min(axis=1)
+    hit_a = best_a <= threshold
+    matched_a, matched_b = hit_a.sum(axis=1), (best_b <= threshold).sum(axis=1)
+    mean = np.where(hit_a, best_a, 0).sum(axis=1) / np.maximum(matched_a, 1)
+    return matched_a, matched_b, mean
+
+
+def is_duplicate(matched_a, frames_a, matched_b, frames_b, cfg: DedupConfig) -> np.ndarray:
+    """The clip-level rule: enough of one clip's frames match (the shorter or trimmed copy's, usually), and
+    a few frames on both sides."""
+    share = np.maximum(matched_a / np.maximum(frames_a, 1), matched_b / np.maximum(frames_b, 1))
+    need = np.minimum(cfg.min_frames, np.minimum(frames_a, frames_b))
+    return (share >= cfg.coverage) & (matched_a >= np.maximum(need, 1)) & (matched_b >= np.maximum(need, 1))
+
+
+def _gather(clips: Clips, ids: np.ndarray, width: int, mirrors: bool = False):
+    """Frames of clips `ids` padded to width: (hashes [n, width, 4], usable [n, width], frame index)."""
+    pos = np.arange(width)
+    index = clips.start[ids][:, None] + pos
+    present = pos < clips.count[ids][:, None]
+    index = np.where(present, index, 0)
+    source = clips.mirrors if mirrors else clips.hashes
+    return source[index], present & clips.usable[index], index
+
+
+def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig) -> pd.DataFrame:
+    """Check candidate pairs on all their frames (both orientations); return the duplicates, oriented."""
+    a_all = (pairs >> np.uint64(32)).astype(np.int64)
+    b_all = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    if not cfg.same_video:
+        same = (clips.video_code[a_all] == clips.video_code[b_all]) & (clips.video_code[a_all] >= 0)
+        a_all, b_all = a_all[~same], b_all[~same]
+    usable = np.bincount(np.repeat(np.arange(len(clips.count)), clips.count), weights=clips.usable,
+                         minlength=len(clips.count)).astype(np.int64)
+    out = []
+    for lo in range(0, len(a_all), VERIFY_CHUNK):
+        a, b = a_all[lo:lo + VERIFY_CHUNK], b_all[lo:lo + VERIFY_CHUNK]
+        width = int(max(clips.count[a].max(), clips.count[b].max()))
+        ha, ua, ia = _gather(clips, a, width)
+        ma, _, _ = _gather(clips, a, width, mirrors=True)
+        hb, ub, ib = _gather(clips, b, width)
+        invalid = ~(ua[:, :, None] & ub[:, None, :])
+        results = []
+        for side in (ha, ma):
+            dist = np.bitwise_count(side[:, :, None, :] ^ hb[:, None, :, :]).sum(axis=3, dtype=np.uint8)
+            dist[invalid] = 255
+            results.append((dist, *match_frames(dist, cfg.threshold)))
+        # The orientation with more matched frames, then the smaller distance.
+        (d0, ma0, mb0, m0), (d1, ma1, mb1, m1) = results
+        flip = (ma1 + mb1 > ma0 + mb0) | ((ma1 + mb1 == ma0 + mb0) & (m1 < m0))
+        dist = np.where(flip[:, None, None], d1, d0)
+        matched_a, matched_b, mean = np.where(flip, ma1, ma0), np.where(flip, mb1, mb0), np.where(flip, m1, m0)
+        dup = is_duplicate(matched_a, usable[a], matched_b, usable[b], cfg)
+        if not dup.any():
+            continue
+        closest = dist[dup].reshape(int(dup.sum()), -1).argmin(axis=1)
+        fa, fb = np.divmod(closest, width)
+        rows = np.flatnonzero(dup)
+        out.append(pd.DataFrame({
+            "a": a[dup], "b": b[dup], "distance": mean[dup].astype(np.float32),
+            "matched_a": matched_a[dup], "frames_a": usable[a][dup], "matched_b": matched_b[dup],
+            "frames_b": usable[b][dup], "mirrored": flip[dup],
+            "time_a": clips.times[ia[rows, fa]], "time_b": clips.times[ib[rows, fb]]}))
+    found = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
+        columns=["a", "b", "distance", "matched_a", "frames_a", "matched_b", "frames_b", "mirrored", "time_a",
+                 "time_b"])
+    return _orient(clips, found)
+
+
+def _orient(clips: Clips, found: pd.DataFrame) -> pd.DataFrame:
+    """Put the clip to drop on side a: the pretraining clip of a leak, the lower-ranked copy of a duplicate."""
+    a, b = found["a"].to_numpy(np.int64), found["b"].to_numpy(np.int64)
+    swap = (clips.role[a] == 1) | ((clips.role[b] == 0) & (clips.rank[a] < clips.rank[b]))
+    out = found.copy()
+    for x, y in (("a", "b"), ("matched_a", "matched_b"), ("frames_a", "frames_b"), ("time_a", "time_b")):
+        out[x] = np.where(swap, found[y], found[x])
+        out[y] = np.where(swap, found[x], found[y])
+    a, b = out["a"].to_numpy(np.int64), out["b"].to_numpy(np.int64)
+    pairs = pd.DataFrame({
+        "key_a": clips.column("key", a), "key_b": clips.column("key", b), "set_a": clips.column("set", a),
+        "set_b": clips.column("set", b), "source_a": clips.column("source", a), "source_b": clips.column("source", b),
+        "reason": np.where(clips.role[b] == 1, EVAL_LEAK, DUPLICATE)})
+    for column in ("distance", "matched_a", "frames_a", "matched_b", "frames_b", "mirrored", "time_a", "time_b"):
+        pairs[column] = out[column].to_numpy()
+    return pairs.sort_values(["reason", "set_b", "key_a", "key_b"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- the command
+
+@dataclass
+class DedupReport:
+    out: str
+    sets: dict              # set -> {"role", "statuses", "clips", "usable_clips"}
+    within: dict            # pretraining duplicates: {"pairs", "dropped", "by_source"}
+    leakage: dict           # reference set -> {"videos", "of", "clips", "by_source"}
+    candidates: int
+    skipped_buckets: int
+    seconds: float
+    config: dict
+    plot: Optional[str] = None
+
+    def lines(self) -> list:
+        pre = [n for n, s in self.sets.items() if s["role"] == "pretraining"]
+        clips = sum(self.sets[n]["clips"] for n in pre)
+        refs = [n for n in self.sets if n not in pre]
+        out = [f"dedup: {clips} pretraining clips ({', '.join(pre)})"
+               + (" against " + ", ".join(f"{n} ({self.sets[n]['clips']})" for n in refs) if refs else "")
+               + f"; {self.candidates} candidate pairs checked in {self.seconds:.1f}s"]
+        for name, s in self.sets.items():
+            failed = {k: v for k, v in s["statuses"].items() if k != media.STATUS_OK}
+            if failed:
+                out.append(f"  {name}: {sum(failed.values())} clips without fingerprint ({_counts(failed)}), "
+                           "not checked")
+            flat = s["clips"] - s["usable_clips"]
+            if flat:
+                out.append(f"  {name}: {flat} clips with no frame of PDQ quality >= "
+                           f"{self.config['min_quality']} (flat or dark), not checked")
+        w = self.within
+        out.append(f"duplicates within the pretraining set: {w['dropped']} clips repeat another "
+                   f"({_counts(w['by_source']) or 'none'}); {w['pairs']} pairs")
+        for name in refs:
+            leak = self.leakage[name]
+            share = leak["videos"] / leak["of"] if leak["of"] else 0.0
+            out.append(f"leakage {name}: {leak['videos']} of its {leak['of']} videos ({share:.2%}) appear in the "
+                       f"pretraining set, as {leak['clips']} clips ({_counts(leak['by_source']) or 'none'})")
+        if self.skipped_buckets:
+            out.append(f"  {self.skipped_buckets} index buckets held more than {self.config['max_bucket']} clips "
+                       "and were skipped (very common content)")
+        out.append(f"wrote {Path(self.out) / 'pairs.parquet'} and report.json"
+                   + (f"; example pairs: {self.plot}" if self.plot else ""))
+        return out
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def _check_sets(fingerprints, against) -> list:
+    """[(path, role)]: the pretraining table (role 0) and the reference tables (role 1), whose set names must
+    differ."""
+    files, seen = [(fingerprints, 0)] + [(p, 1) for p in against or ()], {}
+    for path, _ in files:
+        for name in pc.unique(read_fingerprints(path, ["set"]).column("set")).to_pylist():
+            if name in seen:
+                raise ConfigError(f"set name {name!r} is in both {seen[name]} and {path}: give each fingerprint "
+                                  "file its own name (vmae-data fingerprint --set NAME)")
+            seen[name] = path
+    return files
+
+
+def dedup(fingerprints, out, against=(), cfg: DedupConfig = DedupConfig(), plot: bool = False,
+          plot_pairs: int = 8) -> DedupReport:
+    """Find near-duplicate clips in the fingerprint table `fingerprints` and between it and each table of
+    `against`; write OUT/pairs.parquet and OUT/report.json (and OUT/pairs.png with plot)."""
+    started = time.monotonic()
+    clips, statuses = load_clips(_check_sets(fingerprints, against), cfg.min_quality)
+    candidates, skipped = candidate_pairs(clips, cfg)
+    pairs = verify(clips, candidates, cfg)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "pairs.parquet") as tmp:
+        pq.write_table(pa.Table.from_pandas(pairs, schema=PAIR_SCHEMA, preserve_index=False), tmp)
+
+    usable_frames = np.bincount(np.repeat(np.arange(len(clips.count)), clips.count), weights=clips.usable,
+                                minlength=len(clips.count))
+    for name, entry in statuses.items():
+        mine = clips.set_code == clips.set_names.index(name) if name in clips.set_names else np.zeros(0, bool)
+        entry.update(clips=int(mine.sum()), usable_clips=int((mine & (usable_frames > 0)).sum()))
+    dups = pairs[pairs["reason"] == DUPLICATE].drop_duplicates("key_a")
+    within = {"pairs": int((pairs["reason"] == DUPLICATE).sum()), "dropped": len(dups),
+              "by_source": {str(k): int(v) for k, v in dups["source_a"].value_counts().items()}}
+    leakage = {}
+    for name, entry in statuses.items():
+        if entry["role"] == "reference":
+            leaks = pairs[(pairs["reason"] == EVAL_LEAK) & (pairs["set_b"] == name)]
+            mixture = leaks.drop_duplicates("key_a")
+            leakage[name] = {"videos": int(leaks["key_b"].nunique()), "of": entry["clips"],
+                             "clips": len(mixture),
+                             "by_source": {str(k): int(v) for k, v in mixture["source_a"].value_counts().items()}}
+    report = DedupReport(out=str(out), sets=statuses, within=within, leakage=leakage, candidates=len(candidates),
+                         skipped_buckets=skipped, seconds=0.0, config=asdict(cfg))
+    if plot and len(pairs):
+        from vmae.curation.dedup_plot import plot_pairs as draw
+        report.plot = str(draw(pairs, clips, out / "pairs.png", plot_pairs))
+    report.seconds = time.monotonic() - started
+    write_text(out / "report.json", json.dumps({**report.__dict__, "dropped": int(pairs["key_a"].nunique())},
+                                               indent=2, default=str) + "\n")
+    return report
+
+
+def read_exclusions(pairs_path) -> dict:
+    """key -> (reason, message) for every pretraining clip `--exclude PAIRS` drops (eval-leak wins)."""
+    path = Path(pairs_path)
+    if not path.exists():
+        raise VmaeError(f"{path}: no such file; write it with `vmae-data dedup --out DIR` (DIR/pairs.parquet)")
+    try:
+        pairs = pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, OSError) as e:
+        raise VmaeError(f"{path}: not a readable Parquet file ({e})") from None
+    missing = {"key_a", "key_b", "set_b", "reason"} - set(pairs.columns)
+    if missing:
+        raise VmaeError(f"{path}: not a pairs table of `vmae-data dedup` (missing {sorted(missing)})")
+    pairs = pairs.sort_values(["reason", "distance"], key=lambda c: c.map({EVAL_LEAK: 0}).fillna(1)
+                              if c.name == "reason" else c, kind="stable")
+    out = {}
+    for row in pairs.itertuples(index=False):
+        if row.key_a not in out:
+            out[row.key_a] = (row.reason, f"same content as {row.set_b}/{row.key_b} (distance {row.distance:.0f}, "
+                                          f"{row.matched_a} of {row.frames_a} frames)")
+    return out

@@ -1,0 +1,363 @@
+"""Perceptual fingerprints of clips: `vmae-data fingerprint`.
+
+A clip's fingerprint is the PDQ hash (Meta's 256-bit perceptual image hash, computed by `pdqhash`) of a few
+of its frames, as in Meta's video matcher vPDQ, which hashes frames one by one and matches them as sets:
+  - frames: about one per `every` seconds (at least min_frames, at most max_frames, spread evenly over the
+    clip), each decoded from its keyframe on, non-reference pictures skipped (vmae.media.grab_frames);
+  - each frame is scaled to a small grey square, black bars at its edges (letterbox, pillarbox, found over
+    the whole clip) are cut away, and PDQ hashes what is left, scaled to 64 x 64;
+  - the mirror image's hash is kept too (PDQ's horizontal flip, from the same DCT), so a mirrored re-upload
+    matches; PDQ's quality (0-100, low for flat frames) is kept so that dedup can ignore flat frames.
+Why PDQ and these settings: benchmarks/bench_dedup.py and benchmarks/README.md.
+
+Output: one Parquet table, one row per input clip (failures included, with status and error), columns
+FP_SCHEMA. Resumable like download: the rows are split into fixed units; each unit writes
+.OUT.units/unit-NNNNNN.parquet when done; OUT is written once every unit is.
+"""
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vmae import media
+from vmae.atomic import atomic_path
+from vmae.errors import ConfigError, VmaeError
+from vmae.executors import ExecutorConfig, my_slice, run_units
+from vmae.manifests import read_manifest
+from vmae.shards import index as shard_index
+
+HASH_BYTES = 32
+FP_SCHEMA = pa.schema([
+    ("key", pa.string()), ("set", pa.string()), ("source", pa.string()), ("video_id", pa.string()),
+    ("path", pa.string()),           # the clip file, or the shard holding it
+    ("offset", pa.int64()), ("size", pa.int64()),   # the clip's bytes inside that shard (null for files)
+    ("status", pa.string()), ("error", pa.string()),
+    ("duration", pa.float64()), ("fps", pa.float64()), ("width", pa.int64()), ("height", pa.int64()),
+    ("times", pa.list_(pa.float32())),              # seconds from the first frame, one per hashed frame
+    ("quality", pa.list_(pa.uint8())),              # PDQ quality 0-100
+    ("hashes", pa.binary()),        # 32 bytes per hashed frame: PDQ's bits, most significant bit first
+    ("mirrors", pa.binary()),       # the same for the horizontally mirrored frame
+])
+
+
+@dataclass(frozen=True)
+class FingerprintConfig:
+    every: float = 0.5        # seconds between hashed frames
+    min_frames: int = 4       # short clips get denser frames
+    max_frames: int = 16      # long clips get sparser ones
+    size: int = 128           # frames are hashed from a size x size grey image
+    rows_per_unit: int = 256
+
+    def __post_init__(self):
+        if self.every <= 0 or not 1 <= self.min_frames <= self.max_frames:
+            raise ConfigError("fingerprint: every > 0 and 1 <= min_frames <= max_frames are needed")
+        if self.rows_per_unit < 1:
+            raise ConfigError("--rows-per-unit must be at least 1")
+
+    def signature(self) -> str:
+        """What the fingerprints depend on: a unit written with another signature is redone."""
+        return json.dumps({k: v for k, v in asdict(self).items() if k != "rows_per_unit"}, sort_keys=True)
+
+
+@dataclass
+class FingerprintReport:
+    out: str
+    rows: int
+    units: int
+    units_run: int = 0
+    units_skipped: int = 0
+    counts: dict = field(default_factory=dict)    # status -> rows (over the whole table once merged)
+    frames: int = 0                               # hashed frames, whole table
+    complete: bool = False
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0                      # spent in the units run now
+
+    def lines(self) -> list:
+        out = [f"fingerprint: {self.rows} clips in {self.units} units; ran {self.units_run}, skipped "
+               f"{self.units_skipped} already done, in {self.seconds:.1f}s"]
+        if self.units_run and self.cpu_seconds:
+            out[0] += f" ({self.cpu_seconds:.1f} CPU-s in the units)"
+        for status, n in sorted(self.counts.items(), key=lambda kv: (kv[0] != media.STATUS_OK, -kv[1])):
+            out.append(f"  {status:<13} {n}")
+        if self.complete:
+            ok = self.counts.get(media.STATUS_OK, 0)
+            out.append(f"{self.frames} frames hashed ({self.frames / max(ok, 1):.1f} per clip); wrote {self.out}")
+        else:
+            out.append(f"{self.out} not written yet: other units are not done (run the remaining --unit-index "
+                       "slices, or rerun without --unit-index to finish and merge)")
+        return out
+
+
+# ---------------------------------------------------------------- pure helpers
+
+def pick_frames(times: np.ndarray, cfg: FingerprintConfig) -> np.ndarray:
+    """Display indices of the frames to hash: the frames nearest to `count` evenly spaced times.
+
+    Exact times, not the nearest keyframes: copies are encoded with other keyframe intervals, and a keyframe
+    a fifth of a second away from the other copy's frame is often a different picture to PDQ
+    (benchmarks/README.md)."""
+    n = len(times)
+    step = float(np.median(np.diff(times))) if n > 1 else 0.0
+    duration = float(times[-1]) + step
+    count = min(n, int(np.clip(round(duration / cfg.every), cfg.min_frames, cfg.max_frames)))
+    return np.unique(_nearest(times, (np.arange(count) + 0.5) * duration / count))
+
+
+def _nearest(sorted_times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    right = np.clip(np.searchsorted(sorted_times, wanted), 1, max(len(sorted_times) - 1, 1))
+    left = right - 1
+    take_right = np.abs(sorted_times[np.minimum(right, len(sorted_times) - 1)] - wanted) < np.abs(
+        sorted_times[left] - wanted)
+    return np.where(take_right, np.minimum(right, len(sorted_times) - 1), left)
+
+
+def border_box(frames: np.ndarray, limit: int = 24, share: float = 0.8, max_share: float = 0.35) -> tuple:
+    """(top, bottom, left, right): how many rows/columns of black bars (letterbox, pillarbox) to cut from each
+    edge of the grey frames [n, h, w].
+
+    As ffmpeg's cropdetect, a line is black when its pixels are at most `limit` (of 255); here in every frame,
+    and for `share` of its pixels, so that a logo or caption drawn over a bar leaves it a bar. Bars run inward
+    from the edge; a side never loses more than max_share of the frame (a dark clip keeps its frame)."""
+    def bar(lines):  # lines: [n, count, length], outermost first
+        is_bar = ((lines <= limit).mean(axis=2) >= share).all(axis=0)
+        depth = int(np.argmin(is_bar)) if not is_bar.all() else len(is_bar)
+        return depth if depth <= max_share * lines.shape[1] else 0
+
+    columns = frames.transpose(0, 2, 1)
+    return bar(frames), bar(frames[:, ::-1]), bar(columns), bar(columns[:, ::-1])
+
+
+# Multiplying DCT column j by (-1)^j is the DCT of the horizontally mirrored image (PDQ's dihedral trick).
+_MIRROR = np.tile((-1.0) ** np.arange(16), 16).astype(np.float32)
+
+
+def pdq_hashes(frames: np.ndarray, box: tuple):
+    """(hashes [n, 32] uint8, mirrors [n, 32] uint8, quality [n] uint8) of grey frames [n, h, w] cut to box."""
+    import pdqhash
+    from PIL import Image
+
+    top, bottom, left, right = box
+    h, w = frames.shape[1:3]
+    hashes, mirrors, quality = [], [], []
+    for frame in frames[:, top:h - bottom, left:w - right]:
+        # At 64 x 64 PDQ samples its grid symmetrically, so the mirror trick below gives exactly the hash of
+        # the mirrored frame (at 128 x 128 it is 10-30 bits off). pdqhash takes RGB and greys it with weights
+        # that sum to 1: three equal planes give the grey back.
+        small = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((64, 64), Image.Resampling.BOX))
+        dct, q = pdqhash.compute_float(np.repeat(small[:, :, None], 3, axis=2))
+        mirrored = dct * _MIRROR
+        hashes.append(np.packbits(dct > np.median(dct)))
+        mirrors.append(np.packbits(mirrored > np.median(mirrored)))
+        quality.append(q)
+    empty = np.zeros((0, HASH_BYTES), np.uint8)
+    return (np.array(hashes, np.uint8) if hashes else empty, np.array(mirrors, np.uint8) if mirrors else empty,
+            np.array(quality, np.uint8))
+
+
+# ---------------------------------------------------------------- one clip
+
+def fingerprint_clip(src, cfg: FingerprintConfig) -> dict:
+    """The fingerprint columns of one clip (a path or its bytes). Raises MediaError."""
+    facts, times, frames = media.grab_frames(src, partial(pick_frames, cfg=cfg), (cfg.size, cfg.size))
+    hashes, mirrors, quality = pdq_hashes(frames, border_box(frames))
+    return {"duration": facts["duration"], "fps": facts["fps"], "width": facts["width"],
+            "height": facts["height"], "times": times.astype(np.float32).tolist(), "quality": quality.tolist(),
+            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes()}
+
+
+def process_item(item: dict, cfg: FingerprintConfig) -> dict:
+    """One output row: the item's identity plus its fingerprint, or its status and error."""
+    row = {name: item.get(name) for name in FP_SCHEMA.names}
+    if row["status"] is not None and row["status"] != media.STATUS_OK:
+        return row
+    try:
+        if row["offset"] is None:
+            src = row["path"]
+        else:
+            with open(row["path"], "rb") as f:
+                f.seek(row["offset"])
+                src = f.read(row["size"])
+            if item.get("meta_offset") is not None:
+                meta = _read_json_member(row["path"], item["meta_offset"], item["meta_size"])
+                row.update(source=meta.get("source"), video_id=meta.get("video_id"))
+        row.update(fingerprint_clip(src, cfg), status=media.STATUS_OK, error=None)
+    except media.MediaError as e:
+        row.update(status=e.reason, error=e.message)
+    except OSError as e:
+        row.update(status=media.MISSING_FILE if isinstance(e, FileNotFoundError) else "unreadable",
+                   error=f"{row['path']}: {e}")
+    return row
+
+
+def _read_json_member(path, offset, size) -> dict:
+    with open(path, "rb") as f:
+        f.seek(offset)
+        try:
+            return json.loads(f.read(size))
+        except ValueError:  # verify reports a broken KEY.json; the clip itself can still be fingerprinted
+            return {}
+
+
+# ---------------------------------------------------------------- inputs
+
+def read_items(src, set_name: str) -> list:
+    """Item dicts (FP_SCHEMA columns known before decoding) for a manifest file or a shard folder."""
+    src = Path(src)
+    if src.is_dir():
+        return _shard_items(src, set_name)
+    df = read_manifest(src)
+    base = src.resolve().parent
+    items, seen = [], set()
+    for row in df.to_dict("records"):
+        row = {k: (None if not isinstance(v, str) and pd.isna(v) else v) for k, v in row.items()}
+        item = {"key": row["key"], "set": set_name, "source": row["source"], "video_id": row["video_id"],
+                "path": None, "offset": None, "size": None, "status": row["status"], "error": row["error"]}
+        if row["key"] in seen:
+            item.update(status="duplicate-key", error="an earlier row has the same key")
+        elif item["status"] not in (None, media.STATUS_OK):
+            item["error"] = f"not fingerprinted: the manifest row has status {item['status']}"
+        elif not row["path"]:
+            item.update(status="no-path", error="the row has no path: download or import the clip first")
+        else:
+            path = Path(row["path"]).expanduser()
+            item.update(path=str(path if path.is_absolute() else (base / path).resolve()), status=None)
+        seen.add(row["key"])
+        items.append(item)
+    return items
+
+
+def _shard_items(shard_dir: Path, set_name: str) -> list:
+    index = shard_index.read_index(shard_dir).sort_values(["shard", "offset"], kind="stable")
+    by_key = {}
+    for row in index.itertuples(index=False):
+        ext = row.member[len(row.key) + 1:]
+        if ext in ("mp4", "json"):
+            by_key.setdefault(row.key, {})[ext] = row
+    items = []
+    for key, members in by_key.items():
+        item = {"key": key, "set": set_name, "source": None, "video_id": None, "status": None, "error": None,
+                "path": None, "offset": None, "size": None}
+        video, meta = members.get("mp4"), members.get("json")
+        if video is None:
+            item.update(status=media.MISSING_FILE, error=f"{shard_dir}: sample {key} has no mp4 member")
+        else:
+            item.update(path=str((shard_dir / video.shard).resolve()), offset=int(video.offset),
+                        size=int(video.size))
+            if meta is not None:
+                item.update(meta_offset=int(meta.offset), meta_size=int(meta.size))
+        items.append(item)
+    return items
+
+
+# ---------------------------------------------------------------- units, resume, merge
+
+@dataclass(frozen=True)
+class Unit:
+    index: int
+    path: str            # the unit's result file
+    items: tuple
+    cfg: FingerprintConfig
+
+
+def units_dir(out) -> Path:
+    out = Path(out)
+    return out.parent / f".{out.name}.units"
+
+
+def _table(rows: list, cfg: FingerprintConfig) -> pa.Table:
+    table = pa.Table.from_pylist(rows, schema=FP_SCHEMA)
+    return table.replace_schema_metadata({"vmae.fingerprint": cfg.signature()})
+
+
+def _write_table(table: pa.Table, path) -> None:
+    with atomic_path(path) as tmp:
+        # Small row groups let dedup read the hashes a few MB at a time.
+        pq.write_table(table, tmp, row_group_size=1 << 16)
+
+
+def run_unit(unit: Unit) -> dict:
+    """Fingerprint a unit's clips and write its result file (the unit's done-marker)."""
+    started = time.process_time()
+    rows = [process_item(item, unit.cfg) for item in unit.items]
+    _write_table(_table(rows, unit.cfg), unit.path)
+    return {"counts": Counter(r["status"] for r in rows), "cpu": time.process_time() - started}
+
+
+def _done(unit: Unit) -> bool:
+    """Whether the unit's file holds exactly its keys, made with the same settings."""
+    try:
+        meta = pq.read_schema(unit.path).metadata or {}
+        keys = pq.read_table(unit.path, columns=["key"]).column("key").to_pylist()
+    except (OSError, pa.ArrowInvalid):
+        return False
+    return meta.get(b"vmae.fingerprint") == unit.cfg.signature().encode() and keys == [i["key"] for i in unit.items]
+
+
+def read_fingerprints(path, columns=None) -> pa.Table:
+    """These columns (default: all) of a fingerprint table written by `fingerprint`; a clear error for
+    anything else."""
+    path = Path(path)
+    if not path.exists():
+        raise VmaeError(f"{path}: no such file; write it with `vmae-data fingerprint`")
+    try:
+        if not set(FP_SCHEMA.names) <= set(pq.read_schema(path).names):
+            raise VmaeError(f"{path}: not a fingerprint table (columns {FP_SCHEMA.names} expected); "
+                            "write it with `vmae-data fingerprint`")
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise VmaeError(f"{path}: not a readable Parquet file ({e})") from None
+
+
+def fingerprint(src, out, set_name: Optional[str] = None, cfg: FingerprintConfig = FingerprintConfig(),
+                executor: ExecutorConfig = ExecutorConfig(), progress: bool = True) -> FingerprintReport:
+    """Fingerprint every clip of a manifest or shard folder `src` into the Parquet table `out`.
+
+    set_name names the collection in the table (default: the manifest's file stem or the folder's name);
+    dedup reports leakage per set name.
+    """
+    from tqdm import tqdm
+
+    started = time.monotonic()
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise VmaeError(f"{src}: no such manifest or shard folder")
+    set_name = set_name or (src.name if src.is_dir() else src.stem)
+    items = read_items(src, set_name)
+    if not items:
+        raise VmaeError(f"{src}: no clips to fingerprint")
+    folder = units_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    units = [Unit(i, str(folder / f"unit-{i:06d}.parquet"), tuple(items[s:s + cfg.rows_per_unit]), cfg)
+             for i, s in enumerate(range(0, len(items), cfg.rows_per_unit))]
+    report = FingerprintReport(out=str(out), rows=len(items), units=len(units))
+    todo = []
+    for unit in my_slice(units, executor):
+        if _done(unit):
+            report.units_skipped += 1
+        else:
+            todo.append(unit)
+    bar = tqdm(total=sum(len(u.items) for u in todo), unit="clip", desc="fingerprint", disable=not progress,
+               dynamic_ncols=True)
+    # The slice is taken above, over all units, so that every slice gets the same units on a rerun.
+    for unit, result in run_units(run_unit, todo, replace(executor, unit_index=None, num_units=None)):
+        report.units_run += 1
+        report.cpu_seconds += result["cpu"]
+        bar.update(len(unit.items))
+    bar.close()
+    if all(_done(u) for u in units):
+        table = pa.concat_tables([pq.read_table(u.path) for u in units])
+        _write_table(table.replace_schema_metadata({"vmae.fingerprint": cfg.signature()}), out)
+        report.complete = True
+        report.counts = dict(Counter(table.column("status").to_pylist()))
+        report.frames = int(pc.sum(pc.binary_length(table.column("hashes"))).as_py() or 0) // HASH_BYTES
+    report.seconds = time.monotonic() - started
+    return report
