@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from vmae import media
 from vmae.curation.dedup import DedupConfig, dedup, is_duplicate, match_frames
-from vmae.curation.fingerprint import FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pick_frames
+from vmae.curation.fingerprint import FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
 
@@ -257,38 +257,37 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
 
 # ------------------------------------------------------------------ 2. candidate hashes, one rule
 
-def frames_of(clips: pd.DataFrame, cfg: FingerprintConfig, cache: Path):
-    """Per clip the same grey frames fingerprint hashes, cut to the same border box."""
-    if cache.exists():
-        data = np.load(cache, allow_pickle=True)
-        return list(data["frames"]), data["quality"]
-    frames, quality = [], []
+def frames_of(clips: pd.DataFrame, cfg: FingerprintConfig):
+    """Per clip the grey frames fingerprint hashes (cut to the same border box) and their PDQ quality."""
+    frames = []
     for path in clips["path"]:
         _, _, grey = media.grab_frames(str(path), partial(pick_frames, cfg=cfg), (cfg.size, cfg.size))
         top, bottom, left, right = border_box(grey)
         frames.append(grey[:, top:cfg.size - bottom, left:cfg.size - right])
-    from vmae.curation.fingerprint import pdq_hashes
-    quality = np.array([pdq_hashes(f, (0, 0, 0, 0))[2] for f in frames], dtype=object)
-    np.savez(cache, frames=np.array(frames, dtype=object), quality=quality)
-    return frames, quality
+    return frames, [pdq_hashes(f, (0, 0, 0, 0))[2] for f in frames]
 
 
 def hashers():
-    """name -> (bits, function grey frame -> packed bits)."""
-    import imagehash
-    import perception.hashers as ph
-    from PIL import Image
-
-    from vmae.curation.fingerprint import pdq_hashes
-
-    phash256 = ph.PHash(hash_size=16)
-    return {
-        "pdq (pdqhash)": (256, lambda f: pdq_hashes(f[None], (0, 0, 0, 0))[0][0]),
-        "phash 64 (imagehash)": (64, lambda f: np.packbits(imagehash.phash(Image.fromarray(f)).hash.ravel())),
-        "dhash 64 (imagehash)": (64, lambda f: np.packbits(imagehash.dhash(Image.fromarray(f)).hash.ravel())),
-        "phash 256 (perception)": (256, lambda f: np.packbits(
-            phash256.compute(np.repeat(f[:, :, None], 3, axis=2), hash_format="vector").astype(bool))),
-    }
+    """name -> (bits, function grey frame -> packed bits); a candidate whose package is missing is left out
+    with a note (pip install imagehash perception to compare all)."""
+    out = {"pdq (pdqhash, vmae's)": (256, lambda f: pdq_hashes(f[None], (0, 0, 0, 0))[0][0])}
+    try:
+        import imagehash
+        from PIL import Image
+    except ImportError:
+        print("candidates: imagehash is not installed, left out")
+    else:
+        out["phash 64 (imagehash)"] = (64, lambda f: np.packbits(imagehash.phash(Image.fromarray(f)).hash.ravel()))
+        out["dhash 64 (imagehash)"] = (64, lambda f: np.packbits(imagehash.dhash(Image.fromarray(f)).hash.ravel()))
+    try:
+        import perception.hashers as ph
+    except ImportError:
+        print("candidates: perception is not installed, left out")
+    else:
+        phash256 = ph.PHash(hash_size=16)
+        out["phash 256 (perception)"] = (256, lambda f: np.packbits(
+            phash256.compute(np.repeat(f[:, :, None], 3, axis=2), hash_format="vector").astype(bool)))
+    return out
 
 
 def pair_distances(codes: list, pairs: np.ndarray, chunk: int = 8192):
@@ -322,8 +321,8 @@ def rule_on_matrices(dists, present, pairs, threshold: int, dd_cfg) -> np.ndarra
                         dd_cfg)
 
 
-def bench_candidates(work: Path, clips: pd.DataFrame, distinct: int, fp_cfg, dd_cfg):
-    frames, quality = frames_of(clips, fp_cfg, work / "frames.npz")
+def bench_candidates(clips: pd.DataFrame, distinct: int, fp_cfg, dd_cfg):
+    frames, quality = frames_of(clips, fp_cfg)
     k = max(len(f) for f in frames)
     present = np.zeros((len(frames), k), bool)
     for i, q in enumerate(quality):
@@ -381,7 +380,7 @@ def plain_decode(path: str, cfg: FingerprintConfig) -> int:
 
 
 def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
-    from vmae.curation.fingerprint import fingerprint_clip, pdq_hashes
+    from vmae.curation.fingerprint import fingerprint_clip
 
     sides = {"fingerprint": lambda p: fingerprint_clip(p, cfg),
              "decode the same frames (plain PyAV)": lambda p: plain_decode(p, cfg),
@@ -533,7 +532,7 @@ def main():
     if "quality" in args.only:
         bench_quality(work, clips, args.distinct, args.workers, fp_cfg, dd_cfg)
     if "candidates" in args.only:
-        bench_candidates(work, clips, args.distinct, fp_cfg, dd_cfg)
+        bench_candidates(clips, args.distinct, fp_cfg, dd_cfg)
     if "speed" in args.only:
         bench_speed(list(clips["path"][: min(len(clips), 120)]), fp_cfg)
     if "scale" in args.only:

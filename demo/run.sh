@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The end-to-end demo on generated data, every step a user runs, at tiny sizes:
 # Kinetics CSVs -> K710 manifests -> clips fetched by yt-dlp from a local HTTP server and cut ->
-# SSV2 + AVA cuts + sampled WebVid/Instagram -> UnlabeledHybrid mixture -> verified shards + stats plot ->
+# SSV2 + AVA cuts + sampled WebVid/Instagram -> UnlabeledHybrid mixture -> leakage check against the val set ->
+# verified shards + stats plot ->
 # pretraining -> fine-tuning -> 5x3 evaluation.
 set -euo pipefail
 OUT=${DEMO_OUT:-demo-out}
@@ -41,9 +42,14 @@ vmae-data mix unlabeled-hybrid --k710 "$OUT/clips-train/manifest.parquet" --ssv2
     --ava "$OUT/ava/manifest.parquet" --webvid "$OUT/clips-webvid/manifest.parquet" \
     --instagram "$OUT/clips-instagram/manifest.parquet" --out "$OUT/hybrid.parquet"
 
-step "vmae-data shard / verify / stats"
+step "vmae-data fingerprint / dedup (does the mixture hold copies of the val videos?)"
+vmae-data fingerprint "$OUT/hybrid.parquet" --out "$OUT/fp/hybrid.parquet" --workers 2 --no-progress
+vmae-data fingerprint "$OUT/clips-val/manifest.parquet" --out "$OUT/fp/k710-val.parquet" --set k710-val --no-progress
+vmae-data dedup --fingerprints "$OUT/fp/hybrid.parquet" --against "$OUT/fp/k710-val.parquet" --out "$OUT/dups" --plot
+
+step "vmae-data shard (without the pairs' pretraining side) / verify / stats"
 vmae-data shard unlabeled-hybrid --manifest "$OUT/hybrid.parquet" --out "$OUT/shards/uh" --max-count 10 \
-    --workers 2 --no-progress
+    --exclude "$OUT/dups/pairs.parquet" --workers 2 --no-progress
 vmae-data shard k710 --manifest "$OUT/clips-train/manifest.parquet" --out "$OUT/shards/k710-train" \
     --name train --max-count 8 --no-progress
 vmae-data shard k710 --manifest "$OUT/clips-val/manifest.parquet" --out "$OUT/shards/k710-val" \

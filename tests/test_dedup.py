@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from vmae.cli import data
+from vmae.cli.data import data
 from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
 from vmae.curation.fingerprint import FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
 from vmae.errors import ConfigError

@@ -45,6 +45,8 @@ TINY = {
     "vmae-data ava": "--window-start 2 --window-end 17 --clip-frames 75 --fps 15 --workers 1",
     "vmae-data sample": "--n 6",
     "vmae-data mix": "",
+    "vmae-data fingerprint": "--workers 1 --no-progress",
+    "vmae-data dedup": "",
     "vmae-data shard": "--max-count 8 --workers 2 --no-progress",
     "vmae-data verify": "--workers 1 --no-progress",
     "vmae-data stats": "",
