@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vmae import media
-from vmae.curation.dedup import DedupConfig, dedup, is_duplicate, match_frames
+from vmae.curation.dedup import NO_MATCH, DedupConfig, dedup, is_duplicate, match_frames
 from vmae.curation.fingerprint import FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
@@ -291,19 +291,19 @@ def hashers():
 
 
 def pair_distances(codes: list, pairs: np.ndarray, chunk: int = 8192):
-    """Frame distances of clip pairs, both orientations of the first clip: two uint8 [pairs, k, k] arrays.
+    """Frame distances of clip pairs, both orientations of the first clip: two uint16 [pairs, k, k] arrays.
     codes: per clip (hashes [n, bytes], mirrored hashes [n, bytes]) as uint8."""
     k = max(len(c[0]) for c in codes)
     nbytes = codes[0][0].shape[1]
     padded = np.zeros((2, len(codes), k, nbytes), np.uint8)
     for i, (h, m) in enumerate(codes):
         padded[0, i, :len(h)], padded[1, i, :len(m)] = h, m
-    out = [np.empty((len(pairs), k, k), np.uint8) for _ in range(2)]
+    out = [np.empty((len(pairs), k, k), np.uint16) for _ in range(2)]
     for lo in range(0, len(pairs), chunk):
         a, b = pairs[lo:lo + chunk, 0], pairs[lo:lo + chunk, 1]
         for side in (0, 1):
             x = padded[side, a][:, :, None] ^ padded[0, b][:, None]
-            out[side][lo:lo + chunk] = np.bitwise_count(x).sum(axis=3, dtype=np.uint16).clip(0, 255)
+            out[side][lo:lo + chunk] = np.bitwise_count(x).sum(axis=3, dtype=np.uint16)
     return out
 
 
@@ -312,7 +312,7 @@ def rule_on_matrices(dists, present, pairs, threshold: int, dd_cfg) -> np.ndarra
     mask = ~(present[pairs[:, 0]][:, :, None] & present[pairs[:, 1]][:, None, :])
     stats = []
     for d in dists:
-        d = np.where(mask, 255, d)
+        d = np.where(mask, NO_MATCH, d)
         stats.append(match_frames(d, threshold))
     (a0, b0, m0), (a1, b1, m1) = stats
     flip = (a1 + b1 > a0 + b0) | ((a1 + b1 == a0 + b0) & (m1 < m0))
@@ -477,11 +477,11 @@ def scale_files(work: Path, n: int, refs: int):
 def scale_child(work: Path, n: int, refs: int):
     """Run in a fresh process: dedup of n synthetic clips against refs; print one JSON line."""
     ref_path, mix_path = Path(work) / f"eval-{refs}.parquet", Path(work) / f"train-{n}-{refs}.parquet"
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), time.process_time()
     report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path])
-    seconds = time.perf_counter() - t
+    seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"n": n, "seconds": seconds, "peak": peak, "candidates": report.candidates,
+    print(json.dumps({"n": n, "seconds": seconds, "cpu": cpu, "peak": peak, "candidates": report.candidates,
                       "dropped": report.within["dropped"], "leaked": report.leakage["eval"]["clips"],
                       "planted": int(n * 0.01)}))
 
@@ -497,7 +497,7 @@ def bench_scale(work: Path, sizes: list, refs: int):
                               "--work", str(work.parent)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
-        print(f"  N={n:>9,}: {r['seconds']:6.1f} s, peak memory {r['peak'] / 2**30:.2f} GiB; {r['candidates']:,} "
+        print(f"  N={n:>9,}: {r['seconds']:6.1f} s ({r['cpu']:.1f} CPU-s), peak memory {r['peak'] / 2**30:.2f} GiB; {r['candidates']:,} "
               f"candidate pairs; found {r['leaked']:,} of {r['planted']:,} planted leaks and {r['dropped']:,} of "
               f"{r['planted']:,} planted duplicates")
     if len(rows) > 1:

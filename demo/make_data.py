@@ -63,13 +63,13 @@ def main(out: Path, port: int):
         header = "label,youtube_id,time_start,time_end,split" + (",is_cc" if version == "k400" else "")
         (d / f"{split}.csv").write_text(header + "\n" + "\n".join(lines) + "\n")
 
-    # WebVid-style metadata: the videos live on the local server. The last one is a re-upload of a K400 val
-    # video, mirrored and darker: the leak `vmae-data dedup` reports.
+    # WebVid-style metadata: the videos live on the local server. The last one re-uploads the K400 val clip of
+    # video 27 (its seconds 1-11), mirrored: the leak `vmae-data dedup` reports.
     webvid = ["videoid,contentUrl,duration,page_dir,name"]
     for i in range(8):
         vid = 1000 + i
-        frames = clip_frames(i % 4, seed=100 + i) if i < 7 else (clip_frames(24 % 4, seed=24)[:, :, ::-1] * 0.8)
-        encode(www / f"webvid_{vid}.mp4", frames.astype(np.uint8))
+        frames = clip_frames(i % 4, seed=100 + i) if i < 7 else clip_frames(27 % 4, seed=27)[FPS:FPS * 11, :, ::-1]
+        encode(www / f"webvid_{vid}.mp4", np.ascontiguousarray(frames))
         webvid.append(f"{vid},http://127.0.0.1:{port}/webvid_{vid}.mp4,PT00H00M{SECONDS:02d}S,000001_000050,clip {i}")
     (out / "webvid.csv").write_text("\n".join(webvid) + "\n")
 

@@ -37,6 +37,7 @@ EVAL_LEAK = "eval-leak"
 DUPLICATE = "duplicate-content"
 WORDS = HASH_BYTES // 4          # 32-bit words per hash: the index tables
 VERIFY_CHUNK = 4096              # candidate pairs checked at once (bounds the distance arrays' memory)
+NO_MATCH = 999                   # the distance given to a missing or unusable frame
 
 PAIR_SCHEMA = pa.schema([
     ("key_a", pa.string()), ("key_b", pa.string()), ("set_a", pa.string()), ("set_b", pa.string()),
@@ -155,6 +156,8 @@ def load_clips(files: list, min_quality: int) -> tuple:
         for column, array in codes.items():  # failed rows hold no hashes: the ok rows' come out in row order
             _read_hashes(path, column, array[at:at + int(n.sum())])
         at += int(n.sum())
+    # Arrow keeps freed memory for its own reuse; the index that comes next needs it.
+    pa.default_memory_pool().release_unused()
     clips = Clips(meta=meta, set_code=sets.indices.to_numpy(), set_names=sets.dictionary.to_pylist(),
                   video_code=video_code, role=np.concatenate(roles), rank=rank,
                   start=np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64), count=count,
@@ -178,48 +181,55 @@ def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
     originals = len(frames)
     entry_frame = np.concatenate([frames, frames[clips.role[frame_clip[frames]] == 0]])
     del frames
-    entry_clip = frame_clip[entry_frame]
-    del frame_clip
-    entry_mirror = np.zeros(len(entry_clip), bool)
-    entry_mirror[originals:] = True
-    if len(entry_clip) >= 2 ** 32:
+    if len(entry_frame) >= 2 ** 32:
         raise VmaeError("more than 2^32 frames to index: split the pretraining set and dedup the parts")
-    ids = np.arange(len(entry_clip), dtype=np.uint32)
 
     def code(entries):
-        return np.where(entry_mirror[entries][:, None], clips.mirrors[entry_frame[entries]],
+        return np.where((entries >= originals)[:, None], clips.mirrors[entry_frame[entries]],
                         clips.hashes[entry_frame[entries]])
 
     found, skipped = [], 0
     for word in range(WORDS):
-        # Sort (word value, entry id) pairs as one uint64: the value in the high half, the id in the low half.
-        order = np.empty(len(ids), np.uint64)
+        # Sort (word value, entry id) pairs as one uint64: the value in the high half, the id in the low half
+        # (numpy on a little-endian machine, as every platform vmae runs on).
+        order = np.empty(len(entry_frame), np.uint64)
         halves = order.view(np.uint32)
         halves[1::2][:originals] = clips.hashes.view(np.uint32)[entry_frame[:originals], word]
         halves[1::2][originals:] = clips.mirrors.view(np.uint32)[entry_frame[originals:], word]
-        halves[0::2] = ids
+        halves[0::2] = np.arange(len(entry_frame), dtype=np.uint32)
         order.sort()
-        key, entry = halves[1::2], halves[0::2]
-        clip, mirror = entry_clip[entry], entry_mirror[entry]
-        # One entry per (word value, clip, orientation): a still clip repeats its frames.
-        keep = np.ones(len(key), bool)
-        keep[1:] = (key[1:] != key[:-1]) | (clip[1:] != clip[:-1]) | (mirror[1:] != mirror[:-1])
-        key, entry, clip, mirror = key[keep], entry[keep], clip[keep], mirror[keep]
+        # One entry per (word value, clip, orientation): a still clip repeats its frames. Only entries whose
+        # value repeats are looked at (few), which keeps the memory of this step small.
+        again = np.flatnonzero(halves[3::2] == halves[1:-2:2]) + 1
+        now, before = halves[0::2][again], halves[0::2][again - 1]
+        repeat = (frame_clip[entry_frame[now]] == frame_clip[entry_frame[before]]) & (
+            (now >= originals) == (before >= originals))
+        keep = np.ones(len(order), bool)
+        keep[again[repeat]] = False
+        key, entry = halves[1::2][keep], halves[0::2][keep]
+        del order, halves, keep, again, now, before, repeat
+        clip, mirror = frame_clip[entry_frame[entry]], entry >= originals
         ref = clips.role[clip] == 1
-        del keep, order, halves
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        sizes = np.diff(np.r_[starts, len(key)])
+        # The entries of buckets with two or more, minus buckets above the cap.
+        same = key[1:] == key[:-1]
+        member = np.zeros(len(key), bool)
+        member[1:] = same
+        member[:-1] |= same
+        at = np.flatnonzero(member)
+        del same, member
+        first = np.flatnonzero(np.r_[True, key[at[1:]] != key[at[:-1]]])
+        sizes = np.diff(np.r_[first, len(at)])
         big = sizes > cfg.max_bucket
         skipped += int(big.sum())
-        at = np.flatnonzero(np.repeat((sizes > 1) & ~big, sizes))
+        at = at[~np.repeat(big, sizes)]
         for step in range(1, cfg.max_bucket):
             at = at[at + step < len(key)]
             at = at[key[at] == key[at + step]]
             if not len(at):
                 break
             i, j = at, at + step
-            i, j = i[(clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])], \
-                j[(clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])]
+            ok = (clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])
+            i, j = i[ok], j[ok]
             close = np.bitwise_count(code(entry[i]) ^ code(entry[j])).sum(axis=1) <= cfg.threshold
             a, b = np.minimum(clip[i][close], clip[j][close]), np.maximum(clip[i][close], clip[j][close])
             found.append(np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)))
@@ -231,7 +241,7 @@ def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
 # ---------------------------------------------------------------- verification on all frames
 
 def match_frames(dist: np.ndarray, threshold: int):
-    """From frame distances [pairs, frames_a, frames_b] (255 where a frame is missing or unusable): per pair
+    """From frame distances [pairs, frames_a, frames_b] (NO_MATCH where a frame is missing or unusable): per pair
     (frames of a with a match in b, frames of b with a match in a, mean distance of a's matched frames)."""
     best_a, best_b = dist.min(axis=2), dist.min(axis=1)
     hit_a = best_a <= threshold
@@ -277,8 +287,8 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig) -> pd.DataFrame:
         invalid = ~(ua[:, :, None] & ub[:, None, :])
         results = []
         for side in (ha, ma):
-            dist = np.bitwise_count(side[:, :, None, :] ^ hb[:, None, :, :]).sum(axis=3, dtype=np.uint8)
-            dist[invalid] = 255
+            dist = np.bitwise_count(side[:, :, None, :] ^ hb[:, None, :, :]).sum(axis=3, dtype=np.uint16)
+            dist[invalid] = NO_MATCH
             results.append((dist, *match_frames(dist, cfg.threshold)))
         # The orientation with more matched frames, then the smaller distance.
         (d0, ma0, mb0, m0), (d1, ma1, mb1, m1) = results
