@@ -89,8 +89,9 @@ def scene(rng, w: int, h: int, fps: int, seconds: float, label: str) -> str:
             return (f"gradients=s={sw}x{sh}:r={fps}:n={int(rng.integers(3, 8))}:seed={rng.integers(1 << 30)}:"
                     f"speed={rng.uniform(0.005, 0.02):.3f}")
         if kind == "sierpinski":
-            return (f"sierpinski=s={sw // 2}x{sh // 2}:r={fps}:seed={rng.integers(1 << 30)}:jump={int(rng.integers(1, 8))}:"
-                    f"type={rng.choice(['carpet', 'triangle'])},scale={sw}:{sh},hue=h={rng.integers(0, 360)}:s={rng.uniform(1, 4):.1f}")
+            return (f"sierpinski=s={sw // 2}x{sh // 2}:r={fps}:seed={rng.integers(1 << 30)}:"
+                    f"jump={int(rng.integers(1, 8))}:type={rng.choice(['carpet', 'triangle'])},scale={sw}:{sh},"
+                    f"hue=h={rng.integers(0, 360)}:s={rng.uniform(1, 4):.1f}")
         return (f"testsrc2=s={sw}x{sh}:r={fps},hue=h={rng.integers(0, 360)},"
                 f"rotate={rng.uniform(-0.5, 0.5):.2f}:fillcolor={_color(rng)}")
 
@@ -101,7 +102,8 @@ def scene(rng, w: int, h: int, fps: int, seconds: float, label: str) -> str:
         x0, y0 = rng.uniform(0, w - iw), rng.uniform(0, h - ih)
         inset = f"{source(iw, ih)},format=yuv420p,trim=duration={seconds},setpts=PTS-STARTPTS"
         return (f"{chain}[{label}bg];{inset}[{label}fg];[{label}bg][{label}fg]overlay="
-                f"x='mod({x0:.0f}+{vx:.1f}*t+{w},{w - iw})':y='mod({y0:.0f}+{vy:.1f}*t+{h},{h - ih})',setsar=1[{label}]")
+                f"x='mod({x0:.0f}+{vx:.1f}*t+{w},{w - iw})':y='mod({y0:.0f}+{vy:.1f}*t+{h},{h - ih})',"
+                f"setsar=1[{label}]")
     return f"{chain}[{label}]"
 
 
@@ -232,7 +234,8 @@ def score(pairs: pd.DataFrame, clips: pd.DataFrame, distinct: int) -> dict:
 
 def print_score(name: str, s: dict):
     print(f"{name}: recall overall {s['overall']:.3f}; copies of one original found together {s['within']:.3f}; "
-          f"false positives {s['false']} of {s['distinct_pairs']} distinct pairs ({s['false'] / s['distinct_pairs']:.4%})")
+          f"false positives {s['false']} of {s['distinct_pairs']} distinct pairs "
+          f"({s['false'] / s['distinct_pairs']:.4%})")
     print("  recall per edit: " + ", ".join(f"{k} {v:.2f}" for k, v in s["recall"].items()))
 
 
@@ -426,9 +429,9 @@ def _blobs(hashes: np.ndarray, lengths: np.ndarray) -> pa.Array:
 
 
 def synthetic(n: int, seed: int, set_name: str, copy_from=None):
-    """(table, hashes, lengths) of n random clips of 4-16 frames (mean 14). With copy_from=(hashes, lengths, share): that
-    share of the clips are noisy copies (two frames trimmed, bits flipped) of copy_from's clips, and as many
-    are noisy copies of other clips of this table."""
+    """(table, hashes, lengths) of n random clips of 4-16 frames (mean 14). With copy_from=(hashes, lengths,
+    share): that share of the clips are noisy copies (two frames trimmed, bits flipped) of copy_from's clips,
+    and as many are noisy copies of other clips of this table."""
     rng = np.random.default_rng(seed)
     # As --every 0.5 gives UnlabeledHybrid: 16 frames for 8 s and longer, fewer for short (SSV2) clips.
     lengths = np.where(rng.random(n) < 0.8, 16, rng.integers(4, 16, n))
@@ -497,7 +500,8 @@ def bench_scale(work: Path, sizes: list, refs: int):
                               "--work", str(work.parent)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
-        print(f"  N={n:>9,}: {r['seconds']:6.1f} s ({r['cpu']:.1f} CPU-s), peak memory {r['peak'] / 2**30:.2f} GiB; {r['candidates']:,} "
+        print(f"  N={n:>9,}: {r['seconds']:6.1f} s ({r['cpu']:.1f} CPU-s), peak memory {r['peak'] / 2**30:.2f} GiB; "
+              f"{r['candidates']:,} "
               f"candidate pairs; found {r['leaked']:,} of {r['planted']:,} planted leaks and {r['dropped']:,} of "
               f"{r['planted']:,} planted duplicates")
     if len(rows) > 1:

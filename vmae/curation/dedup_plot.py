@@ -53,7 +53,8 @@ def plot_pairs(pairs: pd.DataFrame, clips, path, n: int = 8) -> Path:
     fig, axes = plt.subplots(len(chosen), 2, figsize=(7, 2.6 * len(chosen)), squeeze=False)
     for row, pair in zip(axes, chosen.itertuples(index=False)):
         for ax, side in zip(row, ("a", "b")):
-            key, set_name, at = getattr(pair, f"key_{side}"), getattr(pair, f"set_{side}"), getattr(pair, f"time_{side}")
+            key, set_name = getattr(pair, f"key_{side}"), getattr(pair, f"set_{side}")
+            at = getattr(pair, f"time_{side}")
             ax.imshow(_frame(clips, key, set_name, float(at)))
             ax.set_title(f"{set_name}/{key} @ {at:.1f}s", fontsize=8)
             ax.axis("off")

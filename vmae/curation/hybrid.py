@@ -69,7 +69,8 @@ class HybridReport:
         return out
 
 
-def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None, exclude: dict | None = None) -> HybridReport:
+def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None,
+                         exclude: dict | None = None) -> HybridReport:
     """Concatenate the given per-source manifests (name -> path) into `out`.
 
     Every row keeps its columns except `stride`, which is set per source (2 for ssv2, 4 otherwise, or

@@ -434,7 +434,8 @@ def default_name(df: pd.DataFrame, labeled: bool) -> str:
 
 
 def write_shards(manifest, out_dir, cfg: ShardConfig = ShardConfig(),
-                 ex: ExecutorConfig = ExecutorConfig(), progress: bool = True, exclude: Optional[dict] = None) -> ShardReport:
+                 ex: ExecutorConfig = ExecutorConfig(), progress: bool = True,
+                 exclude: Optional[dict] = None) -> ShardReport:
     """Shard a manifest (a path or a DataFrame) into out_dir; see the module docstring.
 
     exclude: key -> (reason, message) of rows to leave out (vmae.curation.dedup.read_exclusions); they are
