@@ -153,6 +153,17 @@ def test_same_result_with_any_worker_count(sets, tmp_path):
     assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(sets / "train-fp.parquet"))
 
 
+def test_slurm_slices_complete_the_same_table(sets, tmp_path):
+    cfg = FingerprintConfig(rows_per_unit=3)
+    first = fingerprint(sets / "train.parquet", tmp_path / "fp.parquet", cfg=cfg,
+                        executor=ExecutorConfig(unit_index=0, num_units=2), progress=False)
+    assert not first.complete and first.units_run == 2 and not (tmp_path / "fp.parquet").exists()
+    second = fingerprint(sets / "train.parquet", tmp_path / "fp.parquet", cfg=cfg,
+                         executor=ExecutorConfig(unit_index=1, num_units=2), progress=False)
+    assert second.complete and second.units_run == 2
+    assert pq.read_table(tmp_path / "fp.parquet").equals(pq.read_table(sets / "train-fp.parquet"))
+
+
 def test_resume_after_kill(sets, tmp_path):
     out = tmp_path / "fp.parquet"
     cmd = [os.path.join(os.path.dirname(sys.executable), "vmae-data"), "fingerprint", str(sets / "train.parquet"),
