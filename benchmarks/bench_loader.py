@@ -10,11 +10,12 @@ frames; plus x264's default 250 for the decoder comparison), writes them into ta
    through one DataLoader worker as training runs it (batches built in shared memory and handed to the main
    process; CPU time of worker + main process);
 2. clip-views/s with num_sample 4 against num_sample 1, the same ways, and on the keyframe-250 clips (target
-   >= 3x). Each extra view costs its resize (~1.9 ms here), the transposing write into its batch row (~0.7 ms)
-   and the first touch of that fresh batch memory (~1.1 ms in-process, ~1.7 ms in shared memory on this VM).
-   In-process, glibc recycles the 19 MB batches of num_sample 1 but maps the 77 MB ones of num_sample 4 afresh
-   (over its 32 MB mmap threshold), so only num_sample 4 pays that first touch there; through a worker
-   both pay it, as in training;
+   >= 3x), and the hand-off: views per CPU-second through one worker against in-process (target ~1). Each
+   extra view costs its resize (~1.9 ms here), the transposing write into its batch row (~0.7 ms) and, in
+   fresh batch memory, its first touch (~1.1 ms in-process, ~1.7 ms in shared memory on this VM). In-process,
+   glibc recycles the 19 MB batches of num_sample 1 but maps the 77 MB ones of num_sample 4 afresh (over its
+   32 MB mmap threshold), so only num_sample 4 pays that first touch there; a worker reuses its shared
+   buffers once the main process has dropped them (vmae.training.handoff), so neither pays it there;
 3. decord against PyAV (with and without the non-reference skip) on the same frames: CPU ms per clip, and
    resident-memory growth over 1000 decodes of 240p/320p/360p clips, each backend in a fresh process (the
    DEFAULT_DECODER choice);
@@ -419,6 +420,9 @@ def main():
                 v1, v4 = clips / cpu[pat, dev, 1, workers], 4 * clips / cpu[pat, dev, 4, workers]
                 print(f"   {what}: num_sample 1 {v1:.1f} views/s, num_sample 4 {v4:.1f} views/s, "
                       f"ratio {v4 / v1:.2f} (target >= 3)")
+            handoff = [cpu[pattern, None, n, 0] / cpu[pattern, None, n, 1] for n in (1, 4)]
+            print(f"   hand-off, views per CPU-second through one worker / in-process: num_sample 1 {handoff[0]:.2f}, "
+                  f"num_sample 4 {handoff[1]:.2f} (target ~1)")
 
         if "3" in sections:
             print("\n3. decoders on the same frames (16 at stride 4 of a random window), CPU ms per clip")

@@ -2,7 +2,8 @@
 
 Stages (each worker): the samples it reads -> shuffle buffer -> decode + sample frames + crop (one decode per
 video, `num_sample` views) -> batches (each view written once, straight into its row of the batch in the
-model's layout). Normalisation to float happens on the device (`transforms.normalize`), masks are drawn there.
+model's layout; in a worker, a shared buffer reused once the main process is done with it: vmae.training.handoff).
+Normalisation to float happens on the device (`transforms.normalize`), masks are drawn there.
 
 Which samples a worker reads (the reading stages are in vmae.training.sources):
 - exact (training default): epoch by epoch, a plan (vmae.training.epochs) deals every sample of the shard
@@ -31,6 +32,7 @@ from vmae.training import sampling, transforms
 from vmae.training.config import common_problems, raise_problems
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
 from vmae.training.epochs import EpochPlan, epoch_slots, plan_epoch
+from vmae.training.handoff import SLOT_KEY, BufferPool, Loader
 from vmae.training.sources import (Failed, local_path, rank_shards, read_ranges, read_shards, shard_sets, shard_urls,
                                    take, worker_shards)
 
@@ -41,6 +43,7 @@ DEFAULT_STRIDE = 4
 RANDAUG = "rand-m7-n4-mstd0.5-inc1"
 # A stream where this many samples in a row fail is broken, not unlucky: stop with an error.
 MAX_CONSECUTIVE_FAILURES = 100
+BUFFERS_PER_WORKER = 5
 
 
 @dataclass(frozen=True)
@@ -245,14 +248,14 @@ def _clips(samples, cfg: StreamConfig, seed_words: tuple):
         yield {"views": views, "key": key, "source": meta.get("source") or "", "label": label, "pos": pos}
 
 
-def _batches(items, cfg: StreamConfig):
+def _batches(items, cfg: StreamConfig, pool: BufferPool):
     """Batches of batch_size videos, each carrying the failures counted since the previous batch.
 
     Exact streams give the slot of a failed sample (keeping its position, so that it counts as spent) to a
     repeat of the previous good video, so every worker yields exactly its share of whole batches. One-pass
     val/test streams end with their partial batch, possibly empty, so no failure goes uncounted; resampled
     streams drop a final partial batch (its failures were logged)."""
-    batch, skipped, last, owed = _Batch(cfg), 0, None, []
+    batch, skipped, last, owed = _Batch(cfg, pool), 0, None, []
     for item in items:
         if isinstance(item, Failed):
             skipped += 1
@@ -268,7 +271,7 @@ def _batches(items, cfg: StreamConfig):
             batch.add(one)
             if len(batch) == cfg.batch_size:
                 yield batch.finish(skipped)
-                batch, skipped = _Batch(cfg), 0
+                batch, skipped = _Batch(cfg, pool), 0
         owed = []
     if owed:
         raise RuntimeError(f"none of the {len(owed)} samples this worker read could be decoded (see the messages "
@@ -277,28 +280,30 @@ def _batches(items, cfg: StreamConfig):
         yield batch.finish(skipped)
 
 
-def _video_buffer(shape: tuple) -> torch.Tensor:
-    """An uninitialised uint8 tensor; inside a DataLoader worker it lives in shared memory (as default_collate
-    allocates), so the batch crosses to the main process without another copy."""
-    if torch.utils.data.get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint8)
-    storage = torch.UntypedStorage._new_shared(math.prod(shape))
-    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+def _video_buffer(shape: tuple, pool: BufferPool) -> tuple:
+    """An uninitialised uint8 batch buffer and its (worker, slot) in `pool` (None: untracked). In this process a
+    plain tensor; in a DataLoader worker a shared-memory buffer that the worker reuses once the main process is
+    done with it (vmae.training.handoff), so a batch crosses over without a copy or freshly faulted pages."""
+    info = torch.utils.data.get_worker_info()
+    if info is None:
+        return torch.empty(shape, dtype=torch.uint8), None
+    buffer, slot = pool.take(info.id, shape)
+    return buffer, None if slot is None else (info.id, slot)
 
 
 class _Batch:
     """One batch being filled: each video's views are written into their rows as the video arrives (the
     layout transpose and the batch copy in one pass, while the views are still in cache), then dropped.
 
-    A fresh buffer per batch: the DataLoader hands the batch's memory to the main process, which may hold it
-    for any time, so it is never reused. Views of one video stay adjacent: pretrain/train `video`
-    [B*views, 3, T, S, S] with key/source/label repeated per view; val [B, 3, T, S, S]; test [B, V, 3, T, S, S].
+    In a worker the buffer comes from the stream's BufferPool and is reused once the main process no longer
+    refers to it. Views of one video stay adjacent: pretrain/train `video` [B*views, 3, T, S, S] with
+    key/source/label repeated per view; val [B, 3, T, S, S]; test [B, V, 3, T, S, S].
     """
 
-    def __init__(self, cfg: StreamConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: StreamConfig, pool: BufferPool):
+        self.cfg, self.pool = cfg, pool
         self.shape = (3, cfg.num_frames, cfg.input_size, cfg.input_size)
-        self.video = None  # allocated with the first video, so an empty final batch costs nothing
+        self.video = self.slot = None  # allocated with the first video, so an empty final batch costs nothing
         self.keys, self.sources, self.labels, self.pos = [], [], [], []
 
     def __len__(self) -> int:
@@ -309,7 +314,7 @@ class _Batch:
         if len(item["views"]) != views:
             raise ValueError(f"sample {item['key']} gave {len(item['views'])} views, the batch expects {views}")
         if self.video is None:
-            self.video = _video_buffer((self.cfg.batch_size * views, *self.shape))
+            self.video, self.slot = _video_buffer((self.cfg.batch_size * views, *self.shape), self.pool)
         row = len(self) * views
         for i, view in enumerate(item["views"]):
             transforms.write_cthw(view, self.video[row + i])
@@ -334,6 +339,8 @@ class _Batch:
                  "skipped": skipped}
         if cfg.mode != "pretrain":
             batch["label"] = torch.tensor([x for x in self.labels for _ in range(repeat)], dtype=torch.int64)
+        if self.slot is not None:
+            batch[SLOT_KEY] = self.slot  # taken off by handoff.Loader in the main process
         return batch
 
 
@@ -356,6 +363,10 @@ class ClipStream(torch.utils.data.IterableDataset):
         self.samples = None if self.sizes is None else sum(self.sizes)
         self.plan = None
         self.passes = 0
+        # A worker's batches in use in the usual loop: 2 in flight (the DataLoader's prefetch_factor, the one
+        # being written among them), the caller's, and the one before it (released at the next draw); one spare.
+        # Beyond that a worker takes fresh buffers; slots get their buffer on first use.
+        self.pool = BufferPool(cfg.workers, BUFFERS_PER_WORKER)
 
     def set_epoch(self, epoch: int, spent: np.ndarray | None = None) -> EpochPlan:
         """Plan exact epoch `epoch` for the next pass; `spent` (bool per epoch position) marks positions already
@@ -390,7 +401,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         if cfg.mode in ("pretrain", "train") and cfg.shuffle_buffer > 1:
             stages.append(wds.shuffle(cfg.shuffle_buffer, initial=cfg.shuffle_buffer,
                                       rng=random.Random(_seed_of((*seed_words, self.rank, worker)))))
-        stages += [partial(_clips, cfg=cfg, seed_words=seed_words), partial(_batches, cfg=cfg)]
+        stages += [partial(_clips, cfg=cfg, seed_words=seed_words), partial(_batches, cfg=cfg, pool=self.pool)]
         self.passes += 1
         return iter(wds.DataPipeline(*stages))
 
@@ -424,8 +435,8 @@ def make_loader(cfg: StreamConfig, rank: int = 0, world_size: int = 1):
         transforms.randaugment_transform(cfg.randaug, cfg.input_size)
     stream = ClipStream(cfg, rank, world_size)
     # Exact streams start fresh workers each epoch, so that they see the epoch's plan.
-    loader = torch.utils.data.DataLoader(
-        stream, batch_size=None, num_workers=cfg.workers, persistent_workers=cfg.workers > 0 and not cfg.exact,
-        pin_memory=torch.cuda.is_available(),
+    loader = Loader(
+        stream, stream.pool, batch_size=None, num_workers=cfg.workers,
+        persistent_workers=cfg.workers > 0 and not cfg.exact, pin_memory=torch.cuda.is_available(),
         worker_init_fn=partial(_seed_worker, cfg.seed, rank) if cfg.workers > 0 else None)
     return loader, steps_per_epoch(cfg, stream.sizes, rank, world_size)
