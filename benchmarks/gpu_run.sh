@@ -11,7 +11,7 @@
 # webdataset):
 #   bash benchmarks/gpu_run.sh prepare          # their wheels into .gpurun/wheels (git-ignored)
 # Then, on the GPU, from the repository root (the device tool: carry [".gpurun"], timeout_s 560):
-#   bash benchmarks/gpu_run.sh [BUDGET_S]       # BUDGET_S: seconds for the step candidates (default 240)
+#   bash benchmarks/gpu_run.sh [BUDGET_S]       # BUDGET_S: seconds for the step candidates (default 180)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpurun/wheels
@@ -30,7 +30,7 @@ fi
 
 OUT=${OUT:-gpu-run-out}
 mkdir -p "$OUT"
-BUDGET=${1:-240}
+BUDGET=${1:-180}
 if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpurun-site \
     "$WHEELS"/*.whl || exit 1
