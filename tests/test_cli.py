@@ -129,7 +129,7 @@ def test_one_error_path_for_user_errors_faults_and_bugs(tmp_path):
     assert result.exit_code == 2 and "Error: --workers must be at least 1" in result.output
     result = CliRunner().invoke(cli, ["run", "not-a-folder"])
     assert result.exit_code == 1 and result.output.count("\n") == 1
-    assert f"{tmp_path / 'file' / 'x.json'}: not a directory; check the path" in result.output
+    assert f"{tmp_path / 'file' / 'x.json'}: a parent is not a folder; check the path" in result.output
     result = CliRunner().invoke(cli, ["run", "full", "--out", "clips/"])
     assert result.exit_code == 1 and "clips/: no space left on device; free space there" in result.output
     result = CliRunner().invoke(cli, ["run", "bug"])  # not a user's error: the traceback stays

@@ -29,8 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-from vmae.atomic import as_output_error, make_folder
-from vmae.errors import FolderInUseError
+from vmae.atomic import make_folder
+from vmae.errors import FolderInUseError, output_fault
 
 HEARTBEAT = 30.0       # seconds between two refreshes of a held lock's mtime
 STALE_AFTER = 300.0    # seconds without a heartbeat after which any host may take the lock over
@@ -106,7 +106,7 @@ class Lock:
             try:
                 tmp.write_text(json.dumps(mine), encoding="utf-8")
             except OSError as e:
-                raise as_output_error(e, self.path.parent) or e from None
+                raise output_fault(e, self.path.parent) or e from None
             for _ in range(3):
                 try:
                     os.link(tmp, self.path)

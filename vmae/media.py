@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vmae.atomic import as_output_error, atomic_path, is_output_fault_text, output_error
-from vmae.errors import OutputError
+from vmae.atomic import atomic_path
+from vmae.errors import OutputError, is_output_fault_text, output_fault
 
 # Status taxonomy: a manifest row's status is STATUS_OK or exactly one of REASONS.
 STATUS_OK = "ok"
@@ -348,9 +348,9 @@ def _check_written(result: subprocess.CompletedProcess, dst: Path) -> None:
     """Raise when ffmpeg could not write dst: OutputError for a full, read-only or size-limited folder,
     MediaError(cut-failed) for any other write error."""
     if result.returncode == -signal.SIGXFSZ:
-        raise output_error(dst.parent, "file size limit reached (ulimit -f)")
+        raise OutputError.at(dst.parent, "file size limit reached (ulimit -f)")
     if is_output_fault_text(result.stderr):
-        raise output_error(dst.parent, _last_lines(result.stderr, 1))
+        raise OutputError.at(dst.parent, _last_lines(result.stderr, 1))
     if re.search(_WRITE_ERROR, result.stderr or "", re.IGNORECASE):
         raise MediaError(CUT_FAILED, f"{dst}: writing failed: {_last_lines(result.stderr)}")
 
@@ -370,10 +370,10 @@ def transcode(src, short_side=None, gop=None, fps=None, crf=DEFAULT_CRF, preset=
             cut(src, out, short_side=short_side, gop=gop, fps=fps, crf=crf, preset=preset, threads=threads)
             return out.read_bytes()
     except (OSError, OutputError) as e:
-        if as_output_error(e, tempfile.gettempdir()) is None:
+        if output_fault(e, tempfile.gettempdir()) is None:
             raise
-        raise output_error(tempfile.gettempdir(), f"the temporary folder for transcoding is full or read-only "
-                                                   f"({e}); set TMPDIR to a folder with space") from None
+        raise OutputError.at(tempfile.gettempdir(), "the temporary folder for transcoding is full or read-only; "
+                                                    "set TMPDIR to a folder with space") from e
 
 
 def default_threads(workers: int) -> int:

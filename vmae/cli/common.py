@@ -1,25 +1,14 @@
 """What both command groups share: the group with its --debug flag, and one path for errors a user reads."""
-import errno
 import functools
 
 import click
 
-from vmae.errors import ConfigError, VmaeError
+from vmae.errors import FAULTS, ConfigError, VmaeError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
-# Faults of the machine, not of vmae, that the user can fix: errno -> the fix.
-FIXES = {
-    errno.ENOENT: "check the path (and that the step that writes it has run)",
-    errno.ENOTDIR: "check the path: a part of it is a file, not a folder",
-    errno.EISDIR: "it is a folder: pass a file",
-    errno.EACCES: "change its permissions, or choose a path you may write to",
-    errno.EPERM: "change its permissions, or choose a path you may write to",
-    errno.EROFS: "choose a folder on a writable file system",
-    errno.ENOSPC: "free space there (or choose a folder on another disk) and rerun the same command",
-    errno.EDQUOT: "free space within your quota (or choose another folder) and rerun the same command",
-}
-# Exceptions of these types count as such faults even when raised with only a message.
+# Exceptions of these types count as faults of the machine (vmae.errors.FAULTS) even when raised with only a
+# message.
 FAULT_TYPES = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
@@ -31,15 +20,15 @@ def group(fn):
 
 
 def fault_message(err: OSError, ctx: click.Context) -> str | None:
-    """One line naming the file and the fix for an environment fault, or None if `err` is not one."""
-    if not isinstance(err, FAULT_TYPES) and err.errno not in FIXES:
+    """One line naming the file and the fix for a fault of the machine, or None if `err` is not one."""
+    if not isinstance(err, FAULT_TYPES) and err.errno not in FAULTS:
         return None
     if err.errno is None:  # raised by vmae with its own message, which names the file and the fix
         return str(err)
     # A write that fails for lack of space often names no file: the command's output folder is the place.
     where = err.filename or next((ctx.params[k] for k in ("out", "output_dir") if ctx.params.get(k)), None)
-    reason = (err.strerror or str(err)).lower()
-    return f"{where}: {reason}; {FIXES[err.errno]}" if where else f"{reason}; {FIXES[err.errno]}"
+    reason, fix = FAULTS[err.errno]
+    return f"{where}: {reason}; {fix}" if where else f"{reason}; {fix}"
 
 
 def handle_errors(fn):

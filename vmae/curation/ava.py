@@ -20,8 +20,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from vmae.jobs import claim
-from vmae.atomic import as_output_error, make_folder, remove_temporaries
-from vmae.errors import OutputError
+from vmae.atomic import make_folder, remove_temporaries
+from vmae.errors import OutputError, output_fault
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import ManifestError, empty_manifest, make_key, read_manifest, write_manifest
@@ -255,7 +255,7 @@ def _cut_clip(job: MovieJob, row: dict, dst: Path):
     except OutputError:
         raise
     except Exception as e:  # one bad clip is one bad clip
-        error = as_output_error(e, dst.parent)
+        error = output_fault(e, dst.parent)
         if error is not None:
             raise error from e
         return {}, UNKNOWN, f"{type(e).__name__}: {e}"

@@ -34,10 +34,9 @@ from typing import Optional
 import pandas as pd
 
 from vmae import jobs, media
-from vmae.atomic import (as_output_error, is_output_fault_text, make_folder, output_error, remove_temporaries,
-                         write_text)
+from vmae.atomic import make_folder, remove_temporaries, write_text
 from vmae.curation.templates import TEMPLATE_FIELDS, cell, check_url, file_in, fill_template, template_fields
-from vmae.errors import ConfigError, OutputError
+from vmae.errors import ConfigError, OutputError, is_output_fault_text, output_fault
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import manifest_base, read_manifest, resolve_path, validate, write_manifest
@@ -230,7 +229,7 @@ def fetch(url: str, folder: Path, cfg: DownloadConfig) -> Path:
             break
         except yt_dlp.utils.YoutubeDLError as e:
             if is_output_fault_text(str(e)):
-                raise output_error(folder, str(e).removeprefix("ERROR: ")) from None
+                raise OutputError.at(folder, str(e).removeprefix("ERROR: ")) from None
             exc_info = getattr(e, "exc_info", None)  # only DownloadError carries the cause
             cause = exc_info[1] if exc_info else None
             reason = media.download_reason(str(e), getattr(cause, "status", None))
@@ -295,7 +294,7 @@ def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
     except OutputError:
         raise
     except Exception as e:  # one bad row is one bad row: its status says what went wrong
-        error = as_output_error(e, out)
+        error = output_fault(e, out)
         if error is not None:
             raise error from e
         log.debug("row %s failed", row["key"], exc_info=True)

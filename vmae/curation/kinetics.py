@@ -394,7 +394,8 @@ def build_k710(k400_dir, k600_dir, k700_dir, out_dir, config: BuildK710Config = 
 
 def _write_all(out_dir: Path, outputs: dict) -> None:
     """Write {name: bytes} into out_dir under temporary names, check each file's size, then rename them all
-    (report.json last). On any failure nothing is renamed and a folder made here is removed again."""
+    (report.json last). On any failure nothing is renamed and a folder made here is removed again; a folder
+    that cannot take the outputs is an OutputError (vmae.atomic)."""
     made_here = not out_dir.exists()
     try:
         with ExitStack() as stack:
@@ -403,15 +404,11 @@ def _write_all(out_dir: Path, outputs: dict) -> None:
                 tmp = stack.enter_context(atomic_path(out_dir / name))
                 tmp.write_bytes(outputs[name])
                 if tmp.stat().st_size != len(outputs[name]):
-                    raise OSError(f"{tmp} is shorter than what was written to it")
-    except (OSError, OutputError) as e:
+                    raise OutputError.at(out_dir, f"{name} came out short")
+    except Exception:
         if made_here and out_dir.is_dir() and not any(out_dir.iterdir()):
             out_dir.rmdir()
-        # atomic_path names a full or read-only folder already; this build says it in its own words
-        cause = e.__cause__ if isinstance(e, OutputError) else e
-        if not isinstance(cause, OSError):
-            raise
-        raise OutputError.writing(out_dir, cause) from None
+        raise
 
 
 # ------------------------------------------------------------------------------------------------ summary

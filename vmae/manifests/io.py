@@ -9,7 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vmae.atomic import atomic_path, output_error
+from vmae.atomic import atomic_path
+from vmae.errors import OutputError
 from vmae.manifests.errors import ManifestError
 from vmae.manifests.schema import COLUMNS, SCHEMA
 
@@ -61,7 +62,7 @@ def write_manifest(df: pd.DataFrame, path) -> Path:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
         if pq.read_metadata(tmp).num_rows != table.num_rows:  # checked before it gets its name
-            raise output_error(Path(path).parent, f"{path} came out with missing rows")
+            raise OutputError.at(Path(path).parent, f"{path} came out with missing rows")
     return Path(path)
 
 

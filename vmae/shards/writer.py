@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from vmae import media
-from vmae.atomic import atomic_path, make_folder, remove_temporaries, output_error, write_text
+from vmae.atomic import atomic_path, make_folder, remove_temporaries, write_text
 from vmae.errors import ConfigError, OutputError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.jobs import claim, digest
@@ -400,7 +400,7 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
             # finds a shard whose data never reached the disk.
             sha256 = tar.close()
         if os.path.getsize(tmp) != tar.pos:  # checked before it gets its name
-            raise output_error(out, f"{unit.file} came out at {os.path.getsize(tmp)} of {tar.pos} bytes")
+            raise OutputError.at(out, f"{unit.file} came out at {os.path.getsize(tmp)} of {tar.pos} bytes")
         sidecar = {"file": unit.file, "plan": unit.plan, "samples": sum(sources.values()), "bytes": tar.pos,
                    "sha256": sha256, "sources": dict(sorted(sources.items())),
                    "labels": dict(sorted(labels.items(), key=lambda kv: int(kv[0]))),

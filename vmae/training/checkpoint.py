@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vmae.atomic import atomic_path, output_error
-from vmae.errors import VmaeError
+from vmae.atomic import atomic_path
+from vmae.errors import OutputError, VmaeError
 from vmae.manifests.labels import head_map
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{8})\.pth$")
@@ -224,7 +224,7 @@ def save_file(path, state: dict) -> Path:
             os.fsync(f.fileno())
         problem = damage(tmp)
         if problem:
-            raise output_error(path.parent, f"the checkpoint written for {path.name} {problem}")
+            raise OutputError.at(path.parent, f"the checkpoint written for {path.name} {problem}")
     return path
 
 

@@ -18,8 +18,7 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vmae.atomic import as_output_error
-from vmae.errors import ConfigError, VmaeError
+from vmae.errors import ConfigError, VmaeError, output_fault
 from vmae.training import checkpoint, distributed, run_folder
 from vmae.training.config import save_config
 from vmae.training.optim import apply_lr, lr_at, scaled_lr
@@ -158,7 +157,7 @@ class RunLogger:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
         except OSError as e:
-            raise as_output_error(e, self.path.parent) or e
+            raise output_fault(e, self.path.parent) or e
         if self.writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
