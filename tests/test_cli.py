@@ -1,5 +1,6 @@
 """The command line itself: options generated from the configs, presets between defaults and given options,
 one error path (usage errors, clean messages, environment faults, --debug)."""
+import dataclasses
 import re
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from click.testing import CliRunner
 from vmae.cli.common import group, handle_errors
 from vmae.cli.options import config_options, given
 from vmae.cli.train import train
+from vmae.config import option
 from vmae.errors import ConfigError, VmaeError
 from vmae.training import config as C
 
@@ -29,7 +31,7 @@ def test_help_shows_every_configs_default(command, cls):
     options = CliRunner().invoke(train, [command, "--help"]).output.split("Options:\n")[1]
     entries = {flat(e).split()[0]: flat(e) for e in re.split(r"\n  (?=-)", options)}
     assert "--tubelet-size" not in entries  # a field without help stays config-only
-    for field in C.dataclasses.fields(cls):
+    for field in dataclasses.fields(cls):
         option = "--" + field.name.replace("_", "-")
         if isinstance(field.default, (int, float, str)) and not isinstance(field.default, bool) and \
                 option in entries and field.default != "":
@@ -75,7 +77,7 @@ def test_sentinels_are_the_configs():
 def test_a_new_config_field_with_help_becomes_an_option():
     @dataclass(frozen=True)
     class Knobs(C.RunConfig):
-        new_knob: float = C.option(0.5, "A knob added later.")
+        new_knob: float = option(0.5, "A knob added later.")
         epochs: int = 40
 
     @click.command()

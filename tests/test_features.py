@@ -107,6 +107,23 @@ def test_features_from_a_folder_of_videos(tmp_path, checkpoint):
     assert result.exit_code == 2 and "exactly one of videos" in result.output
 
 
+def test_the_input_shape_comes_from_the_checkpoint_and_is_named(tmp_path, checkpoint):
+    path, model = checkpoint
+    recorded = tmp_path / "recorded.pth"
+    torch.save({"model": model.state_dict(), "config": {"model": "vit_test", "num_frames": FRAMES,
+                                                        "input_size": SIZE}}, recorded)
+    write_video(tmp_path / "videos" / "v.mp4", index_frames(12, (48, 64)))
+    result = CliRunner().invoke(train, ["extract-features", "--checkpoint", str(recorded), "--videos",
+                                        str(tmp_path / "videos"), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"num_frames {FRAMES} (checkpoint), img_size {SIZE} (checkpoint), tubelet_size 2 (checkpoint)" \
+        in result.output
+    assert "1 videos: 1 extracted" in result.output and "4 frames every 1" in result.output
+    data = (tmp_path / "videos" / "v.mp4").read_bytes()
+    expected = _direct(model, data, window_indices(12, FRAMES, 4, 1))
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "v.npy"), expected, atol=1e-5)
+
+
 def test_features_are_imagenet_normalised(tmp_path, checkpoint):
     path, model = checkpoint
     write_video(tmp_path / "v" / "a.mp4", index_frames(7, (32, 32)))

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from vmae.config import from_dict, save_config
 from vmae.training import config as C
 from vmae.training import optim
 
@@ -131,8 +132,8 @@ def test_config_layers_defaults_preset_overrides_and_rejects_unknown(tmp_path):
         C.pretrain_config(shards="s.tar", output_dir="o", decoder_mask_ratio=0.3)
     with pytest.raises(ValueError, match="shards is required"):
         C.pretrain_config(output_dir="o")
-    C.save_config(g, tmp_path / "config.json")
-    again = C.from_dict(C.PretrainConfig, json.loads((tmp_path / "config.json").read_text()))
+    save_config(g, tmp_path / "config.json")
+    again = from_dict(C.PretrainConfig, json.loads((tmp_path / "config.json").read_text()))
     assert again == g and isinstance(again.opt_betas, tuple)
 
 

@@ -1,4 +1,4 @@
-"""Command-line options generated from the config dataclasses (vmae.training.config).
+"""Command-line options generated from the config dataclasses (vmae.config, vmae.training.config).
 
 Design: a config field made with `config.option(default, help, ...)` becomes an option of every command built
 on that config, with no other change. Its name is the field's (`num_frames` -> `--num-frames`), its type comes

@@ -219,13 +219,15 @@ def extract_features_cmd(**options):
     the whole frame resized to a square and ImageNet-normalised (the reference's TAD script skips the
     normalisation), and its feature is the model's pooled encoder output: OUT/KEY.npy is [windows, width]
     float32. index.parquet lists every input with frames, fps, windows and status (ok / exists / failed +
-    error). A rerun keeps existing files; under torchrun each rank takes every N-th video.
+    error). A rerun keeps existing files; under torchrun each rank takes every N-th video. Frames, size and
+    tubelet are the checkpoint's unless given, as in eval; the run says which were used.
     """
     cfg = FeatureConfig(**given(options))
     from vmae.training.features import extract_features
 
     report = extract_features(cfg)
     if report["rank"] == 0:
+        click.echo(f"model: {report['model']}")
         click.echo(f"{report['videos']} videos: {report['ok']} extracted, {report['existing']} already there, "
                    f"{report['failed']} failed (see index.parquet); {report['windows']} windows of "
                    f"{report['feature_dim']} features ({report['window']}) in {report['out']}")

@@ -1,20 +1,15 @@
-"""Run configurations: frozen dataclasses built defaults -> preset -> command-line overrides.
+"""Training configurations: frozen dataclasses built defaults -> preset -> command-line overrides.
 
-Every default lives here, once. A field made with `option(default, help, ...)` is also a command-line option
-of the commands built on its config (vmae/cli/options.py reads the metadata); a subclass that only changes a
-default writes `name: type = value` and keeps the help. Sentinels from the command line ("0 turns clipping
-off") are turned into None here (`OFF`), so the saved config says what ran. Unknown keys are rejected (a typo
-must not silently fall back to a default). The final config is saved as plain data (`to_dict`) in the run
-folder and in every checkpoint, so a checkpoint says how it was made.
+Every default lives here, once; each field made with `option` is also a command-line option (see vmae.config).
+Sentinels from the command line ("0 turns clipping off") are turned into None here (`OFF`), so the saved
+config says what ran. The final config is saved as plain data (`to_dict`) in the run folder and in every
+checkpoint, so a checkpoint says how it was made.
 """
-import dataclasses
-import json
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from vmae.atomic import write_text
+from vmae.config import build_config, count_problems, option, raise_problems
 from vmae.errors import ConfigError
 from vmae.training import presets
 from vmae.training.model_names import model_problem
@@ -25,60 +20,6 @@ DECODERS = ("pyav", "decord")
 STREAMS = ("exact", "resampled")
 DECODER_MASK_RATIOS = (0.0, 0.25, 0.5, 0.75)
 LABEL_MAPS = {"k710-to-k400": 400, "k710-to-k600": 600, "k710-to-k700": 700}
-
-
-def option(default, help: str, **cli):
-    """A config field that is also a command-line option. `cli` hints for the option: choices, metavar,
-    flag ("--sparse/--dense"), path ("existing", "folder", "existing-folder"), required, and unset (what an
-    unset default, None or "", means; shown in --help)."""
-    return dataclasses.field(default=default, metadata={"help": help, **cli})
-
-
-def build_config(cls, presets: dict, preset: str | None = None, **overrides):
-    """`cls` with its defaults, then the named preset's values, then every override that is not None."""
-    values = {}
-    if preset is not None:
-        if preset not in presets:
-            raise ConfigError(f"unknown preset {preset!r}; choose one of: {', '.join(sorted(presets))}")
-        values.update(presets[preset])
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return from_dict(cls, values)
-
-
-def from_dict(cls, values: dict):
-    """`cls(**values)`, rejecting unknown keys by name and turning JSON lists back into tuples."""
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(unknown)}; "
-                          f"valid keys: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
-    clean = {}
-    for name, value in values.items():
-        if isinstance(value, list) and typing.get_origin(hints[name]) is tuple:
-            value = tuple(value)
-        clean[name] = value
-    return cls(**clean)
-
-
-def to_dict(cfg) -> dict:
-    """The config as plain data (str/int/float/bool/None/tuple): JSON- and weights_only-safe."""
-    return dataclasses.asdict(cfg)
-
-
-def save_config(cfg, path) -> None:
-    write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
-
-
-def count_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]:
-    """Counts that must be >= 1 (or unset)."""
-    problems = [f"{name} must be at least 1, got {getattr(cfg, name)}"
-                for name in at_least_one if getattr(cfg, name) < 1]
-    for name in unset_or_at_least_one:
-        value = getattr(cfg, name)
-        if value is not None and value < 1:
-            problems.append(f"{name} must be at least 1 (or unset), got {value}")
-    return problems
 
 
 def common_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]:
@@ -95,11 +36,6 @@ def common_problems(cfg, at_least_one=(), unset_or_at_least_one=()) -> list[str]
     if hasattr(cfg, "warmup_epochs") and not 0 <= cfg.warmup_epochs <= cfg.epochs:
         problems.append(f"warmup_epochs {cfg.warmup_epochs} must lie in [0, epochs={cfg.epochs}]")
     return problems
-
-
-def raise_problems(cfg, problems: list[str]) -> None:
-    if problems:
-        raise ConfigError(f"invalid {type(cfg).__name__}: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -372,44 +308,56 @@ class DistillConfig(FinetuneConfig):
 
 
 @dataclass(frozen=True)
-class EvalConfig:
+class CheckpointConfig:
+    """What eval and extract-features share: a checkpoint, the model built for it, and where it runs. An unset
+    input shape is the checkpoint's (evaluate.input_shape), so a model is scored at the size it learned."""
+    checkpoint: str = option("", "Checkpoint, vmae or official (weights under --model-key).", required=True,
+                             path="existing")
+    model: str | None = option(None, "Model name.", unset="the name recorded in the checkpoint")
+    model_key: str = option("model|module", "Key(s) of the state dict in the checkpoint.")
+    num_classes: int | None = None  # None: the checkpoint's head size
+    num_frames: int | None = option(None, "Frames per model input.", unset="the checkpoint's, else 16")
+    input_size: int | None = option(None, "Model input size in pixels.", unset="the checkpoint's, else 224")
+    tubelet_size: int | None = None  # None: the checkpoint's (its patch-embedding weights), else 2
+    decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
+    amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU.", choices=AMP_MODES)
+    device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
+
+    def __post_init__(self):
+        raise_problems(self, self.problems())
+
+    def problems(self) -> list[str]:
+        problems = [] if self.checkpoint else ["checkpoint is required (--checkpoint CKPT)"]
+        if self.model is not None:
+            problems += filter(None, [model_problem(self.model, "finetune")])
+        return problems + common_problems(self, (), ("num_classes", "num_frames", "input_size", "tubelet_size"))
+
+
+@dataclass(frozen=True)
+class EvalConfig(CheckpointConfig):
     """Multi-view testing: every video decoded once, its segments x crops views cut from that decode."""
     shards: str = option("", "Labeled shards to score: a shard folder or a brace pattern, e.g. shards/k710-val.",
                          required=True)
-    checkpoint: str = option("", "Fine-tuned checkpoint (vmae or official; weights under model or module).",
-                             required=True, path="existing")
-    model: str | None = option(None, "Model name.", unset="the name recorded in the checkpoint")
     num_classes: int | None = option(None, "Expected head size.", unset="the checkpoint's, or the label map's")
     label_map: str | None = option(None, "Score a K710 head on K400/K600/K700 by the official row gather "
                                          "(label_710to{N}.json).", choices=tuple(LABEL_MAPS))
-    model_key: str = option("model|module", "Key(s) of the state dict in the checkpoint.")
     views: str = option("5x3", "Temporal segments x spatial crops.", metavar="SEGMENTSxCROPS")
     sparse: bool = option(False, "Sparse TSN-style views (SSV2) or dense strided windows.", flag="--sparse/--dense")
     stride: int | None = option(None, "Dense frame stride.", unset="each sample's own, from KEY.json")
-    num_frames: int | None = option(None, "Frames per view.", unset="the checkpoint's, else 16")
-    input_size: int | None = option(None, "Crop size.", unset="the checkpoint's, else 224")
-    tubelet_size: int | None = None  # None: the checkpoint's (its patch-embedding weights), else 2
     short_side: int | None = option(None, "Resize the shorter side to this before cropping.", unset="input size")
     antialias: bool = option(False, "Antialiased short-side resize; off resizes as the reference's test pipeline "
                                     "(OpenCV INTER_LINEAR: bilinear without antialiasing).")
     batch_size: int = option(4, "Videos per process per batch (each gives all its views).")
     workers: int = option(4, "Loader worker processes.")
-    decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
-    amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU.", choices=AMP_MODES)
-    device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
     output_dir: str = option("", "Where predictions.parquet, metrics.json (and confusion.png) go.",
                              path="folder", unset="eval-CKPT-VIEWS[-MAP] next to the checkpoint")
     confusion: bool = option(False, "Also draw confusion.png.")
     save_probs: bool = option(False, "Store every video's full probability vector.")
 
-    def __post_init__(self):
-        problems = []
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if not self.shards:
             problems.append("shards is required (--shards 'DIR/val-{000000..000009}.tar')")
-        if not self.checkpoint:
-            problems.append("checkpoint is required (--checkpoint CKPT)")
-        if self.model is not None:
-            problems += filter(None, [model_problem(self.model, "finetune")])
         if self.label_map is not None and self.label_map not in LABEL_MAPS:
             problems.append(f"label_map {self.label_map!r} must be one of {tuple(LABEL_MAPS)}")
         if self.label_map is not None and self.num_classes not in (None, LABEL_MAPS[self.label_map]):
@@ -419,8 +367,7 @@ class EvalConfig:
             parse_views(self.views)
         except ConfigError as e:
             problems.append(str(e))
-        problems += common_problems(self, ("batch_size",), ("num_frames", "input_size", "tubelet_size"))
-        raise_problems(self, problems)
+        return problems + count_problems(self, ("batch_size",))
 
     @property
     def segments_crops(self) -> tuple[int, int]:
@@ -428,7 +375,7 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
-class FeatureConfig:
+class FeatureConfig(CheckpointConfig):
     """Per-window features for temporal action detection: one [num_windows, E] .npy per video.
 
     Window i covers frames i*window_stride + j*frame_stride for j < num_frames; windows that would run past
@@ -436,41 +383,27 @@ class FeatureConfig:
     frame. Frames are resized to input_size x input_size (whole frame, as the reference) and ImageNet-normalised,
     or with reference_features exactly as the reference's TAD script (vmae.training.features says why both).
     """
-    checkpoint: str = option("", "Fine-tuned (or pretrain) checkpoint, vmae or official.", required=True,
-                             path="existing")
-    model: str | None = option(None, "Model name.", unset="the name recorded in the checkpoint")
     out: str = option("", "Folder for KEY.npy and index.parquet.", required=True, path="folder")
     videos: str | None = option(None, "Folder of video files (searched recursively); KEY = path without the "
                                       "suffix.", path="existing-folder")
     shards: str | None = option(None, "Or shards (a folder or a brace pattern); KEY = the sample key.")
-    num_classes: int | None = None
-    model_key: str = option("model|module", "Key(s) of the state dict in the checkpoint.")
-    num_frames: int = option(16, "Frames per window (the model's).")
-    input_size: int = option(224, "Frames are resized to this square.")
-    tubelet_size: int = 2
     window_stride: int = option(4, "Frames between window starts.")
     frame_stride: int = option(1, "Frames between a window's frames.")
     batch_size: int = option(16, "Windows per forward pass.")
-    decoder: str | None = option(None, "Video decoder backend.", choices=DECODERS, unset="the stream's")
-    amp: str = option("auto", "Precision: auto = bf16 autocast on GPU, off on CPU.", choices=AMP_MODES)
-    device: str | None = option(None, "Device.", choices=DEVICES, unset="cuda when available")
     overwrite: bool = option(False, "Recompute videos whose KEY.npy exists.")
     reference_features: bool = option(False, "Inputs as the reference's TAD script, which made the released "
                                               "THUMOS14/FineAction features: frames /255 without ImageNet "
                                               "normalisation, resized as floats, fp32.")
 
-    def __post_init__(self):
-        problems = []
-        if not self.checkpoint:
-            problems.append("checkpoint is required (--checkpoint CKPT)")
+    def problems(self) -> list[str]:
+        problems = super().problems()
         if not self.out:
             problems.append("out is required (--out DIR)")
         if (self.videos is None) == (self.shards is None):
             problems.append("give exactly one of videos (--videos DIR) and shards (--shards URLS)")
         if self.reference_features and self.amp not in ("auto", "off"):
             problems.append(f"reference_features runs in fp32 as the reference; amp {self.amp!r} contradicts it")
-        problems += common_problems(self, ("num_frames", "input_size", "window_stride", "frame_stride", "batch_size"))
-        raise_problems(self, problems)
+        return problems + count_problems(self, ("window_stride", "frame_stride", "batch_size"))
 
 
 def finetune_config(preset: str | None = None, cls=FinetuneConfig, **overrides):

@@ -29,7 +29,8 @@ import webdataset as wds
 from vmae.shards.format import decode_sample
 from vmae.shards.index import MissingIndexError, shard_ends
 from vmae.training import sampling, transforms
-from vmae.training.config import common_problems, raise_problems
+from vmae.config import raise_problems
+from vmae.training.config import common_problems
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
 from vmae.training.epochs import EpochPlan, epoch_slots, plan_epoch
 from vmae.training.handoff import SLOT_KEY, BufferPool, Loader

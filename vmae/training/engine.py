@@ -18,9 +18,9 @@ import torch
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from vmae.config import save_config
 from vmae.errors import ConfigError, VmaeError, output_fault
 from vmae.training import checkpoint, distributed, run_folder
-from vmae.training.config import save_config
 from vmae.training.optim import apply_lr, lr_at, scaled_lr
 
 log = logging.getLogger(__name__)

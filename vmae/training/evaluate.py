@@ -22,7 +22,8 @@ from vmae.atomic import atomic_path, write_text
 from vmae.errors import ConfigError
 from vmae.manifests import labels
 from vmae.training import checkpoint, distributed
-from vmae.training.config import LABEL_MAPS, EvalConfig, to_dict
+from vmae.config import to_dict
+from vmae.training.config import LABEL_MAPS, CheckpointConfig, EvalConfig
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.engine import Amp
 from vmae.training.models import create_model
@@ -214,6 +215,18 @@ def load_classifier(model_name: str | None, path, num_classes: int | None = None
     return model, num_classes, f"{model_name} ({shape_note}) from {path}: {report}"
 
 
+def load_for(cfg: CheckpointConfig, label_map: str | None = None, strict: bool = True):
+    """The model of an eval or feature config (`load_classifier` with its settings) and the config with the
+    input shape that model was built for: given, else the checkpoint's, else 16 x 224, tubelet 2. Returns
+    (model, num_classes, note saying which shape came from where, config)."""
+    model, num_classes, note = load_classifier(
+        cfg.model, cfg.checkpoint, cfg.num_classes, label_map, cfg.model_key, strict=strict,
+        num_frames=cfg.num_frames, img_size=cfg.input_size, tubelet_size=cfg.tubelet_size)
+    frames, size, _ = model.patch_embed.input_shape
+    return model, num_classes, note, dataclasses.replace(cfg, num_frames=frames, input_size=size,
+                                                         tubelet_size=model.tubelet_size)
+
+
 # ---------------------------------------------------------------------------------------------- the loop
 
 def default_output_dir(cfg: EvalConfig) -> Path:
@@ -259,14 +272,9 @@ def evaluate(cfg: EvalConfig) -> dict:
 
 
 def _evaluate(cfg: EvalConfig, info) -> dict:
-    model, num_classes, note = load_classifier(
-        cfg.model, cfg.checkpoint, cfg.num_classes, cfg.label_map, cfg.model_key,
-        num_frames=cfg.num_frames, img_size=cfg.input_size, tubelet_size=cfg.tubelet_size)
+    model, num_classes, note, cfg = load_for(cfg, cfg.label_map)  # the views are cut to the model's shape
     if info.is_main:
         log.info("%s", note)
-    # What the model was built for (given, else the checkpoint's): the views are cut to match.
-    frames, size, _ = model.patch_embed.input_shape
-    cfg = dataclasses.replace(cfg, num_frames=frames, input_size=size, tubelet_size=model.tubelet_size)
     model.to(info.device).eval()
     loader, _ = make_loader(stream_config(cfg), rank=info.rank, world_size=info.world_size)
     amp = Amp(cfg.amp, info.device)

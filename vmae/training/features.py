@@ -32,7 +32,7 @@ from vmae.training.config import FeatureConfig
 from vmae.training.decode import DEFAULT_DECODER, DecodeError, get_decoder
 from vmae.training.distributed import all_gather_object, cleanup, init_distributed
 from vmae.training.engine import Amp
-from vmae.training.evaluate import load_classifier
+from vmae.training.evaluate import load_for
 from vmae.training.sources import shard_urls
 from vmae.training.transforms import as_clip, normalize, resize
 
@@ -126,10 +126,9 @@ def extract_features(cfg: FeatureConfig) -> dict:
 
 
 def _extract(cfg: FeatureConfig, info) -> dict:
-    model, _, note = load_classifier(cfg.model, cfg.checkpoint, cfg.num_classes, model_key=cfg.model_key,
-                                     strict=False, num_frames=cfg.num_frames, img_size=cfg.input_size,
-                                     tubelet_size=cfg.tubelet_size)
-    log.info("%s", note)
+    model, _, note, cfg = load_for(cfg, strict=False)  # windows of the model's frames and size
+    if info.is_main:
+        log.info("%s", note)
     model.to(info.device).eval()
     amp = Amp("off" if cfg.reference_features else cfg.amp, info.device)
     decoder = get_decoder(cfg.decoder or DEFAULT_DECODER)

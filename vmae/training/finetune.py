@@ -17,7 +17,8 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 
 from vmae.training import checkpoint, distributed, engine, label_checks, run_folder
-from vmae.training.config import FinetuneConfig, to_dict
+from vmae.config import to_dict
+from vmae.training.config import FinetuneConfig
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.evaluate import merge_results, predict, score
 from vmae.training.models import create_model

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from vmae.training import engine, run_folder
-from vmae.training.config import PretrainConfig, to_dict
+from vmae.config import to_dict
+from vmae.training.config import PretrainConfig
 from vmae.training.data import StreamConfig, make_loader
 from vmae.training.losses import pretrain_loss, pretrain_targets
 from vmae.training.masking import make_masks, mask_counts
