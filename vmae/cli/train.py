@@ -41,6 +41,11 @@ def config_command(name: str, cls, recipes=(), recipes_help: str = ""):
     return decorate
 
 
+def echo_lines(*lines) -> None:
+    """The end of a run, printed by rank 0 (every rank returns a report under torchrun); empty lines left out."""
+    click.echo("\n".join(line for line in lines if line))
+
+
 # ---------------------------------------------------------------- pretrain, visualize
 
 @config_command("pretrain", PretrainConfig, sorted(presets.PRETRAIN),
@@ -66,12 +71,13 @@ def pretrain_cmd(preset, **options):
     from vmae.training.pretrain import pretrain
 
     report = pretrain(cfg)
-    if report["rank"] == 0:
-        click.echo(f"pretrain: steps {report['start_step']} -> {report['steps']} of {report['total_steps']}, "
-                   f"global batch {report['global_batch']} clips, lr {report['lr']:.4g}, last loss "
-                   f"{report['loss'] if report['loss'] is None else round(report['loss'], 4)}, "
-                   f"skipped samples {report['skipped']}")
-        click.echo(f"checkpoint: {report['checkpoint']}")
+    if report["rank"] != 0:
+        return
+    echo_lines(f"pretrain: steps {report['start_step']} -> {report['steps']} of {report['total_steps']}, "
+               f"global batch {report['global_batch']} clips, lr {report['lr']:.4g}, last loss "
+               f"{report['loss'] if report['loss'] is None else round(report['loss'], 4)}, "
+               f"skipped samples {report['skipped']}",
+               f"checkpoint: {report['checkpoint']}")
 
 
 @train.command("visualize")
@@ -99,17 +105,23 @@ def visualize_cmd(checkpoint, shards, out, num, model, mask_ratio, seed):
 
 # ---------------------------------------------------------------- finetune, distill, eval, extract-features
 
-def echo_run(report: dict) -> None:
-    """The end of a fine-tuning or distillation run, on rank 0."""
+def run_finetuning(cls, preset, options: dict) -> None:
+    """finetune or distill (by the config class): the config, the preset's source, the run, its end on rank 0."""
+    cfg = finetune_config(preset, cls=cls, **given(options))
+    if preset:
+        click.echo(f"preset {presets.resolve(preset, cfg.model)[1]}")
+    from vmae.training import distill, finetune  # torch loads only once the options are known to be good
+
+    report = distill.distill(cfg) if isinstance(cfg, DistillConfig) else finetune.finetune(cfg)
     if report["rank"] != 0:
         return
     val = report["val"]
     scores = (f"last val top-1 {val['top1']:.2f} top-5 {val['top5']:.2f}, best top-1 {report['best_top1']:.2f}"
               if val else "no validation (no --val-shards)")
-    click.echo(f"steps {report['steps']} of {report['total_steps']}, global batch {report['global_batch_videos']} "
-               f"videos, lr {report['lr']:.4g}; {scores}")
-    click.echo(f"last checkpoint: {report['last_checkpoint']}" +
-               (f"\nbest checkpoint: {report['best_checkpoint']}" if report["best_checkpoint"] else ""))
+    echo_lines(f"steps {report['steps']} of {report['total_steps']}, global batch "
+               f"{report['global_batch_videos']} videos, lr {report['lr']:.4g}; {scores}",
+               f"last checkpoint: {report['last_checkpoint']}",
+               report["best_checkpoint"] and f"best checkpoint: {report['best_checkpoint']}")
 
 
 @config_command("finetune", FinetuneConfig, presets.FINETUNE_PRESETS,
@@ -137,12 +149,7 @@ def finetune_cmd(preset, **options):
     After every epoch: single-view validation (top-1/top-5), an epoch checkpoint, and checkpoint-best.pth when
     top-1 improves (weights under `model` with official key names).
     """
-    cfg = finetune_config(preset, cls=FinetuneConfig, **given(options))
-    if preset:
-        click.echo(f"preset {presets.resolve(preset, cfg.model)[1]}")
-    from vmae.training.finetune import finetune
-
-    echo_run(finetune(cfg))
+    run_finetuning(FinetuneConfig, preset, options)
 
 
 @config_command("distill", DistillConfig, presets.DISTILL_PRESETS,
@@ -164,12 +171,7 @@ def distill_cmd(preset, **options):
     no_grad on exactly the clips the student sees (after erasing and mixup). Everything else, validation and
     checkpoints included, is as `vmae-train finetune`.
     """
-    cfg = finetune_config(preset, cls=DistillConfig, **given(options))
-    if preset:
-        click.echo(f"preset {presets.resolve(preset, cfg.model)[1]}")
-    from vmae.training.distill import distill
-
-    echo_run(distill(cfg))
+    run_finetuning(DistillConfig, preset, options)
 
 
 @config_command("eval", EvalConfig, presets.FINETUNE_PRESETS,
@@ -193,16 +195,17 @@ def eval_cmd(preset, **options):
     from vmae.training.evaluate import evaluate
 
     report = evaluate(cfg)
-    if report["rank"] == 0:
-        click.echo(f"model: {report['model']}")
-        click.echo(f"{report['videos']} videos ({report['skipped']} undecodable, skipped), {report['views']} "
-                   f"{report['sampling']} views: top-1 {report['top1']:.2f}  top-5 {report['top5']:.2f}  "
-                   f"mean class accuracy {report['mean_class_accuracy']:.2f}")
-        if report["repeated_keys"]:
-            click.echo(f"warning: {len(report['repeated_keys'])} keys occur in more than one shard, scored once: "
-                       f"{', '.join(report['repeated_keys'][:5])}")
-        click.echo(f"predictions: {report['predictions']}" +
-                   (f"\nconfusion matrix: {report['confusion']}" if report["confusion"] else ""))
+    if report["rank"] != 0:
+        return
+    repeated = report["repeated_keys"]
+    echo_lines(f"model: {report['model']}",
+               f"{report['videos']} videos ({report['skipped']} undecodable, skipped), {report['views']} "
+               f"{report['sampling']} views: top-1 {report['top1']:.2f}  top-5 {report['top5']:.2f}  "
+               f"mean class accuracy {report['mean_class_accuracy']:.2f}",
+               repeated and f"warning: {len(repeated)} keys occur in more than one shard, scored once: "
+                            f"{', '.join(repeated[:5])}",
+               f"predictions: {report['predictions']}",
+               report["confusion"] and f"confusion matrix: {report['confusion']}")
 
 
 @config_command("extract-features", FeatureConfig)
@@ -226,8 +229,9 @@ def extract_features_cmd(**options):
     from vmae.training.features import extract_features
 
     report = extract_features(cfg)
-    if report["rank"] == 0:
-        click.echo(f"model: {report['model']}")
-        click.echo(f"{report['videos']} videos: {report['ok']} extracted, {report['existing']} already there, "
-                   f"{report['failed']} failed (see index.parquet); {report['windows']} windows of "
-                   f"{report['feature_dim']} features ({report['window']}) in {report['out']}")
+    if report["rank"] != 0:
+        return
+    echo_lines(f"model: {report['model']}",
+               f"{report['videos']} videos: {report['ok']} extracted, {report['existing']} already there, "
+               f"{report['failed']} failed (see index.parquet); {report['windows']} windows of "
+               f"{report['feature_dim']} features ({report['window']}) in {report['out']}")
