@@ -121,4 +121,4 @@ def mix_unlabeled_hybrid(inputs: dict, out, strides: dict | None = None,
     write_manifest(pd.concat(parts, ignore_index=True), out)
     rejects_file = write_rejects(pd.DataFrame(dropped, columns=REJECT_COLUMNS), out)
     return HybridReport(out=str(Path(out)), counts=tuple(counts),
-                        rejects_file=None if rejects_file is None else str(rejects_file), excluded=dict(excluded))
+                        rejects_file=rejects_file, excluded=dict(excluded))

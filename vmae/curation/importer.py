@@ -26,37 +26,49 @@ LABELS_FROM = ("folders", "csv", "none")
 PROBE_CHUNK = 64
 
 
-@dataclass(frozen=True)
-class ImportReport:
+@dataclass(frozen=True, kw_only=True)
+class ListReport:
+    """What a manifest made from a list of videos reports (import, ssv2): its head line and notes, the listed
+    videos that are not there, the probe's statuses and the rows left out."""
+    out: str
+    rows: int
+    missing: int
+    rejects_file: str | None
+    probed: dict | None = None                   # status -> count when --probe ran
+    reasons: dict = field(default_factory=dict)  # rows left out, by reason
+
+    def head(self) -> str:
+        raise NotImplementedError
+
+    def notes(self) -> list:
+        return []
+
+    def lines(self) -> list:
+        missing = [f"  {self.missing} listed videos are not there (status missing-file)"] if self.missing else []
+        return ([self.head(), *self.notes(), *missing] + probed_lines(self.probed)
+                + excluded_lines(self.reasons, self.rejects_file))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportReport(ListReport):
     source: str
     input: str
-    rows: int
     classes: int
-    missing: int
-    out: str
     classes_file: str | None
-    rejects_file: str | None
     labels_from: str
     ignored_files: int = 0                      # non-video files in a folder tree
     collisions: tuple = ()                      # (key, relative paths) resolved by hashing
-    probed: dict | None = None
-    reasons: dict = field(default_factory=dict)
 
-    def lines(self) -> list:
-        out = [f"{self.source}: {self.rows} videos from {self.input} -> {self.out} "
-               f"({self.classes} classes, labels from {self.labels_from})"]
-        if self.classes_file:
-            out.append(f"  class list (label_id = line number from 0): {self.classes_file}")
-        if self.missing:
-            out.append(f"  {self.missing} listed files do not exist (status missing-file)")
+    def head(self) -> str:
+        return (f"{self.source}: {self.rows} videos from {self.input} -> {self.out} "
+                f"({self.classes} classes, labels from {self.labels_from})")
+
+    def notes(self) -> list:
+        notes = [f"  class list (label_id = line number from 0): {self.classes_file}"] if self.classes_file else []
         if self.ignored_files:
-            out.append(f"  ignored {self.ignored_files} files without a video extension")
-        for key, paths in self.collisions:
-            out.append(f"  key collision {key}: {', '.join(paths)} -> path hash appended to each")
-        out += probed_lines(self.probed) + excluded_lines(self.reasons)
-        if self.rejects_file:
-            out.append(f"  excluded rows with line numbers: {self.rejects_file}")
-        return out
+            notes.append(f"  ignored {self.ignored_files} files without a video extension")
+        return notes + [f"  key collision {key}: {', '.join(paths)} -> path hash appended to each"
+                        for key, paths in self.collisions]
 
 
 @dataclass
@@ -131,10 +143,9 @@ def import_videos(src, source: str, out, labels_from: str | None = None, stride:
         write_text(classes_file, "".join(f"{c}\n" for c in classes))
     rejects = pd.DataFrame([{"file": str(src), "line": line, "key": rel, "reason": reason}
                             for line, rel, reason in bad], columns=REJECT_COLUMNS)
-    rejects_file = write_rejects(rejects, out)
     return ImportReport(source=source, input=str(src), rows=len(df), classes=len(classes) if classes_file else 0,
                         missing=sum(missing), out=str(out), classes_file=None if classes_file is None
-                        else str(classes_file), rejects_file=None if rejects_file is None else str(rejects_file),
+                        else str(classes_file), rejects_file=write_rejects(rejects, out),
                         labels_from=labels_from, ignored_files=ignored, collisions=tuple(collisions),
                         probed=probed, reasons=_reason_counts(bad))
 

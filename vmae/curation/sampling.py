@@ -43,10 +43,7 @@ class SampleReport:
     def lines(self) -> list:
         out = [f"{self.source}: {self.rows} rows in {self.metadata}, {self.usable} usable, "
                f"sampled {self.sampled} with seed {self.seed} -> {self.out}"]
-        out += excluded_lines(self.reasons)
-        if self.rejects_file:
-            out.append(f"  excluded rows with file line numbers: {self.rejects_file}")
-        return out
+        return out + excluded_lines(self.reasons, self.rejects_file)
 
 
 def parse_iso_duration(text) -> float | None:
@@ -145,10 +142,9 @@ def sample_source(source: str, metadata, n: int, seed: int, out) -> SampleReport
         "stride": STRIDE,
     })
     write_manifest(df, out)
-    rejects_file = write_rejects(rejects, out)
     return SampleReport(source=source, metadata=str(metadata), rows=len(candidates) + len(rejects),
                         usable=len(candidates), sampled=len(chosen), seed=seed, out=str(out),
-                        rejects_file=None if rejects_file is None else str(rejects_file),
+                        rejects_file=write_rejects(rejects, out),
                         reasons=_reason_counts(rejects))
 
 

@@ -8,47 +8,36 @@ import json
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from vmae.curation.importer import probe_paths, probed_lines, status_counts
+from vmae.curation.importer import ListReport, probe_paths, status_counts
 from vmae.executors import ExecutorConfig
 from vmae.manifests import ManifestError, make_key, write_manifest
-from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
+from vmae.manifests.validate import REJECT_COLUMNS, write_rejects
 
 SOURCE = "ssv2"
 STRIDE = 2
 _SPLIT_WORDS = {"train": "train", "training": "train", "validation": "val", "val": "val", "test": "test"}
 
 
-@dataclass(frozen=True)
-class Ssv2Report:
+@dataclass(frozen=True, kw_only=True)
+class Ssv2Report(ListReport):
     annotations: str
     split: str
     entries: int
-    rows: int
-    missing: int
     unlabeled: int
     classes_seen: int
     classes: int
-    out: str
-    rejects_file: str | None
-    probed: dict | None = None                  # status -> count when --probe ran
-    reasons: dict = field(default_factory=dict)
 
-    def lines(self) -> list:
-        out = [f"ssv2 {self.split}: {self.entries} annotations -> {self.rows} rows in {self.out} "
-               f"({self.classes_seen} of {self.classes} classes present)"]
-        if self.missing:
-            out.append(f"  {self.missing} rows have no video file (status missing-file)")
-        if self.unlabeled:
-            out.append(f"  {self.unlabeled} rows have no template (label left empty)")
-        out += probed_lines(self.probed) + excluded_lines(self.reasons)
-        if self.rejects_file:
-            out.append(f"  excluded entries: {self.rejects_file}")
-        return out
+    def head(self) -> str:
+        return (f"ssv2 {self.split}: {self.entries} annotations -> {self.rows} rows in {self.out} "
+                f"({self.classes_seen} of {self.classes} classes present)")
+
+    def notes(self) -> list:
+        return [f"  {self.unlabeled} rows have no template (label left empty)"] if self.unlabeled else []
 
 
 def template_name(template: str) -> str:
@@ -113,11 +102,10 @@ def ssv2_manifest(annotations, labels, videos, out, split: str | None = None, ex
         probed = status_counts(df)
     write_manifest(df, out)
     rejects = pd.DataFrame(bad, columns=REJECT_COLUMNS)
-    rejects_file = write_rejects(rejects, out)
     return Ssv2Report(annotations=str(annotations), split=split, entries=len(entries), rows=len(df),
                       missing=int((df["status"] == "missing-file").sum()), unlabeled=int(df["label"].isna().sum()),
                       classes_seen=int(df["label_id"].nunique()), classes=len(classes), out=str(out),
-                      rejects_file=None if rejects_file is None else str(rejects_file), probed=probed,
+                      rejects_file=write_rejects(rejects, out), probed=probed,
                       reasons=dict(kinds))
 
 

@@ -84,13 +84,16 @@ def _present(value) -> bool:
     return value is not None and not pd.isna(value)
 
 
-def excluded_lines(reasons: dict) -> list:
-    """Report lines for the rows left out, by reason (reason -> count), the most frequent first."""
-    return [f"  excluded {n}: {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+def excluded_lines(reasons: dict, rejects_file: str | None = None) -> list:
+    """Report lines for the rows left out, by reason (reason -> count), the most frequent first, and the file
+    that lists them (write_rejects)."""
+    lines = [f"  excluded {n}: {reason}" for reason, n in sorted(reasons.items(), key=lambda kv: -kv[1])]
+    return lines + ([f"  excluded rows, each with its line and reason: {rejects_file}"] if rejects_file else [])
 
 
-def write_rejects(rejects: pd.DataFrame, manifest_path):
-    """Write rejects next to a manifest as NAME.rejects.csv (atomically); None, and no file, when empty."""
+def write_rejects(rejects: pd.DataFrame, manifest_path) -> str | None:
+    """Write rejects next to a manifest as NAME.rejects.csv (atomically) and return its path; None, and no
+    file, when empty."""
     path = Path(manifest_path).with_suffix(".rejects.csv")
     if len(rejects) == 0:
         if path.exists():
@@ -98,4 +101,4 @@ def write_rejects(rejects: pd.DataFrame, manifest_path):
         return None
     with atomic_path(path) as tmp:
         rejects.to_csv(tmp, index=False)
-    return path
+    return str(path)
