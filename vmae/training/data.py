@@ -49,44 +49,40 @@ BUFFERS_PER_WORKER = 5
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """What the stream reads and how it turns each video into clips.
-
-    shards: one string, brace patterns allowed, several shard sets joined with '::'.
-    mode: pretrain (multi-scale crop, no flip), train (fine-tuning: RandAugment, random resized crop, flip),
-      val (one centre view), test (test_segments x test_crops views from one decode).
-    batch_size: videos per process per batch (a batch holds batch_size * num_sample clips in pretrain/train).
-    num_sample: repeated augmentation, views per decoded video (pretrain/train).
-    resampled: draw whole shards with replacement, endless, instead of exact epochs (pretrain/train).
-    accum_steps: batches per optimiser step: an exact epoch gives every rank a whole number of steps.
-    index: the shard set's index.parquet (one URL per '::'-joined set); None: the one beside the shards.
-    stride: frame stride for dense sampling (None: each sample's KEY.json `stride`, 4 if absent).
-    sparse: SSV2-style segment sampling instead of dense strided windows (train/val/test).
-    short_side: val/test resize of the shorter side before cropping (None: input_size).
-    antialias: antialiased train/val/test resizes; off = the reference's (bilinear without antialiasing, as
-      OpenCV's INTER_LINEAR and F.interpolate), so published accuracies reproduce. Pretraining's multi-scale
-      crop always antialiases, as the reference's PIL resize.
-    shuffle_buffer: samples held per worker for shuffling (memory: this many compressed clips).
-    """
+    """What the stream reads and how it turns each video into clips; the run configs fill it (`from_run`)."""
+    # What is read: one string, brace patterns allowed, several shard sets joined with '::'; their
+    # index.parquet files (one URL per set; None: the one beside the shards).
     shards: str
+    index: str | None = None
+    # pretrain (multi-scale crop, no flip), train (fine-tuning: RandAugment, random resized crop, flip),
+    # val (one centre view), test (test_segments x test_crops views from one decode).
     mode: str = "pretrain"
-    num_frames: int = 16
-    input_size: int = 224
+    # Exact epochs, or (resampled, pretrain/train) whole shards drawn with replacement, endless; each worker
+    # shuffles through a buffer of this many samples (memory: as many compressed clips).
+    resampled: bool = False
+    seed: int = 0
+    workers: int = 4
+    shuffle_buffer: int = 100
+    decoder: str = DEFAULT_DECODER
+    # A batch: batch_size videos per process, each giving num_sample views from one decode (pretrain/train),
+    # accum_steps batches per optimiser step (an exact epoch gives every rank a whole number of steps).
     batch_size: int = 8
     num_sample: int = 1
-    workers: int = 4
-    decoder: str = DEFAULT_DECODER
-    shuffle_buffer: int = 100
-    seed: int = 0
-    resampled: bool = False
     accum_steps: int = 1
-    index: str | None = None
+    # A view: frames at the stride (None: each sample's KEY.json `stride`, 4 if absent) or, sparse, SSV2-style
+    # segments; val/test resize the shorter side to short_side (None: input_size) before cropping.
+    num_frames: int = 16
+    input_size: int = 224
     stride: int | None = None
     sparse: bool = False
-    flip: bool = True
-    randaug: str | None = RANDAUG
+    short_side: int | None = None
     test_segments: int = 5
     test_crops: int = 3
-    short_side: int | None = None
+    # Augmentation (train). antialias: antialiased train/val/test resizes; off = the reference's (bilinear
+    # without antialiasing, as OpenCV's INTER_LINEAR and F.interpolate), so published accuracies reproduce.
+    # Pretraining's multi-scale crop always antialiases, as the reference's PIL resize.
+    flip: bool = True
+    randaug: str | None = RANDAUG
     antialias: bool = False
 
     def __post_init__(self):
