@@ -3,7 +3,10 @@ import os
 import resource
 import shutil
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 
 class SmallDisk:
@@ -35,6 +38,23 @@ class SmallDisk:
             return None
         return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
+    def read_only(self) -> None:
+        """Remount the tmpfs read-only: a read-only output that root cannot write either."""
+        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True)
+
     def close(self) -> None:
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+@contextmanager
+def mounted_disk(path, size: int):
+    """A SmallDisk that is a real tmpfs, for faults a file-size limit cannot stand for (writes inside the test's
+    own process, read-only remounts); the test is skipped where none can be mounted (not root)."""
+    disk = SmallDisk(path, size)
+    try:
+        if not disk.mounted:
+            pytest.skip("a real small file system needs root and mount")
+        yield disk
+    finally:
+        disk.close()

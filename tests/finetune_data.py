@@ -7,11 +7,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import webdataset as wds
 
 from videos import write_video
 from vmae.shards.format import encode_sample
 from vmae.shards.index import index_tars, write_index
+from vmae.training.models import create_model
 
 COLOURS = ((200, 40, 40), (40, 190, 40), (40, 60, 210))
 _CACHE: dict = {}
@@ -62,3 +64,14 @@ def labeled_shards(tmp_path_factory, name: str, videos_per_shard, seed: int, **k
     if key not in _CACHE:
         _CACHE[key] = write_labeled_shards(tmp_path_factory.mktemp(name), name, videos_per_shard, seed, **kw)
     return _CACHE[key]
+
+
+def classifier_checkpoint(path, num_classes=len(COLOURS), seed=0):
+    """A vit_test classifier saved as finetune writes it (weights + config naming the model), with confident,
+    input-dependent logits (the head's init scale is 0.001)."""
+    torch.manual_seed(seed)
+    model = create_model("vit_test", num_classes=num_classes, num_frames=4, img_size=32)
+    with torch.no_grad():
+        model.head.weight.mul_(3000)
+    torch.save({"model": model.state_dict(), "config": {"model": "vit_test"}}, path)
+    return path

@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from disk import mounted_disk
 from vmae.cli.data import data
 from vmae.curation import kinetics
 from vmae.curation.kinetics import DEDUP_RULE, OUTPUTS, BuildK710Config, build_k710, resolve_label
@@ -369,37 +369,36 @@ def test_out_may_not_be_an_input_folder(tmp_path):
 # --------------------------------------------------------------------------------------------- bad input
 
 def bad_file_cases():
+    """case -> (file bytes, line of the first bad row, reason). Most cases are rows under the official header,
+    the last one bad; the rest are files that are wrong as a whole."""
     ok = row("yoga", A, 0, 10, "val", "k600")
-    return {
-        "missing column": (LABELED_HEADER.replace(",time_end", "").encode() + b"\nyoga,x,1,val\n", 1,
-                           "missing column(s) ['time_end']"),
-        "non-numeric time": (f"{LABELED_HEADER}\n{ok}\n{ok}\nyoga,{B},abc,10,val\n".encode(), 4,
-                             "time_start 'abc' is not a number"),
-        "reversed times": (f"{LABELED_HEADER}\n{ok}\nyoga,{B},20,10,val\n".encode(), 3,
-                           "time_end 10 is not after time_start 20"),
-        "equal times": (f"{LABELED_HEADER}\nyoga,{B},10,10,val\n".encode(), 2, "is not after"),
-        "negative time": (f"{LABELED_HEADER}\nyoga,{B},-5,10,val\n".encode(), 2, "time_start -5 is negative"),
-        "empty id": (f"{LABELED_HEADER}\n{ok}\nyoga,,0,10,val\n".encode(), 3, "empty youtube_id"),
-        "id with a space": (f"{LABELED_HEADER}\nyoga,ab cdefghijk,0,10,val\n".encode(), 2, "contains whitespace"),
-        "empty label": (f"{LABELED_HEADER}\n,{B},0,10,val\n".encode(), 2, "empty label"),
-        "empty file": (b"", 1, "the file is empty"),
-        "blank file": (b"\n  \n", 1, "the file is empty"),
-        "not utf-8": (f"{LABELED_HEADER}\n{ok}\n".encode() + b'"caf\xe9",x,0,10,val\n', 3, "not UTF-8"),
-        "extra field": (f"{LABELED_HEADER}\n{ok}\nyoga,{B},0,10,val,1\n".encode(), 3,
-                        "6 fields where the header has 5"),
-        "huge time": (f"{LABELED_HEADER}\n{ok}\nyoga,{B},1e300,1e301,val\n".encode(), 3,
-                      "time_start 1e300 is beyond 86400 s (24 h)"),
-        "end past a day": (f"{LABELED_HEADER}\nyoga,{B},86000,86401,val\n".encode(), 2,
-                           "time_end 86401 is beyond 86400 s"),
-        "infinite time": (f"{LABELED_HEADER}\nyoga,{B},0,inf,val\n".encode(), 2, "time_end 'inf' is not a number"),
-        "nan time": (f"{LABELED_HEADER}\nyoga,{B},nan,10,val\n".encode(), 2, "time_start 'nan' is not a number"),
-        "id with a path": (f"{LABELED_HEADER}\n{ok}\nyoga,../../outside,0,10,val\n".encode(), 3,
-                           "youtube_id '../../outside' is not a YouTube ID"),
-        "id with a separator": (f"{LABELED_HEADER}\nyoga,abc\\defghijk,0,10,val\n".encode(), 2, "is not a YouTube ID"),
-        "id of dots": (f"{LABELED_HEADER}\nyoga,..,0,10,val\n".encode(), 2, "youtube_id '..' is not a YouTube ID"),
-        "id not ascii": (f"{LABELED_HEADER}\nyoga,vidé,0,10,val\n".encode(), 2, "youtube_id 'vidé' is not a YouTube ID"),
-        "long id": (f"{LABELED_HEADER}\nyoga,{'x' * 65},0,10,val\n".encode(), 2, "has 65 characters (at most 64)"),
+    bad_last_row = {
+        "non-numeric time": ([ok, ok, f"yoga,{B},abc,10,val"], "time_start 'abc' is not a number"),
+        "reversed times": ([ok, f"yoga,{B},20,10,val"], "time_end 10 is not after time_start 20"),
+        "equal times": ([f"yoga,{B},10,10,val"], "is not after"),
+        "negative time": ([f"yoga,{B},-5,10,val"], "time_start -5 is negative"),
+        "empty id": ([ok, "yoga,,0,10,val"], "empty youtube_id"),
+        "id with a space": (["yoga,ab cdefghijk,0,10,val"], "contains whitespace"),
+        "empty label": ([f",{B},0,10,val"], "empty label"),
+        "extra field": ([ok, f"yoga,{B},0,10,val,1"], "6 fields where the header has 5"),
+        "huge time": ([ok, f"yoga,{B},1e300,1e301,val"], "time_start 1e300 is beyond 86400 s (24 h)"),
+        "end past a day": ([f"yoga,{B},86000,86401,val"], "time_end 86401 is beyond 86400 s"),
+        "infinite time": ([f"yoga,{B},0,inf,val"], "time_end 'inf' is not a number"),
+        "nan time": ([f"yoga,{B},nan,10,val"], "time_start 'nan' is not a number"),
+        "id with a path": ([ok, "yoga,../../outside,0,10,val"], "youtube_id '../../outside' is not a YouTube ID"),
+        "id with a separator": (["yoga,abc\\defghijk,0,10,val"], "is not a YouTube ID"),
+        "id of dots": (["yoga,..,0,10,val"], "youtube_id '..' is not a YouTube ID"),
+        "id not ascii": (["yoga,vidé,0,10,val"], "youtube_id 'vidé' is not a YouTube ID"),
+        "long id": ([f"yoga,{'x' * 65},0,10,val"], "has 65 characters (at most 64)"),
     }
+    cases = {name: ("\n".join([LABELED_HEADER, *rows, ""]).encode(), len(rows) + 1, reason)
+             for name, (rows, reason) in bad_last_row.items()}
+    return {**cases,
+            "missing column": (LABELED_HEADER.replace(",time_end", "").encode() + b"\nyoga,x,1,val\n", 1,
+                               "missing column(s) ['time_end']"),
+            "empty file": (b"", 1, "the file is empty"),
+            "blank file": (b"\n  \n", 1, "the file is empty"),
+            "not utf-8": (f"{LABELED_HEADER}\n{ok}\n".encode() + b'"caf\xe9",x,0,10,val\n', 3, "not UTF-8")}
 
 
 @pytest.mark.parametrize("case", list(bad_file_cases()))
@@ -454,24 +453,11 @@ def test_folder_problems(tmp_path):
 # ------------------------------------------------------------------------------------------ output faults
 
 @contextmanager
-def tmpfs(path: Path, size: str = "1m"):
-    """A real, small file system at path (needs root and mount); skips the test where there is none."""
-    path.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                                           capture_output=True).returncode:
-        pytest.skip("a real small file system needs root and mount")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", str(path)], check=True)
-
-
-@contextmanager
 def read_only(path: Path):
     """path made read-only for this process: a tmpfs remounted read-only under root (root ignores modes)."""
     if os.geteuid() == 0:
-        with tmpfs(path):
-            yield lambda: subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+        with mounted_disk(path, 1 << 20) as disk:
+            yield disk.read_only
     else:
         path.mkdir()
         try:
@@ -521,7 +507,8 @@ def test_output_that_is_a_file(tmp_path):
 
 def test_full_disk_leaves_the_earlier_build(tmp_path):
     dirs = full_inputs(tmp_path / "in")
-    with tmpfs(tmp_path / "disk", size="16k") as disk:
+    with mounted_disk(tmp_path / "disk", 16 << 10) as small:
+        disk = small.path
         (disk / "k710").mkdir()
         (disk / "k710" / "train.csv").write_text("an earlier build\n")
         for out in (disk / "k710", disk / "new"):

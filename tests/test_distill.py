@@ -3,7 +3,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from finetune_data import COLOURS, labeled_shards
+from finetune_data import classifier_checkpoint, labeled_shards
 from vmae.cli.train import train
 from vmae.training.checkpoint import load_checkpoint_file, load_pretrained
 from vmae.training.config import DistillConfig, finetune_config
@@ -20,15 +20,6 @@ from vmae.training.transforms import normalize
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _teacher(path, num_classes=len(COLOURS)):
-    torch.manual_seed(7)
-    model = create_model("vit_test", num_classes=num_classes, num_frames=4, img_size=32)
-    with torch.no_grad():
-        model.head.weight.mul_(3000)  # confident, input-dependent logits (the init scale is 0.001)
-    torch.save({"model": model.state_dict(), "config": {"model": "vit_test"}}, path)
-    return path
-
-
 class Spy(torch.nn.Module):
     def __init__(self, inner):
         super().__init__()
@@ -40,8 +31,9 @@ class Spy(torch.nn.Module):
 
 
 def test_loss_runs_the_frozen_teacher_on_the_student_inputs(tmp_path):
-    cfg = DistillConfig(shards="s", output_dir="o", teacher=str(_teacher(tmp_path / "t.pth")), model="vit_test",
-                        num_classes=3, num_frames=4, input_size=32, init="none")
+    teacher = classifier_checkpoint(tmp_path / "t.pth", seed=7)
+    cfg = DistillConfig(shards="s", output_dir="o", teacher=str(teacher), model="vit_test", num_classes=3,
+                        num_frames=4, input_size=32, init="none")
     teacher, note = load_teacher(cfg, "cpu")
     assert "vit_test" in note and not teacher.training
     assert not any(p.requires_grad for p in teacher.parameters())
@@ -69,7 +61,7 @@ def test_loss_runs_the_frozen_teacher_on_the_student_inputs(tmp_path):
 def test_distillation_lowers_the_kl(tmp_path, tmp_path_factory):
     train = labeled_shards(tmp_path_factory, "train", [12, 12], seed=1)
     val = labeled_shards(tmp_path_factory, "val", [4, 3, 2], seed=2)
-    teacher_path = _teacher(tmp_path / "teacher.pth")
+    teacher_path = classifier_checkpoint(tmp_path / "teacher.pth", seed=7)
     post = create_model("vit_test", num_classes=710, num_frames=4, img_size=32)  # a K710 post-pretrained student
     torch.save({"model": post.state_dict()}, tmp_path / "student_init.pth")
     cfg = finetune_config("distill-k710", cls=DistillConfig, shards=train, val_shards=val,
@@ -103,7 +95,7 @@ def test_distillation_lowers_the_kl(tmp_path, tmp_path_factory):
 
 
 def test_distill_refuses_to_start_without_init(tmp_path):
-    teacher = str(_teacher(tmp_path / "t.pth"))
+    teacher = str(classifier_checkpoint(tmp_path / "t.pth", seed=7))
     args = ["distill", "--teacher", teacher, "--shards", "s.tar", "--output-dir", str(tmp_path / "o")]
     result = CliRunner().invoke(train, args)
     assert result.exit_code == 2 and "--init none" in result.output and not (tmp_path / "o").exists()

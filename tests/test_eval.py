@@ -12,7 +12,7 @@ import torch
 import webdataset as wds
 from click.testing import CliRunner
 
-from finetune_data import COLOURS, labeled_shards
+from finetune_data import COLOURS, classifier_checkpoint, labeled_shards
 from videos import index_frames, read_index, write_video
 from vmae.cli.train import train
 from vmae.shards.format import encode_sample
@@ -53,16 +53,6 @@ def test_5x3_views_are_the_reference_positions(tmp_path):
                 assert torch.equal(batch["video"][0, s * 3 + c], expected), (start, x)
 
 
-def _checkpoint(path, num_classes=len(COLOURS), seed=0):
-    """A vit_test classifier saved as finetune writes it (weights + config naming the model)."""
-    torch.manual_seed(seed)
-    model = create_model("vit_test", num_classes=num_classes, num_frames=4, img_size=32)
-    with torch.no_grad():
-        model.head.weight.mul_(3000)  # confident, input-dependent logits (the init scale is 0.001)
-    torch.save({"model": model.state_dict(), "config": {"model": "vit_test"}}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def val_shards(tmp_path_factory):
     return labeled_shards(tmp_path_factory, "val", [4, 3, 2], seed=2)  # 9 videos in 3 uneven shards
@@ -74,7 +64,7 @@ def _eval_options(shards, ckpt, out, **kw):
 
 
 def test_eval_writes_scores_predictions_and_confusion(tmp_path, val_shards):
-    ckpt = _checkpoint(tmp_path / "ft.pth")
+    ckpt = classifier_checkpoint(tmp_path / "ft.pth")
     report = evaluate(eval_config(None, **_eval_options(val_shards, ckpt, tmp_path / "out", views="2x3",
                                                         sparse=True, confusion=True, save_probs=True)))
     assert report["videos"] == 9 and report["skipped"] == 0 and report["repeated_keys"] == []
@@ -93,7 +83,7 @@ def test_eval_writes_scores_predictions_and_confusion(tmp_path, val_shards):
 
 
 def test_eval_cli_reports_and_refuses_bad_heads(tmp_path, val_shards):
-    ckpt = _checkpoint(tmp_path / "ft.pth")
+    ckpt = classifier_checkpoint(tmp_path / "ft.pth")
     common = ["--shards", val_shards, "--checkpoint", str(ckpt), "--num-frames", "4", "--input-size", "32",
               "--workers", "0", "--device", "cpu", "--views", "1x1"]
     result = CliRunner().invoke(train, ["eval", *common, "--output-dir", str(tmp_path / "o")])
@@ -133,7 +123,7 @@ def test_k710_checkpoint_scores_on_k400_labels(tmp_path):
 
 @pytest.mark.slow
 def test_one_and_two_processes_give_identical_results(tmp_path, val_shards):
-    ckpt = _checkpoint(tmp_path / "ft.pth", seed=1)
+    ckpt = classifier_checkpoint(tmp_path / "ft.pth", seed=1)
     single = evaluate(eval_config(None, **_eval_options(val_shards, ckpt, tmp_path / "one", views="5x3",
                                                         save_probs=True)))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}

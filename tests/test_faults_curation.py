@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from disk import SmallDisk
+from disk import mounted_disk
 from videos import make_index_video
 
 from vmae.curation.ava import AvaConfig, cut_ava
@@ -31,12 +31,8 @@ def cli(*args):
 
 @pytest.fixture
 def disk(tmp_path):
-    disk = SmallDisk(tmp_path / "disk", 1 << 20)
-    if not disk.mounted:
-        disk.close()
-        pytest.skip("an in-process full disk needs a tmpfs (root)")
-    yield disk
-    disk.close()
+    with mounted_disk(tmp_path / "disk", 1 << 20) as disk:
+        yield disk
 
 
 # ------------------------------------------------------------------ ava
