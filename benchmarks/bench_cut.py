@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 from vmae import media
-from vmae.curation.download import CVDF_TEMPLATE, DownloadConfig, download, fill_template
+from vmae.curation.download import DownloadConfig, download
+from vmae.curation.templates import CVDF_TEMPLATE, fill_template
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest
 

@@ -11,9 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from vmae.cli.common import group, handle_errors
+from vmae.cli.data import data
 from vmae.cli.options import config_options, given
 from vmae.cli.train import train
 from vmae.config import option
+from vmae.curation.ava import AvaConfig
+from vmae.curation.download import DownloadConfig
+from vmae.curation.kinetics import BuildK710Config
 from vmae.errors import ConfigError, VmaeError
 from vmae.training import config as C
 
@@ -24,15 +28,17 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-@pytest.mark.parametrize("command, cls", [("pretrain", C.PretrainConfig), ("finetune", C.FinetuneConfig),
-                                          ("distill", C.DistillConfig), ("eval", C.EvalConfig),
-                                          ("extract-features", C.FeatureConfig)])
-def test_help_shows_every_configs_default(command, cls):
-    options = CliRunner().invoke(train, [command, "--help"]).output.split("Options:\n")[1]
+@pytest.mark.parametrize("group, command, cls", [
+    (train, "pretrain", C.PretrainConfig), (train, "finetune", C.FinetuneConfig), (train, "distill", C.DistillConfig),
+    (train, "eval", C.EvalConfig), (train, "extract-features", C.FeatureConfig),
+    (data, "download", DownloadConfig), (data, "ava", AvaConfig), (data, "build-k710", BuildK710Config)])
+def test_help_shows_every_configs_default(group, command, cls):
+    options = CliRunner().invoke(group, [command, "--help"]).output.split("Options:\n")[1]
     entries = {flat(e).split()[0]: flat(e) for e in re.split(r"\n  (?=-)", options)}
-    assert "--tubelet-size" not in entries  # a field without help stays config-only
+    assert "--tubelet-size" not in entries and "--crf" not in entries  # a field without help stays config-only
     for field in dataclasses.fields(cls):
         option = "--" + field.name.replace("_", "-")
+        assert option in entries or "help" not in field.metadata, (command, option)
         if isinstance(field.default, (int, float, str)) and not isinstance(field.default, bool) and \
                 option in entries and field.default != "":
             assert entries[option].endswith(f"[default: {field.default}]"), (command, field.name, entries[option])

@@ -21,6 +21,14 @@ def option(default, help: str, **cli):
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
+def apply_off(cfg) -> None:
+    """Turn the command line's off values (`cls.OFF`: name -> value, e.g. clip_grad 0) into None, in a frozen
+    config's __post_init__, so that the saved config says what ran."""
+    for name, off in getattr(cfg, "OFF", {}).items():
+        if getattr(cfg, name) == off:
+            object.__setattr__(cfg, name, None)
+
+
 def build_config(cls, presets: dict, preset: str | None = None, **overrides):
     """`cls` with its defaults, then the named preset's values, then every override that is not None."""
     values = {}

@@ -1,12 +1,19 @@
 """`vmae-data`: annotation lists in, manifests out; videos in, clips and WebDataset shards out.
 
-Curation options are written here by hand (the curation steps take a few plain arguments each); the sets that
-several commands share (executor, progress, output manifest) are defined once below. Each command calls one
-library function and prints its report.
+The options of build-k710, ava and download are generated from their config dataclasses (vmae/cli/options.py),
+so each default lives in its config alone; the other curation steps take a few plain arguments each, written
+here. The sets that several commands share (executor, progress, output manifest) are defined once below. Each
+command calls one library function and prints its report.
 """
+from dataclasses import fields
+
 import click
 
 from vmae.cli.common import group, handle_errors
+from vmae.cli.options import config_options, given
+from vmae.curation.ava import AvaConfig
+from vmae.curation.download import DownloadConfig
+from vmae.curation.kinetics import BuildK710Config
 from vmae.executors import EXECUTORS, ExecutorConfig
 
 
@@ -47,6 +54,11 @@ def executor_options(workers_help: str, slices: bool = True):
         click.option("--num-units", type=int, help="Number of slices the work is split into."))
 
 
+def executor_config(options: dict) -> ExecutorConfig:
+    """The ExecutorConfig of the executor options among a command's `options`, which are taken out of it."""
+    return ExecutorConfig(**{f.name: options.pop(f.name) for f in fields(ExecutorConfig) if f.name in options})
+
+
 PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 OUT_MANIFEST = click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.parquet).")
 
@@ -64,14 +76,9 @@ def echo_lines(report) -> None:
               help="Output folder (created; its outputs are replaced only once the build has succeeded).")
 @click.option("--label-aliases", type=click.Path(dir_okay=False), metavar="FILE.json",
               help='JSON object {"label in a CSV": "K710 name"} for labels the built-in rules do not place.')
-@click.option("--on-unknown-label", type=click.Choice(["error", "drop"]), default="error", show_default=True,
-              help="A label with no K710 class stops the build (error) or its rows are dropped and reported.")
-@click.option("--path-template", default="{video_id}_{start:06d}_{end:06d}.mp4", show_default=True,
-              metavar="TEMPLATE", help="Path of each clip in train.csv/val.csv; fields {video_id} {start} {end} "
-              "{label} {label_id} {source} {split} {key}, Python format specs allowed; {label} is written with "
-              "'_' for spaces.")
+@config_options(BuildK710Config)
 @handle_errors
-def build_k710_cmd(k400, k600, k700, out, label_aliases, on_unknown_label, path_template):
+def build_k710_cmd(k400, k600, k700, out, label_aliases, **options):
     """Merge the official Kinetics-400/600/700 annotation CSVs into Kinetics-710 ("LabeledHybrid"):
     train+val of every version, one row per YouTube ID, 710 classes.
 
@@ -93,10 +100,10 @@ def build_k710_cmd(k400, k600, k700, out, label_aliases, on_unknown_label, path_
     label_id"), labels.txt (the 710 names; label_id = line number from 0) and report.json (every count:
     duplicates by kind, val-in-train, label conflicts, unknown labels, test leakage, classes present).
     """
-    from vmae.curation.kinetics import BuildK710Config, build_k710, format_summary, load_label_aliases
+    from vmae.curation.kinetics import build_k710, format_summary, load_label_aliases
 
     aliases = load_label_aliases(label_aliases) if label_aliases else {}
-    config = BuildK710Config(label_aliases=aliases, on_unknown_label=on_unknown_label, path_template=path_template)
+    config = BuildK710Config(label_aliases=aliases, **given(options))
     click.echo(format_summary(build_k710(k400, k600, k700, out, config)))
 
 
@@ -140,15 +147,10 @@ def ssv2(annotations, labels, videos, out, split, ext, probe, workers):
               help="Folder of the downloaded movies (a listed name with another extension is accepted).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: clips/, parts/ and manifest.parquet.")
-@click.option("--window-start", default=900.0, show_default=True, help="Window start, seconds.")
-@click.option("--window-end", default=1800.0, show_default=True, help="Window end, seconds.")
-@click.option("--clip-frames", default=300, show_default=True, help="Frames per clip.")
-@click.option("--fps", default=30.0, show_default=True, help="Movies are resampled to this constant rate.")
-@click.option("--short-side", type=int, help="Resize clips so the short side is at most this many pixels.")
-@click.option("--stride", default=4, show_default=True, help="Temporal sampling stride written to the manifest.")
+@config_options(AvaConfig)
 @executor_options("Movies cut in parallel (local executor).")
 @handle_errors
-def ava(file_list, videos, out, window_start, window_end, clip_frames, fps, short_side, stride, **run):
+def ava(file_list, videos, out, **options):
     """Cut AVA movies (900 s to 1800 s) into consecutive 300-frame clips at 30 fps, frame-exact.
 
     90 clips per full movie, keys ava_MOVIE_000..089, no gaps or overlaps. Movies that are missing or too
@@ -159,10 +161,9 @@ def ava(file_list, videos, out, window_start, window_end, clip_frames, fps, shor
     Example:
       vmae-data ava --file-list ava_file_names_trainval_v2.1.txt --videos ava/movies --out ava/ --workers 8
     """
-    from vmae.curation.ava import AvaConfig, cut_ava
-    cfg = AvaConfig(window_start=window_start, window_end=window_end, clip_frames=clip_frames, fps=fps,
-                    short_side=short_side, stride=stride)
-    echo_lines(cut_ava(file_list, videos, out, cfg, ExecutorConfig(**run)))
+    from vmae.curation.ava import cut_ava
+    run = executor_config(options)
+    echo_lines(cut_ava(file_list, videos, out, AvaConfig(**given(options)), run))
 
 
 @data.command("sample")
@@ -273,32 +274,14 @@ def exclusions(pairs):
 @click.argument("manifest", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: clips/xx/KEY.mp4, manifest.parquet, report.json, .units/ (resume state).")
-@click.option("--url-template", default="https://www.youtube.com/watch?v={video_id}", show_default=True,
-              help="URL for rows without a url; fields {video_id} {key} {source} {split} {start} {end}.")
-@click.option("--from-dir", type=click.Path(exists=True, file_okay=False),
-              help="Adopt local clips (e.g. a CVDF Kinetics mirror) instead of downloading; missing ones "
-                   "get status missing-file.")
-@click.option("--from-template", default="{video_id}_{start:06d}_{end:06d}.mp4", show_default=True,
-              help="File name inside --from-dir. With {start}/{end} the file is the clip itself; without, "
-                   "[start_sec, end_sec) is cut from it.")
-@click.option("--short-side", default=320, show_default=True,
-              help="Resize so the short side is at most this many pixels (never upscales); 0 keeps the size.")
-@click.option("--gop", default=16, show_default=True, help="Keyframe interval of the cut clips, in frames.")
+@config_options(DownloadConfig)
 @click.option("--retry-failed", is_flag=False, flag_value="all", default=None, metavar="[REASONS]",
               help="Retry rows that failed in an earlier run: all of them, or only the comma-separated "
                    "reasons given (e.g. rate-limited,network).")
-@click.option("--cookies", type=click.Path(exists=True, dir_okay=False), help="Cookies file passed to yt-dlp.")
-@click.option("--sleep", default=0.0, show_default=True, help="Seconds between two requests of a worker.")
-@click.option("--backoff", default=10.0, show_default=True,
-              help="First wait after a rate-limited answer, doubled at each of --tries attempts.")
-@click.option("--tries", default=5, show_default=True, help="Attempts per row on rate-limited/network errors.")
-@click.option("--rows-per-unit", default=256, show_default=True,
-              help="Rows per unit of work (and per resume file); keep it the same across reruns.")
 @executor_options("Units run in parallel (local process pool); each runs its rows in turn.")
 @PROGRESS
 @handle_errors
-def download_cmd(manifest, out, url_template, from_dir, from_template, short_side, gop, retry_failed, cookies,
-                 sleep, backoff, tries, rows_per_unit, progress, **run):
+def download_cmd(manifest, out, retry_failed, progress, **options):
     """Fetch (yt-dlp) or adopt (--from-dir) every clip of MANIFEST, cut it frame-accurately to H.264 and
     record its probe facts and status.
 
@@ -309,14 +292,12 @@ def download_cmd(manifest, out, url_template, from_dir, from_template, short_sid
 
     A rerun skips finished rows and recorded failures (unless --retry-failed); nothing is fetched twice.
     """
-    from vmae.curation.download import DownloadConfig, download
+    from vmae.curation.download import download
 
     retry = None if retry_failed is None else (
         () if retry_failed == "all" else tuple(r.strip() for r in retry_failed.split(",") if r.strip()))
-    cfg = DownloadConfig(url_template=url_template, from_dir=from_dir, from_template=from_template,
-                         short_side=short_side, gop=gop, retry_failed=retry, cookies=cookies, sleep=sleep,
-                         backoff=backoff, tries=tries, rows_per_unit=rows_per_unit)
-    echo_lines(download(manifest, out, cfg, ExecutorConfig(**run), progress=progress))
+    run = executor_config(options)
+    echo_lines(download(manifest, out, DownloadConfig(retry_failed=retry, **given(options)), run, progress))
 
 
 # ---------------------------------------------------------------- shards: shard, verify, stats (shards stream)

@@ -19,10 +19,11 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from vmae.jobs import claim
 from vmae.atomic import make_folder, remove_temporaries
+from vmae.config import option
 from vmae.errors import OutputError, output_fault
 from vmae.executors import ExecutorConfig, my_slice, run_units
+from vmae.jobs import claim
 from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import ManifestError, empty_manifest, make_key, read_manifest, write_manifest
 from vmae.media import MISSING_FILE, TOO_SHORT, UNKNOWN, MediaError, cut, default_threads, probe
@@ -34,12 +35,14 @@ IN_USE = "in-use"     # MovieResult.status of a movie another live process is cu
 
 @dataclass(frozen=True)
 class AvaConfig:
-    window_start: float = 900.0    # seconds: the 15th minute ...
-    window_end: float = 1800.0     # ... to the 30th
-    clip_frames: int = 300
-    fps: float = 30.0
-    short_side: int | None = None  # resize so the short side is at most this; None keeps the size
-    stride: int = 4                # manifest value only; does not change the clips
+    """How movies are cut; each field is also an option of `vmae-data ava` (vmae.config)."""
+    window_start: float = option(900.0, "Window start, seconds (the 15th minute).")
+    window_end: float = option(1800.0, "Window end, seconds (the 30th minute).")
+    clip_frames: int = option(300, "Frames per clip.")
+    fps: float = option(30.0, "Movies are resampled to this constant rate.")
+    short_side: int | None = option(None, "Resize clips so the short side is at most this many pixels.",
+                                    unset="the movie's size")
+    stride: int = option(4, "Temporal sampling stride written to the manifest (the clips do not change).")
 
     def __post_init__(self):
         if not 0 <= self.window_start < self.window_end:

@@ -29,13 +29,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import ClassVar, Optional
 
 import pandas as pd
 
 from vmae import jobs, media
 from vmae.atomic import make_folder, remove_temporaries, write_text
-from vmae.curation.templates import TEMPLATE_FIELDS, cell, check_url, file_in, fill_template, template_fields
+from vmae.config import apply_off, option
+from vmae.curation.templates import (CVDF_TEMPLATE, TEMPLATE_FIELDS, cell, check_url, file_in, fill_template,
+                                     template_fields)
 from vmae.errors import ConfigError, OutputError, is_output_fault_text, output_fault
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.lock import Lock, clear_stale, describe
@@ -46,7 +48,6 @@ from vmae.manifests.validate import write_rejects
 log = logging.getLogger(__name__)
 
 YOUTUBE_TEMPLATE = "https://www.youtube.com/watch?v={video_id}"
-CVDF_TEMPLATE = "{video_id}_{start:06d}_{end:06d}.mp4"
 # Video only (the clips carry no audio), at most 720 lines: enough for any short-side resize we use.
 DEFAULT_FORMAT = "bv*[height<=720]/b[height<=720]/bv*/b"
 _RETRIED = (media.RATE_LIMITED, media.NETWORK)
@@ -55,22 +56,29 @@ JOB_FILE = "download.json"
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    url_template: str = YOUTUBE_TEMPLATE
-    from_dir: Optional[str] = None
-    from_template: str = CVDF_TEMPLATE
-    short_side: Optional[int] = 320
-    gop: int = media.DEFAULT_GOP
+    """The options of a download; a field with help is also an option of `vmae-data download` (vmae.config)."""
+    OFF: ClassVar[dict] = {"short_side": 0}  # command-line value -> None (keep the size)
+
+    url_template: str = option(YOUTUBE_TEMPLATE, "URL for rows without a url; fields {video_id} {key} {source} "
+                                                 "{split} {start} {end}.")
+    from_dir: Optional[str] = option(None, "Adopt local clips (e.g. a CVDF Kinetics mirror) instead of downloading; "
+                                           "missing ones get status missing-file.", path="existing-folder")
+    from_template: str = option(CVDF_TEMPLATE, "File name inside --from-dir. With {start}/{end} the file is the clip "
+                                               "itself; without, [start_sec, end_sec) is cut from it.")
+    short_side: Optional[int] = option(320, "Resize so the short side is at most this many pixels (never upscales).")
+    gop: int = option(media.DEFAULT_GOP, "Keyframe interval of the cut clips, in frames.")
     crf: int = media.DEFAULT_CRF
     preset: str = media.DEFAULT_PRESET
     threads: Optional[int] = None          # ffmpeg threads per clip; None: cores / workers
     retry_failed: Optional[tuple] = None   # None: keep recorded failures; (): retry all; else these reasons
-    cookies: Optional[str] = None
-    sleep: float = 0.0                     # seconds between two requests of one worker
-    tries: int = 5                         # attempts per row on rate-limited / network answers
-    backoff: float = 10.0                  # first back-off wait in seconds, doubled at each try
+    cookies: Optional[str] = option(None, "Cookies file passed to yt-dlp.", path="existing")
+    sleep: float = option(0.0, "Seconds between two requests of a worker.")
+    tries: int = option(5, "Attempts per row on rate-limited/network errors.")
+    backoff: float = option(10.0, "First wait after a rate-limited answer, in seconds, doubled at each of --tries "
+                                  "attempts.")
     socket_timeout: float = 30.0
     format: str = DEFAULT_FORMAT
-    rows_per_unit: int = 256
+    rows_per_unit: int = option(256, "Rows per unit of work (and per resume file); keep it the same across reruns.")
     min_fraction: float = 0.5              # a clip under this share of the requested seconds is too short
     min_frames: int = 16                   # ... and so is one under this many frames (one model input)
 
@@ -79,8 +87,7 @@ class DownloadConfig:
         return {k: getattr(self, k) for k in ("short_side", "gop", "crf", "preset", "min_fraction", "min_frames")}
 
     def __post_init__(self):
-        if self.short_side == 0:  # the command line's "keep the size"
-            object.__setattr__(self, "short_side", None)
+        apply_off(self)
         if self.rows_per_unit < 1:
             raise ConfigError("--rows-per-unit must be at least 1")
         if self.tries < 1:

@@ -35,18 +35,19 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from vmae.atomic import atomic_path
+from vmae.config import option
 from vmae.curation.kinetics_input import (check_aliases, closest_names, find_annotation_files,
                                           load_label_aliases, read_annotation, resolve_label)
+from vmae.curation.templates import CVDF_TEMPLATE
 from vmae.errors import OutputError
 from vmae.manifests import SCHEMA, ManifestError
 from vmae.manifests import labels as label_maps
 
 __all__ = ["BuildK710Config", "build_k710", "merge_k710", "format_summary", "load_label_aliases",
-           "resolve_label", "check_template", "DEDUP_RULE", "OUTPUTS", "DEFAULT_PATH_TEMPLATE"]
+           "resolve_label", "check_template", "DEDUP_RULE", "OUTPUTS"]
 
 VERSIONS = ("k400", "k600", "k700")  # oldest first: a newer version wins a tie
 SPLITS = ("train", "val")
-DEFAULT_PATH_TEMPLATE = "{video_id}_{start:06d}_{end:06d}.mp4"
 TEMPLATE_FIELDS = ("video_id", "start", "end", "label", "label_id", "source", "split", "key")
 OUTPUTS = ("train.parquet", "val.parquet", "train.csv", "val.csv", "labels.txt", "report.json")
 DEDUP_RULE = ("One row per YouTube ID survives across all versions and splits: a train row beats any val row "
@@ -71,9 +72,13 @@ _LIST_FORMAT = pcsv.WriteOptions(include_header=False, delimiter=" ", quoting_st
 
 @dataclass(frozen=True)
 class BuildK710Config:
+    """How a build merges and writes; a field with help is also an option of `vmae-data build-k710`."""
     label_aliases: Mapping[str, str] = field(default_factory=dict)  # {label in a CSV: K710 name}
-    on_unknown_label: str = "error"                                 # "error" or "drop"
-    path_template: str = DEFAULT_PATH_TEMPLATE                      # paths in train.csv / val.csv
+    on_unknown_label: str = option("error", "A label with no K710 class stops the build (error) or its rows are "
+                                             "dropped and reported.", choices=("error", "drop"))
+    path_template: str = option(CVDF_TEMPLATE, "Path of each clip in train.csv/val.csv; fields {video_id} {start} "
+                                               "{end} {label} {label_id} {source} {split} {key}, Python format specs "
+                                               "allowed; {label} is written with '_' for spaces.", metavar="TEMPLATE")
     stride: int = 4
 
     def __post_init__(self):
@@ -98,7 +103,7 @@ def check_template(template: str) -> None:
         template.format(**_SAMPLE_ROW)
     except (ValueError, KeyError, IndexError) as e:
         raise ManifestError(f"path template {template!r} does not format ({e}); "
-                            f"example: {DEFAULT_PATH_TEMPLATE!r}") from None
+                            f"example: {CVDF_TEMPLATE!r}") from None
     if any(ch.isspace() for ch in template):
         raise ManifestError(f"path template {template!r} has whitespace; the list format is space-separated")
     if not {"video_id", "key"} & set(names):

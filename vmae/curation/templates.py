@@ -9,6 +9,8 @@ import pandas as pd
 from vmae import media
 
 URL_SCHEMES = ("http", "https")
+# The file names of the CVDF Kinetics mirror: what download --from-dir finds, and build-k710's default list paths.
+CVDF_TEMPLATE = "{video_id}_{start:06d}_{end:06d}.mp4"
 TEMPLATE_FIELDS = ("video_id", "key", "source", "split", "label", "start", "end", "start_sec", "end_sec")
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
-from vmae.config import build_config, count_problems, option, raise_problems
+from vmae.config import apply_off, build_config, count_problems, option, raise_problems
 from vmae.errors import ConfigError
 from vmae.training import presets
 from vmae.training.model_names import model_problem
@@ -107,9 +107,7 @@ class RunConfig:
     seed: int = option(0, "Seed of every random choice (offset by the rank).")
 
     def __post_init__(self):
-        for name, off in self.OFF.items():
-            if getattr(self, name) == off:
-                object.__setattr__(self, name, None)
+        apply_off(self)
         raise_problems(self, self.problems())
 
     def problems(self) -> list[str]:
