@@ -1,9 +1,12 @@
-"""What both command groups share: the group with its --debug flag, and one path for errors a user reads."""
+"""What the command modules share: the group with its --debug flag, one path for errors a user reads, and the
+option sets of several vmae-data commands (executor, progress) with the printing of their reports."""
 import functools
+from dataclasses import fields
 
 import click
 
 from vmae.errors import FAULTS, ConfigError, VmaeError
+from vmae.executors import EXECUTORS, ExecutorConfig
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
@@ -50,3 +53,41 @@ def handle_errors(fn):
                 raise
             raise click.ClickException(message) from None
     return run
+
+
+# ---------------------------------------------------------------- vmae-data option sets
+
+def options(*decorators):
+    """Several click options applied as one decorator."""
+    def apply(fn):
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+    return apply
+
+
+def executor_options(workers_help: str, slices: bool = True):
+    """--workers, and with `slices` --executor, --unit-index and --num-units: the ExecutorConfig fields."""
+    workers = click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help=workers_help)
+    if not slices:
+        return workers
+    return options(
+        workers,
+        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
+                     help="local: a process pool of --workers; ray: Ray tasks (RAY_ADDRESS or a local Ray)."),
+        click.option("--unit-index", type=int, help="With --num-units: run only this slice of the work "
+                                                     "(e.g. $SLURM_ARRAY_TASK_ID)."),
+        click.option("--num-units", type=int, help="Number of slices the work is split into."))
+
+
+def executor_config(options: dict) -> ExecutorConfig:
+    """The ExecutorConfig of the executor options among a command's `options`, which are taken out of it."""
+    return ExecutorConfig(**{f.name: options.pop(f.name) for f in fields(ExecutorConfig) if f.name in options})
+
+
+PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+
+
+def echo_report(report) -> None:
+    """A curation report, line by line."""
+    click.echo("\n".join(report.lines()))

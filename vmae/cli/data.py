@@ -2,19 +2,19 @@
 
 The options of build-k710, ava and download are generated from their config dataclasses (vmae/cli/options.py),
 so each default lives in its config alone; the other curation steps take a few plain arguments each, written
-here. The sets that several commands share (executor, progress, output manifest) are defined once below. Each
-command calls one library function and prints its report.
+here, and the option sets several commands share (executor, progress) are in vmae/cli/common.py. The shard
+commands (shard, verify, index, stats) are in vmae/cli/shards.py. Each command calls one library function and
+prints its report.
 """
-from dataclasses import fields
-
 import click
 
-from vmae.cli.common import group, handle_errors
+from vmae.cli.common import PROGRESS, echo_report, executor_config, executor_options, group, handle_errors
 from vmae.cli.options import config_options, given
+from vmae.cli.shards import exclusions, index_cmd, shard, stats_cmd, verify_cmd
 from vmae.curation.ava import AvaConfig
 from vmae.curation.download import DownloadConfig
 from vmae.curation.kinetics import BuildK710Config
-from vmae.executors import EXECUTORS, ExecutorConfig
+from vmae.executors import ExecutorConfig
 
 
 @group
@@ -31,40 +31,8 @@ def data(debug):
     """
 
 
-def options(*decorators):
-    """Several click options applied as one decorator."""
-    def apply(fn):
-        for decorator in reversed(decorators):
-            fn = decorator(fn)
-        return fn
-    return apply
-
-
-def executor_options(workers_help: str, slices: bool = True):
-    """--workers, and with `slices` --executor, --unit-index and --num-units: the ExecutorConfig fields."""
-    workers = click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help=workers_help)
-    if not slices:
-        return workers
-    return options(
-        workers,
-        click.option("--executor", type=click.Choice(EXECUTORS), default="local", show_default=True,
-                     help="local: a process pool of --workers; ray: Ray tasks (RAY_ADDRESS or a local Ray)."),
-        click.option("--unit-index", type=int, help="With --num-units: run only this slice of the work "
-                                                     "(e.g. $SLURM_ARRAY_TASK_ID)."),
-        click.option("--num-units", type=int, help="Number of slices the work is split into."))
-
-
-def executor_config(options: dict) -> ExecutorConfig:
-    """The ExecutorConfig of the executor options among a command's `options`, which are taken out of it."""
-    return ExecutorConfig(**{f.name: options.pop(f.name) for f in fields(ExecutorConfig) if f.name in options})
-
-
-PROGRESS = click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
-OUT_MANIFEST = click.option("--out", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.parquet).")
-
-
-def echo_lines(report) -> None:
-    click.echo("\n".join(report.lines()))
+OUT_MANIFEST = click.option("--out", required=True, type=click.Path(dir_okay=False),
+                            help="Manifest to write (.parquet).")
 
 
 @data.command("build-k710")
@@ -136,7 +104,7 @@ def ssv2(annotations, labels, videos, out, split, ext, probe, workers):
         --labels something-something-v2-labels.json --videos 20bn-something-something-v2 --out ssv2.parquet
     """
     from vmae.curation.ssv2 import ssv2_manifest
-    echo_lines(ssv2_manifest(annotations, labels, videos, out, split=split, ext=ext, probe=probe,
+    echo_report(ssv2_manifest(annotations, labels, videos, out, split=split, ext=ext, probe=probe,
                              executor=ExecutorConfig(workers=workers)))
 
 
@@ -163,7 +131,7 @@ def ava(file_list, videos, out, **options):
     """
     from vmae.curation.ava import cut_ava
     run = executor_config(options)
-    echo_lines(cut_ava(file_list, videos, out, AvaConfig(**given(options)), run))
+    echo_report(cut_ava(file_list, videos, out, AvaConfig(**given(options)), run))
 
 
 @data.command("sample")
@@ -186,7 +154,7 @@ def sample(source, metadata, n, seed, out):
       vmae-data sample webvid --metadata results_2M_train.csv --n 250000 --seed 0 --out webvid.parquet
     """
     from vmae.curation.sampling import sample_source
-    echo_lines(sample_source(source, metadata, n, seed, out))
+    echo_report(sample_source(source, metadata, n, seed, out))
 
 
 @data.command("import")
@@ -217,7 +185,7 @@ def import_(src, source, out, labels_from, stride, split, root, class_list, prob
       vmae-data import test.csv --source mine --labels-from csv --class-list train.classes.txt --out test.parquet
     """
     from vmae.curation.importer import import_videos
-    echo_lines(import_videos(src, source, out, labels_from=labels_from, stride=stride, split=split, root=root,
+    echo_report(import_videos(src, source, out, labels_from=labels_from, stride=stride, split=split, root=root,
                              class_list=class_list, probe=probe, executor=ExecutorConfig(workers=workers)))
 
 
@@ -259,15 +227,7 @@ def unlabeled_hybrid(k710, ssv2, ava, webvid, instagram, out, strides, exclude):
             raise click.BadParameter(f"{item!r}: expected SOURCE=N, e.g. ssv2=2", param_hint="--stride")
         overrides[name] = int(value)
     inputs = {"k710": k710, "ssv2": ssv2, "ava": ava, "webvid": webvid, "instagram": instagram}
-    echo_lines(mix_unlabeled_hybrid(inputs, out, overrides, exclusions(exclude)))
-
-
-def exclusions(pairs):
-    """key -> (reason, message) of the clips --exclude PAIRS drops, or None without --exclude."""
-    if pairs is None:
-        return None
-    from vmae.curation.dedup import read_exclusions
-    return read_exclusions(pairs)
+    echo_report(mix_unlabeled_hybrid(inputs, out, overrides, exclusions(exclude)))
 
 
 @data.command("download")
@@ -297,74 +257,7 @@ def download_cmd(manifest, out, retry_failed, progress, **options):
     retry = None if retry_failed is None else (
         () if retry_failed == "all" else tuple(r.strip() for r in retry_failed.split(",") if r.strip()))
     run = executor_config(options)
-    echo_lines(download(manifest, out, DownloadConfig(retry_failed=retry, **given(options)), run, progress))
-
-
-# ---------------------------------------------------------------- shards: shard, verify, stats (shards stream)
-
-SHARD_OPTIONS = options(
-    click.option("--manifest", required=True, type=click.Path(exists=True, dir_okay=False),
-                 help="Manifest of clips (Parquet, CSV or JSONL); relative paths are read from its folder."),
-    click.option("--out", required=True, type=click.Path(file_okay=False),
-                 help="Folder of the shard set (one set per folder)."),
-    click.option("--max-size", default="1GB", show_default=True,
-                 help="Size cap per shard: 1GB, 500MB, 2GiB; 0 for none. Exact without --transcode."),
-    click.option("--max-count", default=10_000, show_default=True, type=click.IntRange(min=1),
-                 help="Samples per shard at most."),
-    click.option("--seed", default=0, show_default=True, help="Shuffle seed: same seed, same bytes."),
-    click.option("--transcode", default="none", show_default=True, metavar="none|short-side=N,gop=G",
-                 help="Re-encode every clip to H.264 with this short side (px) and keyframe interval (frames); "
-                      "short-side=320 alone takes gop=16."),
-    click.option("--exclude", type=click.Path(exists=True, dir_okay=False), metavar="PAIRS",
-                 help="dups/pairs.parquet of `vmae-data dedup`: leave out the pretraining side of every pair "
-                      "(listed in skipped.parquet as eval-leak or duplicate-content)."),
-    executor_options("Shards written at once by the local pool (with --transcode: the number of cores)."),
-    PROGRESS)
-
-
-def write_shard_set(labeled, manifest, out, name, max_size, max_count, seed, transcode, exclude, progress, **run):
-    from vmae.shards.writer import ShardConfig, parse_size, parse_transcode, write_shards
-
-    cfg = ShardConfig(name=name, labeled=labeled, max_size=parse_size(max_size), max_count=max_count, seed=seed,
-                      transcode=parse_transcode(transcode))
-    report = write_shards(manifest, out, cfg, ExecutorConfig(**run), progress=progress, exclude=exclusions(exclude))
-    echo_lines(report)
-
-
-@data.group("shard")
-def shard():
-    """Pack a manifest's clips into well-mixed WebDataset shards: NAME-000000.tar ..., index.parquet,
-    skipped.parquet and shards.json (written last).
-
-    \b
-      vmae-data shard unlabeled-hybrid --manifest hybrid.parquet --out shards/uh --workers 8
-      vmae-data shard k710 --manifest clips/k710-train/manifest.parquet --out shards/k710-train
-
-    Same manifest, seed and options give byte-identical shards with any executor or worker count. A rerun
-    (after a crash, or of a Slurm slice) keeps the complete shards and writes the rest.
-    """
-
-
-@shard.command("unlabeled-hybrid")
-@SHARD_OPTIONS
-@click.option("--name", default="uh", show_default=True, help="Shard file prefix: NAME-000000.tar, ...")
-@handle_errors
-def shard_unlabeled_hybrid(**options):
-    """Unlabeled shards (KEY.mp4 + KEY.json) for pretraining."""
-    write_shard_set(False, **options)
-
-
-@shard.command("k710")
-@SHARD_OPTIONS
-@click.option("--name", help="Shard file prefix. [default: the manifest's split when it has one (train, val), "
-                             "else k710]")
-@handle_errors
-def shard_k710(**options):
-    """Labeled shards (KEY.mp4 + KEY.json + KEY.cls) for fine-tuning and evaluation; rows need label_id.
-
-    Shard one split per folder: --manifest clips/k710-train/manifest.parquet --out shards/k710-train.
-    """
-    write_shard_set(True, **options)
+    echo_report(download(manifest, out, DownloadConfig(retry_failed=retry, **given(options)), run, progress))
 
 
 # ---------------------------------------------------------------- content duplicates: fingerprint, dedup
@@ -398,7 +291,7 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, rows_per_
     from vmae.curation.fingerprint import FingerprintConfig, fingerprint
 
     cfg = FingerprintConfig(every=every, min_frames=min_frames, max_frames=max_frames, rows_per_unit=rows_per_unit)
-    echo_lines(fingerprint(src, out, set_name, cfg, ExecutorConfig(**run), progress))
+    echo_report(fingerprint(src, out, set_name, cfg, ExecutorConfig(**run), progress))
 
 
 @data.command("dedup")
@@ -435,76 +328,8 @@ def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, same
     from vmae.curation.dedup import DedupConfig, dedup
 
     cfg = DedupConfig(threshold=threshold, coverage=coverage, min_quality=min_quality, same_video=same_video)
-    echo_lines(dedup(fingerprints, out, against, cfg, plot=plot))
+    echo_report(dedup(fingerprints, out, against, cfg, plot=plot))
 
 
-@data.command("verify")
-@click.argument("shard_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--decode", is_flag=True, help="Also decode every frame of every clip with the training decoder.")
-@click.option("--workers", default=1, show_default=True, type=click.IntRange(min=1), help="Shards checked at once.")
-@PROGRESS
-@handle_errors
-def verify_cmd(shard_dir, decode, workers, progress):
-    """Check every shard of SHARD_DIR against index.parquet and shards.json: sizes, checksums, complete
-    members, valid JSON, mp4+json(+cls) per sample, counts; with --decode, that every clip decodes.
-    Lists each problem and exits 1 if there is any.
-
-    \b
-      vmae-data verify shards/uh --workers 4
-    """
-    from vmae.shards.verify import verify
-
-    report = verify(shard_dir, decode=decode, workers=workers, progress=progress)
-    for problem in report.problems:
-        click.echo(problem)
-    decoded = f", {report.decoded} decoded" if decode else ""
-    click.echo(f"{shard_dir}: {report.shards} shards, {report.samples} samples{decoded}; "
-               f"{len(report.problems)} problem(s)")
-    if report.problems:
-        raise SystemExit(1)
-
-
-@data.command("index")
-@click.argument("shards")
-@click.option("--out", type=click.Path(file_okay=False),
-              help="Folder for index.parquet.  [default: the shards' folder, when it is local]")
-@handle_errors
-def index_cmd(shards, out):
-    """Write index.parquet for tar shards made by another tool (webdataset's TarWriter, ...), so that training
-    reads them in exact epochs: every member's key, shard, name, data offset and size. SHARDS is a brace
-    pattern of paths or URLs (fsspec, pipe:); each tar is read once. vmae-data shard writes its own index.
-
-    \b
-      vmae-data index 'other/train-{000000..000099}.tar'
-      vmae-data index 'https://host/train-{000000..000099}.tar' --out meta   # train with --index meta/index.parquet
-    """
-    from vmae.shards.index import index_tars, write_index
-    from vmae.training.sources import local_path, shard_urls
-
-    urls = shard_urls(shards)
-    folder = out or (local_path(urls[0]).parent if local_path(urls[0]) is not None else None)
-    if folder is None:
-        raise click.UsageError(f"{urls[0]} is not a local file: say where index.parquet goes with --out")
-    table = index_tars(urls)
-    click.echo(f"wrote {write_index(folder, table)}: {len(table)} members of {len(urls)} shards")
-
-
-@data.command("stats")
-@click.argument("shard_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--plot", type=click.Path(dir_okay=False),
-              help="Write a PNG: source mix, clip durations, resolutions.")
-@handle_errors
-def stats_cmd(shard_dir, plot):
-    """Samples, hours and GB per source and split of the shard set in SHARD_DIR.
-
-    \b
-      vmae-data stats shards/uh --plot uh-stats.png
-    """
-    from vmae.shards.stats import plot_stats, sample_table, summarize
-
-    samples = sample_table(shard_dir)
-    click.echo(summarize(samples).to_string(float_format=lambda x: f"{x:.3f}"))
-    if plot:
-        click.echo(f"wrote {plot_stats(samples, plot)}")
-
-
+for command in (shard, verify_cmd, index_cmd, stats_cmd):
+    data.add_command(command)
