@@ -78,6 +78,10 @@ def test_sentinels_are_the_configs():
     cfg = C.finetune_config(shards="s", output_dir="o", clip_grad=0, layer_decay=1, randaug="none")
     assert (cfg.clip_grad, cfg.layer_decay, cfg.randaug) == (None, None, None)
     assert C.pretrain_config(shards="s", output_dir="o", clip_grad=0.0).clip_grad is None
+    # None means "not given", which would keep RandAugment on: the library refuses it and names the off value
+    with pytest.raises(ConfigError, match="randaug=None would mean 'not given'.*pass randaug='none'"):
+        C.finetune_config(shards="s", output_dir="o", randaug=None)
+    assert C.finetune_config(shards="s", output_dir="o", epochs=None).epochs == 30  # no off value: not given
 
 
 def test_a_new_config_field_with_help_becomes_an_option():

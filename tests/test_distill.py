@@ -67,7 +67,7 @@ def test_distillation_lowers_the_kl(tmp_path, tmp_path_factory):
     cfg = finetune_config("distill-k710", cls=DistillConfig, shards=train, val_shards=val,
                           output_dir=str(tmp_path / "run"), teacher=str(teacher_path), model="vit_test",
                           num_classes=3, init=str(tmp_path / "student_init.pth"), num_frames=4, input_size=32,
-                          batch_size=4, epochs=4, warmup_epochs=1, base_lr=0.25, randaug=None, workers=0,
+                          batch_size=4, epochs=4, warmup_epochs=1, base_lr=0.25, randaug="none", workers=0,
                           device="cpu", tensorboard=False, log_every=2, record_samples=True)
     assert (cfg.temperature, cfg.mixup, cfg.clip_grad, cfg.layer_decay) == (3.0, 0.8, 1.0, 0.75)
 

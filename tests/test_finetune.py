@@ -189,11 +189,11 @@ def shards(tmp_path_factory):
     return train, val
 
 
-def tiny_run(shards, out, init=None, **kw):
+def tiny_run(shards, out, init="none", **kw):
     train, val = shards
     options = dict(shards=train, val_shards=val, output_dir=str(out), model="vit_test", num_classes=len(COLOURS),
                    init=init, num_frames=4, input_size=32, batch_size=4, epochs=5, warmup_epochs=1,
-                   base_lr=0.25, randaug=None, workers=0, device="cpu", tensorboard=False, log_every=3)
+                   base_lr=0.25, randaug="none", workers=0, device="cpu", tensorboard=False, log_every=3)
     options.update(kw)
     return finetune_config(None, **options)
 
@@ -295,7 +295,7 @@ def test_64_frames_of_266_px_fine_tune_from_a_16x224_checkpoint(tmp_path):
     cfg = finetune_config(None, shards=shards, val_shards=shards, output_dir=str(tmp_path / "run"),
                           model="vit_test_patch14", num_classes=3, init=str(tmp_path / "ft16x224.pth"),
                           num_frames=64, input_size=266, checkpoint_activations=True, batch_size=1, num_sample=2,
-                          epochs=1, warmup_epochs=0, randaug=None, workers=0, device="cpu", tensorboard=False)
+                          epochs=1, warmup_epochs=0, randaug="none", workers=0, device="cpu", tensorboard=False)
     report = finetune(cfg)
     assert report["steps"] == 1 and report["val"]["videos"] == 1 and "missing: none" in report["init"]
     saved = load_checkpoint_file(report["last_checkpoint"])["config"]

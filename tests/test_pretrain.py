@@ -30,7 +30,7 @@ def read_log(run):
 def test_tiny_pretraining_lowers_the_loss_and_writes_a_loadable_checkpoint(shards, tmp_path):
     run = tmp_path / "run"
     cfg = pretrain_config(shards=shards, output_dir=str(run), epochs=20, warmup_epochs=1, base_lr=0.2,
-                          clip_grad=None, save_every_steps=50, keep_last=1, **TINY)
+                          clip_grad=0, save_every_steps=50, keep_last=1, **TINY)
     report = pretrain(cfg)
     # 8 videos / batch 2 = 4 steps per epoch; global batch = 2 videos x 2 views; lr = 0.2 x 4 / 256
     assert report["steps"] == report["total_steps"] == 80 and report["global_batch"] == 4

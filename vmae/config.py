@@ -30,7 +30,15 @@ def apply_off(cfg) -> None:
 
 
 def build_config(cls, presets: dict, preset: str | None = None, **overrides):
-    """`cls` with its defaults, then the named preset's values, then every override that is not None."""
+    """`cls` with its defaults, then the named preset's values, then every override that is not None.
+
+    None is "not given", so it cannot turn a setting off: for a field with an off value (`cls.OFF`, e.g.
+    randaug "none") None is refused rather than silently keep the default or the preset's value."""
+    ambiguous = sorted(k for k, v in overrides.items() if v is None and k in getattr(cls, "OFF", {}))
+    if ambiguous:
+        raise ConfigError(", ".join(f"{k}=None" for k in ambiguous) + " would mean 'not given' and keep the default; "
+                          "to turn it off pass " + ", ".join(f"{k}={cls.OFF[k]!r}" for k in ambiguous)
+                          + ", or leave it out")
     values = {}
     if preset is not None:
         if preset not in presets:
