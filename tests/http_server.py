@@ -9,11 +9,12 @@ from pathlib import Path
 
 
 class _Local:
-    """Serve with `handler` on a free port of 127.0.0.1 (self.url) until close()."""
+    """Serve with `handler` on a free port of 127.0.0.1 (self.port, self.url) until close()."""
 
     def _start(self, handler) -> None:
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.port = self.httpd.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def close(self):

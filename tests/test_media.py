@@ -105,8 +105,7 @@ def test_probe_facts_mp4_and_webm(v30, tmp_path):
                        extra=("-deadline", "realtime", "-cpu-used", "8"))
     facts = media.probe(webm, decode=True)
     assert (facts["frames"], facts["codec"], facts["fps"]) == (24, "vp9", 24.0)  # counted: webm keeps no count
-    for path in (v30, webm):  # the in-process header read and ffprobe agree
-        assert media._probe_pyav(path) == pytest.approx(media._probe_ffprobe(path))
+    assert (facts["width"], facts["height"]) == (64, 64) and facts["duration"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_probe_failure_reasons(v30, tmp_path):

@@ -1,6 +1,7 @@
 import json
 import math
-import warnings
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -263,9 +264,11 @@ def test_timm_registry_keeps_timm_models_and_registers_once():
     assert timm.is_model("pretrain_videomae_giant_patch14_224") and timm.is_model("videomae_v2_vit_giant_patch14_224")
     assert timm.models.get_pretrained_cfg("vit_base_patch16_224") is not None  # timm's own image ViT untouched
     assert "vmae" not in timm.models.model_entrypoint("vit_base_patch16_224").__module__
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        models._register_in_timm()  # what a second import does
+    # Importing the module again (a reload, as notebooks do) registers nothing twice: timm would warn.
+    again = ("import importlib, warnings\nimport vmae.training.models as m\nwith warnings.catch_warnings():\n"
+             "    warnings.simplefilter('error')\n    importlib.reload(m)")
+    result = subprocess.run([sys.executable, "-c", again], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
     with pytest.raises(ValueError, match="no hub weights"):
         timm.create_model("pretrain_videomae_test", pretrained=True)
 

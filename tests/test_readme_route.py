@@ -5,19 +5,17 @@ videos and annotation files, laid out under `downloads/` with the official file 
 "YouTube" videos are served on 127.0.0.1. Tiny-size options are appended to each command (click keeps the last
 value of an option), so the command text itself is what a user pastes.
 """
-import functools
 import importlib.util
 import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from http_server import Server
 from vmae.manifests.schema import mixture_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,24 +85,18 @@ def tiny(command: str, port: int) -> str:
     return f"{command} {TINY[matches[0]].format(port=port)}"
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def served(tmp_path):
     """The demo's raw inputs under tmp/raw, their www/ folder served on 127.0.0.1; yields (raw, port)."""
     raw = tmp_path / "raw"
     (raw / "www").mkdir(parents=True)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(raw / "www")))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = Server(raw / "www")
     spec = importlib.util.spec_from_file_location("make_data", ROOT / "demo" / "make_data.py")
     make_data = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(make_data)
-    make_data.main(raw, server.server_address[1])
-    yield raw, server.server_address[1]
-    server.shutdown()
+    make_data.main(raw, server.port)
+    yield raw, server.port
+    server.close()
 
 
 def test_route_commands_are_read_whole():
