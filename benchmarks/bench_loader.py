@@ -11,8 +11,8 @@ frames; plus x264's default 250 for the decoder comparison), writes them into ta
    process; CPU time of worker + main process);
 2. clip-views/s with num_sample 4 against num_sample 1, the same ways, and on the keyframe-250 clips (target
    >= 3x), and the hand-off: views per CPU-second through one worker against in-process (target ~1). Each
-   extra view costs its resize (~1.9 ms here), the transposing write into its batch row (~0.7 ms) and, in
-   fresh batch memory, its first touch (~1.1 ms in-process, ~1.7 ms in shared memory on this VM). In-process,
+   extra view costs its resize, the transposing write into its batch row and, in fresh batch memory, its
+   first touch (benchmarks/README.md has the figures). In-process,
    glibc recycles the 19 MB batches of num_sample 1 but maps the 77 MB ones of num_sample 4 afresh (over its
    32 MB mmap threshold), so only num_sample 4 pays that first touch there; a worker reuses its shared
    buffers once the main process has dropped them (vmae.training.handoff), so neither pays it there;

@@ -81,7 +81,8 @@ def param_groups(model, weight_decay: float, layer_decay: float | None = None,
 
 def make_optimizer(model, lr: float, weight_decay: float, betas=(0.9, 0.95), eps: float = 1e-8,
                    layer_decay: float | None = None, no_decay_names=(), fused: bool = True) -> torch.optim.AdamW:
-    """AdamW over `param_groups`, with the fused kernel (CPU or GPU; ~2x faster than the default on a CPU).
+    """AdamW over `param_groups`, with the fused kernel (CPU or GPU; one kernel for every tensor instead of a
+    loop over them).
     fused=False: torch's default implementation, as the reference (benchmarks' reference mode)."""
     groups = param_groups(model, weight_decay, layer_decay, no_decay_names)
     for group in groups:

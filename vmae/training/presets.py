@@ -13,8 +13,8 @@ defaults and the user's own options. Which source each preset follows (`resolve`
   sources; they follow the script.
 - `k400-64x266`, `k600-64x266` (ViT-g): the paper's Table 3 "Kinetics 64x266^2" column, which has no script:
   lr 1e-4, 5 epochs, no warmup, drop path 0.35, dropout 0.5, layer decay 0.9, batch 32, on 64 frames of
-  266 px (32 x 19 x 19 tokens) with activation checkpointing (benchmarks/README.md, bench_memory.py: ~3 GiB of
-  activations per clip). Weight decay is not in our sources; it follows the 16x224 script (0.1). Start from a
+  266 px (32 x 19 x 19 tokens) with activation checkpointing (its activation memory per clip: bench_memory.py,
+  benchmarks/README.md). Weight decay is not in our sources; it follows the 16x224 script (0.1). Start from a
   ViT-g fine-tuned at 16x224 (--init); its position table is rebuilt for the larger grid.
 - `distill-k710`, `distill-ssv2`: the paper's Table 10 (no script exists).
 

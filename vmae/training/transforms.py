@@ -2,15 +2,16 @@
 [T, H, W, 3] array, see `as_clip`); every crop is shared by all frames of a clip. Device side: `normalize`,
 `denormalize` and `random_erase_cube` on float batches [..., 3, T, H, W].
 
-Resizing uses torch's uint8 bilinear on the channels-last frames, its fast path (on planar [3, T, H, W] input
-it is ~3x slower, so the stream crops and resizes first and transposes each view as it writes it into the
+Resizing uses torch's uint8 bilinear on the channels-last frames, its fast path (planar [3, T, H, W] input
+takes a slower one, so the stream crops and resizes first and transposes each view as it writes it into the
 batch, `write_cthw`). Each resize follows the reference's library at that step:
 - eval/val short-side resize: OpenCV INTER_LINEAR, i.e. bilinear without antialiasing (antialias=False;
   within one grey level of cv2.resize, tested);
 - fine-tuning random resized crop: F.interpolate bilinear without antialiasing on normalised floats. Bilinear
   weights sum to 1, so resizing the uint8 frames and normalising afterwards gives the same values up to the
   rounding to whole grey levels (at most one, tested); the batch stays uint8 (4x less to move);
-- pretraining multi-scale crop: PIL bilinear, which antialiases (antialias=True, close to PIL, ~3x faster).
+- pretraining multi-scale crop: PIL bilinear, which antialiases (antialias=True: close to PIL, and torch's
+  uint8 path instead of a PIL image per frame).
 """
 import functools
 import math
@@ -38,8 +39,8 @@ def as_clip(frames: np.ndarray) -> torch.Tensor:
 
 
 def write_cthw(clip: torch.Tensor, out: torch.Tensor) -> None:
-    """Write a clip [T, 3, H, W] into `out` [3, T, H, W], the model's layout, in one transposing pass (numpy's is
-    ~2x faster than torch's for uint8)."""
+    """Write a clip [T, 3, H, W] into `out` [3, T, H, W], the model's layout, in one transposing pass (numpy's
+    copy, which handles uint8 transposes better than torch's)."""
     t, c, h, w = clip.shape
     if tuple(out.shape) != (c, t, h, w) or out.dtype != clip.dtype:
         raise ValueError(f"cannot write a {clip.dtype} clip {tuple(clip.shape)} into {out.dtype} "
@@ -204,8 +205,8 @@ def _kept_stats(device: torch.device, dtype) -> tuple:
 def normalize(video: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 video [..., 3, T, H, W] (any device) -> (x/255 - mean) / std with ImageNet statistics.
 
-    One conversion and two in-place passes (x * 1/(255 std) - mean/std): about 4x less time and memory than
-    the textbook expression on a CPU; still best done on the GPU."""
+    One conversion and two in-place passes (x * 1/(255 std) - mean/std) instead of the textbook expression's
+    four passes and temporaries; still best done on the GPU."""
     mean, std = _stats(video, dtype)
     return video.to(dtype, copy=True).mul_(1 / (255 * std)).sub_(mean / std)
 
