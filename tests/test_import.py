@@ -109,6 +109,17 @@ def test_tsv_without_header_and_fixed_class_list(tmp_path):
     assert "'fly' is not in" in pd.read_csv(tmp_path / "t.rejects.csv")["reason"].iloc[0]
 
 
+def test_an_official_label_map_by_name_gives_that_versions_ids(tmp_path):
+    from vmae.manifests.labels import class_ids
+    lst = tmp_path / "k400.csv"
+    lst.write_text("a.mp4,zumba\nb.mp4,abseiling\nc.mp4,adjusting glasses\n")
+    import_videos(lst, "k400", tmp_path / "k.parquet", class_list="k400")
+    df = read_manifest(tmp_path / "k.parquet")
+    ids = class_ids("k400")
+    assert df["label_id"].tolist() == [ids["zumba"], ids["abseiling"]] == [399, 0]
+    assert "'adjusting glasses' is not in k400" in pd.read_csv(tmp_path / "k.rejects.csv")["reason"].iloc[0]
+
+
 def test_numeric_classes_sort_as_numbers(tmp_path):
     lst = tmp_path / "l.csv"
     lst.write_text("".join(f"v{i}.mp4,{c}\n" for i, c in enumerate(["10", "2", "1"])))

@@ -167,9 +167,10 @@ def sample(source, metadata, n, seed, out):
 @click.option("--split", type=click.Choice(["train", "val", "test"]), help="Split of every row.")
 @click.option("--root", type=click.Path(exists=True, file_okay=False),
               help="Folder that relative paths in a list start from [default: the list's folder].")
-@click.option("--class-list", type=click.Path(exists=True, dir_okay=False),
+@click.option("--class-list", metavar="FILE|k400|k600|k700|k710",
               help="Fixed class list (one name per line, id = line from 0), e.g. the train import's "
-                   "OUT.classes.txt when importing its test split.")
+                   "OUT.classes.txt when importing its test split; or an official Kinetics label map by name, "
+                   "for labelled shards with that version's class ids (K400 fine-tuning).")
 @click.option("--probe", is_flag=True, help="Probe every video now (status ok / reason, probe facts).")
 @executor_options("Parallel probes (with --probe).", slices=False)
 @handle_errors
@@ -183,6 +184,7 @@ def import_(src, source, out, labels_from, stride, split, root, class_list, prob
     Examples:
       vmae-data import UCF-101/ --source ucf101 --out ucf101.parquet
       vmae-data import test.csv --source mine --labels-from csv --class-list train.classes.txt --out test.parquet
+      vmae-data import k400-train.csv --source k400 --labels-from csv --class-list k400 --out k400-train.parquet
     """
     from vmae.curation.importer import import_videos
     echo_report(import_videos(src, source, out, labels_from=labels_from, stride=stride, split=split, root=root,

@@ -15,7 +15,7 @@ import pandas as pd
 
 from vmae.atomic import write_text
 from vmae.executors import ExecutorConfig, run_units
-from vmae.manifests import ManifestError, key_problem, make_key, write_manifest
+from vmae.manifests import ManifestError, key_problem, labels, make_key, write_manifest
 from vmae.manifests.schema import settle_keys
 from vmae.manifests.validate import REJECT_COLUMNS, excluded_lines, write_rejects
 from vmae.media import UNKNOWN, MediaError, probe
@@ -294,6 +294,9 @@ def _sorted_classes(names: set) -> list:
 
 
 def _read_class_list(path) -> list:
+    """A class list file, or the name of an official label map (k400, k600, k700, k710: its ids)."""
+    if str(path) in labels.VERSIONS:
+        return list(labels.class_names(str(path)))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: class list not found")
