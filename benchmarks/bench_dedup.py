@@ -13,9 +13,10 @@ fingerprint speed against decoding the same frames alone, and dedup time and mem
    PHash 256-bit) and matched by the same rule, each at the threshold that keeps false positives within the
    target; and the CPU time per frame of each hasher.
 3. speed: fingerprint CPU time per clip against decoding the same frames alone (plain PyAV: open, demux,
-   decode the chosen pictures; no scaling, no hashing). Target ratio (clips per CPU-second) >= 0.8.
-4. scale: dedup of N synthetic pretraining fingerprints (random PDQ-like hashes, 1% of them noisy copies of
-   other clips, 1% noisy copies of reference clips) against 100k reference ones, N from 100k to 1.35M; each
+   decode in order up to the last chosen picture, as one every 0.1 s leaves nothing to skip; no scaling, no
+   hashing). Target ratio (clips per CPU-second) >= 0.8.
+4. scale: dedup of N synthetic pretraining fingerprints (random PDQ-like hashes and motion signatures, 1% of
+   them noisy copies of other clips, 1% noisy copies of reference clips) against 100k reference ones, N from 100k to 1.35M; each
    size in a fresh process: wall time and peak memory. Target at 1.35M: under 2 minutes and 4 GiB.
 
     .venv/bin/python benchmarks/bench_dedup.py                   # everything; clips cached in --work
@@ -42,6 +43,7 @@ import pyarrow.parquet as pq
 
 from vmae import media
 from vmae.curation.dedup import NO_MATCH, DedupConfig, dedup, is_duplicate, match_frames
+from vmae.curation import temporal_signature
 from vmae.curation.fingerprint import FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
@@ -361,8 +363,9 @@ def bench_candidates(clips: pd.DataFrame, distinct: int, fp_cfg, dd_cfg):
 # ------------------------------------------------------------------ 3. speed
 
 def plain_decode(path: str, cfg: FingerprintConfig) -> int:
-    """Decode the frames fingerprint picks the plain PyAV way (seek to the keyframe before each, decode
-    forward to it), nothing else; returns the frames decoded."""
+    """Decode the frames fingerprint picks (PDQ's and the motion signature's, one every 0.1 s) the plain PyAV
+    way, nothing else: so dense a pick leaves no group of pictures to skip, so every frame up to the last
+    chosen one is decoded in order. Returns the chosen frames seen."""
     import av
 
     with av.open(path) as container:
@@ -370,16 +373,15 @@ def plain_decode(path: str, cfg: FingerprintConfig) -> int:
         stream.codec_context.thread_count = 1
         packets = [p for p in container.demux(stream) if p.size]
         shown = sorted(p.pts for p in packets)
-        chosen = pick_frames((np.array(shown, float) - shown[0]) * float(stream.time_base), cfg)
-        decoded = 0
-        for i in chosen:
-            container.seek(shown[i], stream=stream, backward=True)
-            for packet in container.demux(stream):
-                frame = next((f for f in packet.decode() if f.pts is not None and f.pts >= shown[i]), None)
-                if frame is not None:
-                    decoded += 1
-                    break
-    return decoded
+        times = (np.array(shown, float) - shown[0]) * float(stream.time_base)
+        chosen = {shown[i] for i in np.union1d(pick_frames(times, cfg), temporal_signature.pick_steps(times))}
+        last, seen = max(chosen), 0
+        container.seek(shown[0], stream=stream, backward=True)
+        for frame in container.decode(stream):
+            seen += frame.pts in chosen
+            if frame.pts is not None and frame.pts >= last:
+                break
+    return seen
 
 
 def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
@@ -388,7 +390,7 @@ def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
     sides = {"fingerprint": lambda p: fingerprint_clip(p, cfg),
              "decode the same frames (plain PyAV)": lambda p: plain_decode(p, cfg),
              "vmae decode + scale alone": lambda p: media.grab_frames(p, partial(pick_frames, cfg=cfg),
-                                                                       (cfg.size, cfg.size))}
+                                                                       (cfg.size, cfg.size), thumbs=THUMBS)}
     best = {name: float("inf") for name in sides}
     for _ in range(rounds):  # alternate, so that load from other work on the machine hits every side alike
         for name, fn in sides.items():
@@ -396,16 +398,19 @@ def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
             for p in paths:
                 fn(str(p))
             best[name] = min(best[name], time.process_time() - t)
-    grabbed = [media.grab_frames(str(p), partial(pick_frames, cfg=cfg), (cfg.size, cfg.size))[2] for p in paths]
+    grabbed = [media.grab_frames(str(p), partial(pick_frames, cfg=cfg), (cfg.size, cfg.size), thumbs=THUMBS)[1:]
+               for p in paths]
     t = time.process_time()
-    for g in grabbed:
-        pdq_hashes(g, border_box(g))
+    for _, g, steps, small in grabbed:
+        box = border_box(g)
+        pdq_hashes(g, box)
+        temporal_signature.signature(steps, small, box, cfg.size)
     hashing = time.process_time() - t
     n = len(paths)
-    frames = sum(len(g) for g in grabbed)
+    frames = sum(len(g[1]) for g in grabbed)
     base = best["decode the same frames (plain PyAV)"]
     print(f"speed: {n} clips, {frames / n:.1f} frames per clip; CPU ms per clip: " +
-          ", ".join(f"{k} {v / n * 1e3:.1f}" for k, v in best.items()) + f", PDQ + bars alone {hashing / n * 1e3:.1f}")
+          ", ".join(f"{k} {v / n * 1e3:.1f}" for k, v in best.items()) + f", PDQ + bars + motion signature alone {hashing / n * 1e3:.1f}")
     print(f"speed: fingerprint clips per CPU-second {n / best['fingerprint']:.1f} vs decoding the same frames "
           f"{n / base:.1f}: ratio {base / best['fingerprint']:.2f} (target >= 0.8); hashing is "
           f"{hashing / best['fingerprint']:.0%} of the fingerprint time")
@@ -413,8 +418,10 @@ def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
 
 # ------------------------------------------------------------------ 4. scale (synthetic fingerprints)
 
+THUMBS = (temporal_signature.pick_steps, (temporal_signature.THUMB,) * 2)
 SCALE_SOURCES = (("k710", 0.49), ("ssv2", 0.125), ("ava", 0.015), ("webvid", 0.185), ("instagram", 0.185))
 NOISE_BITS = 0.05     # share of bits flipped in a planted copy's frames (about 13 of 256)
+MOTION_NOISE = 0.3    # noise added to a planted copy's motion signature (units of its spread)
 
 
 def _list_array(values: pa.Array, lengths: np.ndarray) -> pa.Array:
@@ -422,36 +429,59 @@ def _list_array(values: pa.Array, lengths: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _blobs(hashes: np.ndarray, lengths: np.ndarray) -> pa.Array:
-    """One binary value per clip: its frames' 32-byte hashes, concatenated (fingerprint's layout)."""
-    offsets = np.concatenate([[0], np.cumsum(lengths) * 32]).astype(np.int32)
+def _blobs(hashes: np.ndarray, lengths: np.ndarray, width: int = 32) -> pa.Array:
+    """One binary value per clip: its frames' `width`-byte rows (hashes, motion steps), concatenated
+    (fingerprint's layout)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths) * width]).astype(np.int64)
+    if offsets[-1] >= 2 ** 31:
+        raise ValueError("more than 2 GiB in one column: write fewer clips")
+    offsets = offsets.astype(np.int32)
     return pa.BinaryArray.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(hashes)])
 
 
+def _motion_steps(frames):
+    """Motion signature steps of clips with this many hashed frames (one per 0.5 s)."""
+    return (np.asarray(frames) * 0.5 / temporal_signature.STEP).astype(np.int64)
+
+
 def synthetic(n: int, seed: int, set_name: str, copy_from=None):
-    """(table, hashes, lengths) of n random clips of 4-16 frames (mean 14). With copy_from=(hashes, lengths,
-    share): that share of the clips are noisy copies (two frames trimmed, bits flipped) of copy_from's clips,
-    and as many are noisy copies of other clips of this table."""
+    """(table, hashes, lengths, motion) of n random clips of 4-16 frames (mean 14) with random motion
+    signatures. With copy_from=(hashes, lengths, motion, share): that share of the clips are noisy copies (two
+    frames trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of
+    other clips of this table."""
     rng = np.random.default_rng(seed)
     # As --every 0.5 gives UnlabeledHybrid: 16 frames for 8 s and longer, fewer for short (SSV2) clips.
     lengths = np.where(rng.random(n) < 0.8, 16, rng.integers(4, 16, n))
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hashes = rng.integers(0, 256, (int(lengths.sum()), 32), dtype=np.uint8)
     mirrors = rng.integers(0, 256, hashes.shape, dtype=np.uint8)
+    # Motion signatures: a step every 0.1 s of the clip's lengths * 0.5 s, normalised changes as fingerprint
+    # stores them (about unit spread, clipped at 3 units).
+    steps = _motion_steps(lengths)
+    level = temporal_signature.LEVEL
+    motion = np.clip(rng.normal(0, level, (int(steps.sum()), temporal_signature.CHANNELS)), -3 * level, 3 * level
+                     ).astype(np.int8)
+    motion_start = np.concatenate([[0], np.cumsum(steps)[:-1]])
 
-    def plant(dst, src, src_hashes, src_lengths):
+    def plant(dst, src, src_hashes, src_lengths, src_motion):
         src_start = np.concatenate([[0], np.cumsum(src_lengths)[:-1]])
+        src_motion_end = np.cumsum(_motion_steps(src_lengths))
         for d, s in zip(dst, src):
             k = int(min(lengths[d], max(src_lengths[s] - 2, 2)))
             noise = np.packbits(rng.random((k, 256)) < NOISE_BITS, axis=1)
             end = src_start[s] + src_lengths[s]
             hashes[start[d]:start[d] + k] = src_hashes[end - k:end] ^ noise
+            if src_motion is not None:  # the same trim in motion, plus noise
+                m = int(_motion_steps(k))
+                piece = src_motion[src_motion_end[s] - m:src_motion_end[s]].astype(np.float32)
+                piece += rng.normal(0, MOTION_NOISE * level, piece.shape)
+                motion[motion_start[d]:motion_start[d] + m] = np.clip(piece, -3 * level, 3 * level)
 
     if copy_from is not None:
-        ref_hashes, ref_lengths, share = copy_from
+        ref_hashes, ref_lengths, ref_motion, share = copy_from
         m = int(n * share)
-        plant(np.arange(m), rng.integers(0, len(ref_lengths), m), ref_hashes, ref_lengths)
-        plant(np.arange(m, 2 * m), n // 2 + np.arange(m), hashes, lengths)
+        plant(np.arange(m), rng.integers(0, len(ref_lengths), m), ref_hashes, ref_lengths, ref_motion)
+        plant(np.arange(m, 2 * m), n // 2 + np.arange(m), hashes, lengths, motion)
     sources = rng.choice([s for s, _ in SCALE_SOURCES], n, p=[p for _, p in SCALE_SOURCES])
     frames = len(hashes)
     within = np.concatenate([np.arange(k) for k in lengths]).astype(np.float32)
@@ -461,18 +491,18 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None):
         pa.array(["ok"] * n), pa.nulls(n, pa.string()), pa.array(lengths.astype(float)), pa.array(np.full(n, 25.0)),
         pa.array(np.full(n, 320)), pa.array(np.full(n, 240)),
         _list_array(pa.array(within), lengths), _list_array(pa.array(np.full(frames, 100, np.uint8)), lengths),
-        _blobs(hashes, lengths), _blobs(mirrors, lengths),
+        _blobs(hashes, lengths), _blobs(mirrors, lengths), _blobs(motion, steps, temporal_signature.CHANNELS),
     ], schema=FP_SCHEMA)
-    return table, hashes, lengths
+    return table, hashes, lengths, motion
 
 
 def scale_files(work: Path, n: int, refs: int):
     """Write (once) the synthetic reference table and the pretraining table of n clips; return their paths."""
     ref_path, mix_path = work / f"eval-{refs}.parquet", work / f"train-{n}-{refs}.parquet"
     if not ref_path.exists() or not mix_path.exists():
-        ref, ref_hashes, ref_lengths = synthetic(refs, 1, "eval")
+        ref, ref_hashes, ref_lengths, ref_motion = synthetic(refs, 1, "eval")
         pq.write_table(ref, ref_path, row_group_size=1 << 16)
-        mix, _, _ = synthetic(n, 2, "train", copy_from=(ref_hashes, ref_lengths, 0.01))
+        mix, _, _, _ = synthetic(n, 2, "train", copy_from=(ref_hashes, ref_lengths, ref_motion, 0.01))
         pq.write_table(mix, mix_path, row_group_size=1 << 16)
     return ref_path, mix_path
 

@@ -1,6 +1,6 @@
 """vmae-data fingerprint / dedup and --exclude: real clips made with ffmpeg, real edits of one of them (scale,
-crop, pad, trim, hflip, re-encode at another CRF and GOP, drawbox, overlay), found as leaks of their original,
-nothing else paired; determinism over worker counts, resume after kill -9, undecodable clips recorded."""
+crop, pad, trim, hflip, re-encode at another CRF and GOP, drawbox, overlay; and a cropped and trimmed copy of
+another), found as leaks of their original, nothing else paired; determinism over worker counts, resume after kill -9, undecodable clips recorded."""
 import os
 import signal
 import subprocess
@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from vmae.cli.data import data
+from vmae.curation import temporal_signature
 from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
 from vmae.curation.fingerprint import FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
 from vmae.errors import ConfigError
@@ -57,6 +58,9 @@ def clips(tmp_path_factory):
            for name, graph in SCENES.items()}
     for kind, args in EDITS.items():
         out[f"copy_{kind}"] = _encode([a.format(src=out["mandel"]) for a in args], root / f"copy_{kind}.mp4")
+    # PDQ's bits change with this crop; the motion signature finds the copy, at its lag.
+    out["life_crop_trim"] = _encode(["-ss", "0.8", "-i", out["life"], "-vf", "crop=176:132:10:6"],
+                                    root / "life_crop_trim.mp4")
     out["cells_small"] = _encode(["-i", out["cells"], "-vf", "scale=128:96", "-crf", "30"], root / "cells_small.mp4")
     bad = root / "broken.mp4"
     bad.write_bytes(open(out["life"], "rb").read()[:3000])
@@ -74,7 +78,7 @@ def _manifest(path, clips, names, source="train"):
 @pytest.fixture(scope="module")
 def sets(clips, tmp_path_factory):
     root = tmp_path_factory.mktemp("dedup-sets")
-    mix = ["cells", "fractal", "cells_small", "broken"] + [f"copy_{k}" for k in EDITS]
+    mix = ["cells", "fractal", "cells_small", "broken", "life_crop_trim"] + [f"copy_{k}" for k in EDITS]
     _manifest(root / "train.parquet", clips, mix)
     _manifest(root / "eval.parquet", clips, ["mandel", "life"], source="k400")
     for name in ("train", "eval"):
@@ -86,22 +90,49 @@ def test_edited_copies_are_leaks_and_nothing_else_pairs(sets):
     report = dedup(sets / "train-fp.parquet", sets / "dups", [sets / "eval-fp.parquet"], plot=True)
     pairs = pd.read_parquet(sets / "dups" / "pairs.parquet")
     leaks = pairs[pairs["reason"] == EVAL_LEAK]
-    assert set(leaks["key_a"]) == {f"copy_{k}" for k in EDITS}
-    assert set(leaks["key_b"]) == {"mandel"}
+    assert set(leaks["key_a"]) == {f"copy_{k}" for k in EDITS} | {"life_crop_trim"}
+    assert set(leaks["key_b"]) == {"mandel", "life"}
     assert bool(leaks.loc[leaks["key_a"] == "copy_hflip", "mirrored"].iloc[0])
     dups = pairs[pairs["reason"] == DUPLICATE]
     # The shrunk re-encode is dropped, the original kept; copies of one clip also pair among themselves.
     assert ("cells_small", "cells") in set(zip(dups["key_a"], dups["key_b"]))
-    unrelated = {"life", "fractal"}
+    unrelated = {"fractal"}
     assert not (set(pairs["key_a"]) | set(pairs["key_b"])) & unrelated
     assert not any({a, b} & {"cells", "cells_small"} and not {a, b} <= {"cells", "cells_small"}
                    for a, b in zip(pairs["key_a"], pairs["key_b"]))
-    assert report.leakage["eval"] == {"videos": 1, "of": 2, "clips": len(EDITS), "by_source": {"train": len(EDITS)}}
+    clips = len(EDITS) + 1
+    assert report.leakage["eval"] == {"videos": 2, "of": 2, "clips": clips, "by_source": {"train": clips}}
     text = "\n".join(report.lines())
-    assert "leakage eval: 1 of its 2 videos (50.00%) appear in the pretraining set" in text
+    assert "leakage eval: 2 of its 2 videos (100.00%) appear in the pretraining set" in text
     assert "train: 1 clips without fingerprint (decode-error 1)" in text
     assert (sets / "dups" / "pairs.png").stat().st_size > 10_000
     assert {"key_a", "key_b", "set_a", "set_b", "distance", "matched_a", "matched_b"} <= set(pairs.columns)
+    # The cropped and trimmed copy is found by its motion signature, 0.8 s later in the original.
+    crop_trim = leaks[leaks["key_a"] == "life_crop_trim"].iloc[0]
+    assert crop_trim["motion"] >= DedupConfig().motion_threshold and abs(crop_trim["lag"] - 0.8) <= 0.11
+
+
+def test_motion_signature_is_what_finds_the_cropped_trimmed_copy(sets, tmp_path):
+    dedup(sets / "train-fp.parquet", tmp_path, [sets / "eval-fp.parquet"], DedupConfig(motion_threshold=1.0))
+    found = set(pd.read_parquet(tmp_path / "pairs.parquet")["key_a"])
+    assert "life_crop_trim" not in found and "copy_scale" in found
+
+
+def test_motion_signature_lines_up_a_trimmed_copy_and_ignores_a_mirror():
+    rng = np.random.default_rng(0)
+    level = temporal_signature.LEVEL
+    a = rng.normal(0, level, (60, temporal_signature.CHANNELS)).clip(-127, 127).astype(np.int8)
+    copy = (a[7:50] + rng.normal(0, 0.3 * level, (43, temporal_signature.CHANNELS))).clip(-127, 127).astype(np.int8)
+    other = rng.normal(0, level, (60, temporal_signature.CHANNELS)).clip(-127, 127).astype(np.int8)
+    score, lag = temporal_signature.correlate([a, a, copy], [copy, other, a])
+    assert score[0] > 0.9 and lag[0] == -7 and score[2] > 0.9 and lag[2] == 7
+    assert score[1] < 0.5
+    assert temporal_signature.correlate([a[:10]], [a[:10]])[0][0] == -1      # under 2 s of overlap: no match
+    thumbs = rng.integers(0, 256, (5, 48, 32), dtype=np.uint8)
+    mirrored = np.concatenate([thumbs[:, :32, ::-1], thumbs[:, 32:].reshape(5, 2, 16, 16)[..., ::-1].reshape(5, 16, 32)],
+                              axis=1)
+    assert np.allclose(temporal_signature.frame_statistics(thumbs, (0, 0, 0, 0), 128),
+                       temporal_signature.frame_statistics(mirrored, (0, 0, 0, 0), 128), atol=1e-3)
 
 
 def test_undecodable_clip_is_a_recorded_status(sets):
@@ -120,7 +151,7 @@ def test_exclude_drops_the_pretraining_side_in_mix_and_shard(sets, tmp_path):
                                   "--out", str(tmp_path / "mix.parquet"),
                                   "--exclude", str(sets / "dups" / "pairs.parquet")])
     assert result.exit_code == 0, result.output
-    assert f"dropped by --exclude: 1 {DUPLICATE}, {len(EDITS)} {EVAL_LEAK}" in result.output
+    assert f"dropped by --exclude: 1 {DUPLICATE}, {len(EDITS) + 1} {EVAL_LEAK}" in result.output
     kept = set(read_manifest(tmp_path / "mix.parquet")["key"])
     assert kept == {"cells", "fractal", "broken"}
     rejects = pd.read_csv(tmp_path / "mix.rejects.csv")
@@ -148,7 +179,7 @@ def test_same_result_with_any_worker_count(sets, tmp_path):
                       progress=False)
     two = fingerprint(sets / "train.parquet", tmp_path / "two.parquet", cfg=FingerprintConfig(rows_per_unit=3),
                       executor=ExecutorConfig(workers=2), progress=False)
-    assert one.complete and two.complete and two.units_run == 4
+    assert one.complete and two.complete and two.units_run == 5
     assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(tmp_path / "two.parquet"))
     assert pq.read_table(tmp_path / "one.parquet").equals(pq.read_table(sets / "train-fp.parquet"))
 
@@ -157,7 +188,7 @@ def test_slurm_slices_complete_the_same_table(sets, tmp_path):
     cfg = FingerprintConfig(rows_per_unit=3)
     first = fingerprint(sets / "train.parquet", tmp_path / "fp.parquet", cfg=cfg,
                         executor=ExecutorConfig(unit_index=0, num_units=2), progress=False)
-    assert not first.complete and first.units_run == 2 and not (tmp_path / "fp.parquet").exists()
+    assert not first.complete and first.units_run == 3 and not (tmp_path / "fp.parquet").exists()
     second = fingerprint(sets / "train.parquet", tmp_path / "fp.parquet", cfg=cfg,
                          executor=ExecutorConfig(unit_index=1, num_units=2), progress=False)
     assert second.complete and second.units_run == 2
@@ -176,7 +207,7 @@ def test_resume_after_kill(sets, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     done = len(list(units.glob("unit-*.parquet")))
-    assert 2 <= done < 12 and not out.exists()
+    assert 2 <= done < 13 and not out.exists()
     result = CliRunner().invoke(data, ["fingerprint", str(sets / "train.parquet"), "--out", str(out),
                                        "--rows-per-unit", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
@@ -188,7 +219,7 @@ def test_dedup_cli_and_set_names(sets, tmp_path):
     result = CliRunner().invoke(data, ["dedup", "--fingerprints", str(sets / "train-fp.parquet"), "--against",
                                        str(sets / "eval-fp.parquet"), "--out", str(tmp_path / "dups")])
     assert result.exit_code == 0, result.output
-    assert "leakage eval: 1 of its 2 videos" in result.output
+    assert "leakage eval: 2 of its 2 videos" in result.output
     with pytest.raises(ConfigError, match="set name 'train'"):
         dedup(sets / "train-fp.parquet", tmp_path / "x", [sets / "train-fp.parquet"])
 

@@ -383,13 +383,15 @@ def default_threads(workers: int) -> int:
 
 # ---------------------------------------------------------------- chosen frames, scaled (fingerprints)
 
-def grab_frames(src, pick, size=(128, 128), pix_fmt: str = "gray"):
+def grab_frames(src, pick, size=(128, 128), pix_fmt: str = "gray", thumbs=None):
     """Decode only the frames `pick` chooses from a video (a path or its bytes), scaled to size (w, h).
 
     pick(times) gets every frame's time in seconds from the first frame (display order) and returns the
     display indices to decode. Each group of pictures is decoded from its keyframe up to its last chosen frame
     only (non-reference pictures skipped for H.264/HEVC); groups with nothing chosen are not decoded at all.
     Returns (facts, times [n] float64, frames [n, h, w] uint8 for gray, [n, h, w, 3] for rgb24).
+    thumbs=(pick2, (w, h)): a second set of frames from the same decoding, as yuv420p (to_ndarray's layout:
+    [h * 3 // 2, w], the Y rows then the U and V planes); then (facts, times, frames, times2, frames2).
     Raises MediaError (missing-file, not-a-video, decode-error).
     """
     import av
@@ -418,43 +420,65 @@ def grab_frames(src, pick, size=(128, 128), pix_fmt: str = "gray"):
             raise MediaError(DECODE_ERROR, f"{name}: no video frames with timestamps")
         base = float(stream.time_base)
         times = (np.asarray(shown, np.float64) - shown[0]) * base
-        chosen = np.unique(np.asarray(pick(times), np.int64))
-        rows = {shown[i]: row for row, i in enumerate(chosen.tolist())}
-        out = np.zeros((len(chosen), size[1], size[0]) + (() if pix_fmt == "gray" else (3,)), np.uint8)
-        done = _decode_chosen(codec, packets, stamps, rows, out, size, pix_fmt, name)
+        wanted = [(pick, size, pix_fmt)] + ([(thumbs[0], thumbs[1], "yuv420p")] if thumbs else [])
+        requests = []
+        for choose, (w, h), fmt in wanted:
+            chosen = np.unique(np.asarray(choose(times), np.int64))
+            shape = (len(chosen), h * 3 // 2, w) if fmt == "yuv420p" else (len(chosen), h, w) + (
+                () if fmt == "gray" else (3,))
+            requests.append(({shown[i]: row for row, i in enumerate(chosen.tolist())}, np.zeros(shape, np.uint8),
+                             (w, h), fmt, chosen))
+        done = _decode_chosen(codec, packets, stamps, requests, name)
     fps = float(stream.average_rate or stream.guessed_rate or 0)
     step = float(np.median(np.diff(times))) if len(times) > 1 else (1 / fps if fps else 0.0)
     facts = {"fps": fps, "frames": len(shown), "width": codec.width, "height": codec.height,
              "duration": float(times[-1] + step), "codec": codec.name}
-    kept = np.array([shown[i] in done for i in chosen.tolist()], bool)
-    return facts, times[chosen][kept], out[kept]
+    out = [facts]
+    for _, frames, _, _, chosen in requests:
+        kept = np.array([shown[i] in done for i in chosen.tolist()], bool)
+        out += [times[chosen][kept], frames[kept]]
+    return tuple(out)
 
 
 def _open_reason(path) -> str:
     return DECODE_ERROR if path is not None and looks_like_video(path) else NOT_A_VIDEO
 
 
-def _decode_chosen(codec, packets, stamps, rows, out, size, pix_fmt, name) -> set:
-    """Decode the groups of pictures holding the chosen stamps (rows: stamp -> row of out); return the stamps
-    that came out."""
+def _decode_chosen(codec, packets, stamps, requests, name) -> set:
+    """Decode the groups of pictures holding the chosen stamps (requests: (stamp -> row of out, out, size,
+    pix_fmt, _)); return the stamps that came out."""
     import av
 
     skip_ok = codec.name in ("h264", "hevc")
-    start, last = None, {}  # group start (packet index of its keyframe) -> last chosen packet index
+    rows = set().union(*(r[0] for r in requests))
+    start, last, group = None, {}, []  # group start (packet index of its keyframe) -> last chosen packet index
     for i, packet in enumerate(packets):
         if packet.is_keyframe or start is None:
             start = i
+            group.append(i)
         if stamps[i] in rows:
             last[start] = i
-    scale = av.video.reformatter.VideoReformatter()
+    # Consecutive groups with chosen frames are decoded as one run: draining the decoder between them would
+    # cost more than the few unchosen pictures in between (and these are skipped where they can be).
+    runs = {}
+    for before, first in zip([None] + group, group):
+        if first in last:
+            runs[first] = runs.get(before, first)
+            last[runs[first]] = last[first]
+    last = {first: end for first, end in last.items() if runs[first] == first}
+    # One scaler per request: a scaler keeps its scaling context only while size and format stay the same.
+    scalers = [av.video.reformatter.VideoReformatter() for _ in requests]
     done = set()
 
     def keep(frames):
         for frame in frames:
             stamp = frame.pts if frame.pts is not None else frame.dts
             if stamp in rows and stamp not in done:
-                image = scale.reformat(frame, width=size[0], height=size[1], format=pix_fmt, interpolation="AREA")
-                out[rows[stamp]] = image.to_ndarray()
+                for (where, out, size, pix_fmt, _), scale in zip(requests, scalers):
+                    if stamp in where:
+                        image = scale.reformat(frame, width=size[0], height=size[1], format=pix_fmt,
+                                               interpolation="AREA")
+                        out[where[stamp]] = image.to_ndarray()
                 done.add(stamp)
 
     try:

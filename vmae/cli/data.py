@@ -309,11 +309,14 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, rows_per_
               help="Share of one clip's usable frames that must match the other clip.")
 @click.option("--min-quality", default=50, show_default=True, type=click.IntRange(0, 100),
               help="Frames of lower PDQ quality (flat, dark) are ignored.")
+@click.option("--motion-threshold", default=0.65, show_default=True, type=click.FloatRange(0, 1, min_open=True),
+              help="Two clips also match when their motion signatures correlate this well at some time lag "
+                   "(finds crops and trims PDQ misses; 1 matches by PDQ alone).")
 @click.option("--same-video", is_flag=True, help="Also pair clips cut from one video (same source and video_id, "
                                                  "e.g. consecutive AVA clips) within the pretraining set.")
 @click.option("--plot", is_flag=True, help="Also draw DIR/pairs.png: example pairs, frames side by side.")
 @handle_errors
-def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, same_video, plot):
+def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, motion_threshold, same_video, plot):
     """Near-duplicate clips within the pretraining set, and leakage of evaluation sets into it.
 
     \b
@@ -321,15 +324,17 @@ def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, same
           --against fp/ssv2-val.parquet --out dups/ --plot
       vmae-data mix unlabeled-hybrid ... --exclude dups/pairs.parquet
 
-    Pairs are found through an index over the frame hashes (no all-pairs comparison) and checked on all
-    their frames, in either time order (trimmed copies match) and mirrored. pairs.parquet: key_a (the
-    pretraining clip --exclude drops), key_b (the evaluation clip it leaks, or the copy kept), set_a, set_b,
-    reason (eval-leak | duplicate-content), distance, matched_a/frames_a, matched_b/frames_b, mirrored.
+    Pairs are found through an index over the frame hashes and motion signatures (no all-pairs comparison)
+    and checked on all their frames, in either time order (trimmed copies match) and mirrored, and on their
+    motion over time (at the best time lag). pairs.parquet: key_a (the pretraining clip --exclude drops),
+    key_b (the evaluation clip it leaks, or the copy kept), set_a, set_b, reason (eval-leak |
+    duplicate-content), distance, matched_a/frames_a, matched_b/frames_b, mirrored, motion, lag.
     Prints the duplicates per source and, per evaluation set, how many of its videos the pretraining set holds.
     """
     from vmae.curation.dedup import DedupConfig, dedup
 
-    cfg = DedupConfig(threshold=threshold, coverage=coverage, min_quality=min_quality, same_video=same_video)
+    cfg = DedupConfig(threshold=threshold, coverage=coverage, min_quality=min_quality, same_video=same_video,
+                      motion_threshold=motion_threshold)
     echo_report(dedup(fingerprints, out, against, cfg, plot=plot))
 
 

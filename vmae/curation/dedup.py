@@ -5,6 +5,10 @@ reference sets (--against, e.g. K400 val, SSV2 validation). Two clips are near-d
 when enough of their frames have a frame in the other clip (anywhere in it: either order, so trimmed copies
 match) within `threshold` bits of PDQ Hamming distance, the mirror image of the pretraining clip included.
 
+Copies whose frames PDQ no longer matches (crops, trims of fast-changing content) are found by the clips'
+motion signatures (vmae.curation.temporal_signature, with its own index): a pair is also a near-duplicate
+when they correlate above motion_threshold at some lag.
+
 No all-pairs comparison: multi-index hashing finds the candidates. Every 256-bit frame hash is cut into
 8 words of 32 bits; two frames within 31 bits differ in at most 7 words when their differences spread, and
 re-encoded copies share many frames, so two copies almost always share some word exactly. Each word is one
@@ -30,6 +34,7 @@ import pyarrow.parquet as pq
 
 from vmae import media
 from vmae.atomic import atomic_path, write_text
+from vmae.curation import temporal_signature
 from vmae.curation.fingerprint import HASH_BYTES, read_fingerprints
 from vmae.errors import ConfigError, VmaeError
 
@@ -48,6 +53,8 @@ PAIR_SCHEMA = pa.schema([
     ("matched_b", pa.int32()), ("frames_b", pa.int32()),
     ("mirrored", pa.bool_()),         # a matches b's mirror image
     ("time_a", pa.float32()), ("time_b", pa.float32()),    # the closest frame pair, seconds into each clip
+    ("motion", pa.float32()),         # correlation of the motion signatures at their best lag (-1: none)
+    ("lag", pa.float32()),            # that lag: b's time = a's time + lag, seconds
 ])
 
 
@@ -59,12 +66,15 @@ class DedupConfig:
     min_frames: int = 2        # and at least this many on each side (fewer when a clip has fewer)
     max_bucket: int = 512      # index buckets with more clips are skipped as uninformative
     same_video: bool = False   # also pair clips cut from one video (same source and video_id) of one set
+    motion_threshold: float = 0.65   # motion signatures correlating this well match (benchmarks/README.md)
 
     def __post_init__(self):
         if not 0 <= self.threshold < 256:
             raise ConfigError("--threshold must lie in 0..255 (bits of a 256-bit PDQ hash)")
         if not 0 < self.coverage <= 1:
             raise ConfigError("--coverage must lie in (0, 1]")
+        if not 0 < self.motion_threshold <= 1:
+            raise ConfigError("--motion-threshold must lie in (0, 1] (1 matches by PDQ alone, in practice)")
         if self.min_frames < 1 or self.max_bucket < 2:
             raise ConfigError("--min-frames must be at least 1 and the bucket cap at least 2")
 
@@ -96,17 +106,57 @@ def _flat(column):
     return pc.list_flatten(column).to_numpy(), lengths
 
 
+def _blob_batches(path, column: str):
+    """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=[column]):
+        chunk = batch.column(0)
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(chunk.buffers()[2], np.uint8) if chunk.buffers()[2] is not None else np.zeros(0, np.uint8)
+        yield np.diff(offsets), data[offsets[0]:offsets[-1]]
+
+
+def ok_rows(table: pa.Table) -> np.ndarray:
+    """bool [rows]: the rows with a fingerprint (status ok); only these are clips here."""
+    return pc.fill_null(pc.equal(table.column("status"), media.STATUS_OK), False).to_numpy(zero_copy_only=False)
+
+
+def signature_batches(files: list):
+    """(first clip id, flat int8 [steps, CHANNELS], steps per clip) of the motion signatures of the clips of
+    files [(path, role)] (numbered as load_clips numbers them), a batch of rows at a time; no steps for clips
+    of a table written before the motion signature."""
+    channels, first = temporal_signature.CHANNELS, 0
+    for path, _ in files:
+        ok = ok_rows(pq.read_table(path, columns=["status"]))
+        if "motion" not in pq.read_schema(path).names:
+            yield first, np.zeros((0, channels), np.int8), np.zeros(int(ok.sum()), np.int64)
+            first += int(ok.sum())
+            continue
+        row = 0
+        for sizes, data in _blob_batches(path, "motion"):
+            mine = ok[row:row + len(sizes)]
+            flat = data[np.repeat(mine, sizes)].view(np.int8).reshape(-1, channels)
+            yield first, flat, sizes[mine] // channels
+            first, row = first + int(mine.sum()), row + len(sizes)
+
+
+def read_signatures(files: list, wanted: np.ndarray) -> dict:
+    """clip id -> its motion signature, for the clips `wanted` only."""
+    out, wanted = {}, np.asarray(wanted, np.int64)
+    for first, flat, count in signature_batches(files):
+        starts = np.cumsum(count) - count
+        for i in wanted[(wanted >= first) & (wanted < first + len(count))]:
+            out[int(i)] = flat[starts[i - first]:starts[i - first] + count[i - first]]
+    return out
+
+
 def _read_hashes(path, column: str, out: np.ndarray) -> None:
     """Copy a binary column of 32-byte hashes into out [frames, 4] uint64, a batch of rows at a time, so that
     only the final array stays in memory."""
     at = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=[column]):
-        chunk = batch.column(0)
-        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
-        if offsets[-1] > offsets[0]:
-            data = np.frombuffer(chunk.buffers()[2], np.uint8)[offsets[0]:offsets[-1]].view(np.uint64)
-            out[at:at + len(data) // 4] = data.reshape(-1, 4)
-            at += len(data) // 4
+    for _, data in _blob_batches(path, column):
+        data = data.view(np.uint64)
+        out[at:at + len(data) // 4] = data.reshape(-1, 4)
+        at += len(data) // 4
     if at != len(out):
         raise VmaeError(f"{path}: {column} holds {at} hashes where the quality lists count {len(out)}; "
                         "fingerprint the set again")
@@ -126,7 +176,7 @@ def load_clips(files: list, min_quality: int) -> tuple:
         for name, group in table.select(["set", "status"]).to_pandas().groupby("set", sort=False):
             statuses[name] = {"role": "reference" if role else "pretraining",
                               "statuses": {str(k): int(v) for k, v in group["status"].value_counts().items()}}
-        table = table.filter(pc.equal(table.column("status"), media.STATUS_OK))
+        table = table.filter(ok_rows(table))
         q, n = _flat(table.column("quality"))
         counts.append(n), usable.append(q.astype(np.int64) >= min_quality)
         times.append(_flat(table.column("times"))[0].astype(np.float32))
@@ -268,8 +318,9 @@ def _gather(clips: Clips, ids: np.ndarray, width: int, mirrors: bool = False):
     return source[index], present & clips.usable[index], index
 
 
-def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig) -> pd.DataFrame:
-    """Check candidate pairs on all their frames (both orientations); return the duplicates, oriented."""
+def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) -> pd.DataFrame:
+    """Check candidate pairs on all their frames (both orientations) and on their motion signatures (clip id ->
+    signature, from read_signatures); return the duplicates, oriented."""
     a_all = (pairs >> np.uint64(32)).astype(np.int64)
     b_all = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
     if not cfg.same_video:
@@ -295,7 +346,8 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig) -> pd.DataFrame:
         flip = (ma1 + mb1 > ma0 + mb0) | ((ma1 + mb1 == ma0 + mb0) & (m1 < m0))
         dist = np.where(flip[:, None, None], d1, d0)
         matched_a, matched_b, mean = np.where(flip, ma1, ma0), np.where(flip, mb1, mb0), np.where(flip, m1, m0)
-        dup = is_duplicate(matched_a, usable[a], matched_b, usable[b], cfg)
+        motion, lag = temporal_signature.correlate([signatures[i] for i in a], [signatures[i] for i in b])
+        dup = is_duplicate(matched_a, usable[a], matched_b, usable[b], cfg) | (motion >= cfg.motion_threshold)
         if not dup.any():
             continue
         closest = dist[dup].reshape(int(dup.sum()), -1).argmin(axis=1)
@@ -305,10 +357,11 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig) -> pd.DataFrame:
             "a": a[dup], "b": b[dup], "distance": mean[dup].astype(np.float32),
             "matched_a": matched_a[dup], "frames_a": usable[a][dup], "matched_b": matched_b[dup],
             "frames_b": usable[b][dup], "mirrored": flip[dup],
-            "time_a": clips.times[ia[rows, fa]], "time_b": clips.times[ib[rows, fb]]}))
+            "time_a": clips.times[ia[rows, fa]], "time_b": clips.times[ib[rows, fb]], "motion": motion[dup],
+            "lag": lag[dup] * np.float32(temporal_signature.STEP)}))
     found = pd.concat(out, ignore_index=True) if out else pd.DataFrame(
         columns=["a", "b", "distance", "matched_a", "frames_a", "matched_b", "frames_b", "mirrored", "time_a",
-                 "time_b"])
+                 "time_b", "motion", "lag"])
     return _orient(clips, found)
 
 
@@ -320,12 +373,14 @@ def _orient(clips: Clips, found: pd.DataFrame) -> pd.DataFrame:
     for x, y in (("a", "b"), ("matched_a", "matched_b"), ("frames_a", "frames_b"), ("time_a", "time_b")):
         out[x] = np.where(swap, found[y], found[x])
         out[y] = np.where(swap, found[x], found[y])
+    out["lag"] = np.where(swap, -found["lag"].to_numpy(np.float32), found["lag"].to_numpy(np.float32))
     a, b = out["a"].to_numpy(np.int64), out["b"].to_numpy(np.int64)
     pairs = pd.DataFrame({
         "key_a": clips.column("key", a), "key_b": clips.column("key", b), "set_a": clips.column("set", a),
         "set_b": clips.column("set", b), "source_a": clips.column("source", a), "source_b": clips.column("source", b),
         "reason": np.where(clips.role[b] == 1, EVAL_LEAK, DUPLICATE)})
-    for column in ("distance", "matched_a", "frames_a", "matched_b", "frames_b", "mirrored", "time_a", "time_b"):
+    for column in ("distance", "matched_a", "frames_a", "matched_b", "frames_b", "mirrored", "time_a", "time_b",
+                   "motion", "lag"):
         pairs[column] = out[column].to_numpy()
     return pairs.sort_values(["reason", "set_b", "key_a", "key_b"], ignore_index=True)
 
@@ -398,9 +453,16 @@ def dedup(fingerprints, out, against=(), cfg: DedupConfig = DedupConfig(), plot:
     """Find near-duplicate clips in the fingerprint table `fingerprints` and between it and each table of
     `against`; write OUT/pairs.parquet and OUT/report.json (and OUT/pairs.png with plot)."""
     started = time.monotonic()
-    clips, statuses = load_clips(_check_sets(fingerprints, against), cfg.min_quality)
+    files = _check_sets(fingerprints, against)
+    # The motion index first, from the signatures read a batch at a time: only its words stay in memory.
+    roles = np.concatenate([np.full(int(ok_rows(pq.read_table(p, columns=["status"])).sum()), r, np.int8)
+                            for p, r in files])
+    by_motion, skipped_motion = temporal_signature.candidate_pairs(signature_batches(files), roles, cfg.max_bucket)
+    clips, statuses = load_clips(files, cfg.min_quality)
     candidates, skipped = candidate_pairs(clips, cfg)
-    pairs = verify(clips, candidates, cfg)
+    candidates, skipped = np.union1d(candidates, by_motion), skipped + skipped_motion
+    ends = np.unique(np.r_[candidates >> np.uint64(32), candidates & np.uint64(0xFFFFFFFF)].astype(np.int64))
+    pairs = verify(clips, candidates, cfg, read_signatures(files, ends))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "pairs.parquet") as tmp:

@@ -7,7 +7,9 @@ of its frames, as in Meta's video matcher vPDQ, which hashes frames one by one a
   - each frame is scaled to a small grey square, black bars at its edges (letterbox, pillarbox, found over
     the whole clip) are cut away, and PDQ hashes what is left, scaled to 64 x 64;
   - the mirror image's hash is kept too (PDQ's horizontal flip, from the same DCT), so a mirrored re-upload
-    matches; PDQ's quality (0-100, low for flat frames) is kept so that dedup can ignore flat frames.
+    matches; PDQ's quality (0-100, low for flat frames) is kept so that dedup can ignore flat frames;
+  - from the same decoding, frames every 0.1 s make the clip's motion signature (temporal_signature), which
+    still matches where crops and trims change PDQ's bits.
 Why PDQ and these settings: benchmarks/bench_dedup.py and benchmarks/README.md.
 
 Output: one Parquet table, one row per input clip (failures included, with status and error), columns
@@ -30,6 +32,7 @@ import pyarrow.parquet as pq
 
 from vmae import media
 from vmae.atomic import atomic_path
+from vmae.curation import temporal_signature
 from vmae.errors import ConfigError, VmaeError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.manifests import read_manifest
@@ -46,7 +49,10 @@ FP_SCHEMA = pa.schema([
     ("quality", pa.list_(pa.uint8())),              # PDQ quality 0-100
     ("hashes", pa.binary()),        # 32 bytes per hashed frame: PDQ's bits, most significant bit first
     ("mirrors", pa.binary()),       # the same for the horizontally mirrored frame
+    ("motion", pa.binary()),        # int8 [steps, 8]: the motion signature (vmae.curation.temporal_signature)
 ])
+# Tables written before the motion signature lack it; dedup then matches their clips by PDQ alone.
+OPTIONAL = {"motion"}
 
 
 @dataclass(frozen=True)
@@ -65,7 +71,8 @@ class FingerprintConfig:
 
     def signature(self) -> str:
         """What the fingerprints depend on: a unit written with another signature is redone."""
-        return json.dumps({k: v for k, v in asdict(self).items() if k != "rows_per_unit"}, sort_keys=True)
+        return json.dumps({**{k: v for k, v in asdict(self).items() if k != "rows_per_unit"},
+                           "motion": temporal_signature.VERSION}, sort_keys=True)
 
 
 @dataclass
@@ -167,11 +174,15 @@ def pdq_hashes(frames: np.ndarray, box: tuple):
 
 def fingerprint_clip(src, cfg: FingerprintConfig) -> dict:
     """The fingerprint columns of one clip (a path or its bytes). Raises MediaError."""
-    facts, times, frames = media.grab_frames(src, partial(pick_frames, cfg=cfg), (cfg.size, cfg.size))
-    hashes, mirrors, quality = pdq_hashes(frames, border_box(frames))
+    thumbs = (temporal_signature.pick_steps, (temporal_signature.THUMB,) * 2)
+    facts, times, frames, steps, small = media.grab_frames(src, partial(pick_frames, cfg=cfg), (cfg.size, cfg.size),
+                                                           thumbs=thumbs)
+    box = border_box(frames)
+    hashes, mirrors, quality = pdq_hashes(frames, box)
+    motion = temporal_signature.signature(steps, small, box, cfg.size)
     return {"duration": facts["duration"], "fps": facts["fps"], "width": facts["width"],
             "height": facts["height"], "times": times.astype(np.float32).tolist(), "quality": quality.tolist(),
-            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes()}
+            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes(), "motion": motion.tobytes()}
 
 
 def process_item(item: dict, cfg: FingerprintConfig) -> dict:
@@ -309,7 +320,7 @@ def read_fingerprints(path, columns=None) -> pa.Table:
     if not path.exists():
         raise VmaeError(f"{path}: no such file; write it with `vmae-data fingerprint`")
     try:
-        if not set(FP_SCHEMA.names) <= set(pq.read_schema(path).names):
+        if not set(FP_SCHEMA.names) - OPTIONAL <= set(pq.read_schema(path).names):
             raise VmaeError(f"{path}: not a fingerprint table (columns {FP_SCHEMA.names} expected); "
                             "write it with `vmae-data fingerprint`")
         return pq.read_table(path, columns=columns)
