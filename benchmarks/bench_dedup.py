@@ -13,11 +13,11 @@ fingerprint speed against decoding the same frames alone, and dedup time and mem
    PHash 256-bit) and matched by the same rule, each at the threshold that keeps false positives within the
    target; and the CPU time per frame of each hasher.
 3. speed: fingerprint CPU time per clip against decoding the same frames alone (plain PyAV: open, demux,
-   decode in order up to the last chosen picture, as one every 0.1 s leaves nothing to skip; no scaling, no
+   decode in order up to the last chosen picture, as one every 0.2 s leaves little to skip; no scaling, no
    hashing). Target ratio (clips per CPU-second) >= 0.8.
 4. scale: dedup of N synthetic pretraining fingerprints (random PDQ-like hashes and motion signatures, 1% of
-   them noisy copies of other clips, 1% noisy copies of reference clips) against 100k reference ones, N from 100k to 1.35M; each
-   size in a fresh process: wall time and peak memory. Target at 1.35M: under 2 minutes and 4 GiB.
+   them noisy copies of other clips, 1% noisy copies of reference clips) against 100k reference ones, N from
+   100k to 1.35M; each size in a fresh process: wall time and peak memory. Target at 1.35M: under 2 minutes and 4 GiB.
 
     .venv/bin/python benchmarks/bench_dedup.py                   # everything; clips cached in --work
     .venv/bin/python benchmarks/bench_dedup.py --only quality speed
@@ -256,7 +256,7 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
     for line in report.lines():
         print("  " + line)
     s = score(pd.read_parquet(work / "dups" / "pairs.parquet"), clips, distinct)
-    print_score("quality (vmae fingerprint + dedup, PDQ)", s)
+    print_score("quality (vmae fingerprint + dedup: PDQ and motion signature)", s)
     return s
 
 
@@ -363,7 +363,7 @@ def bench_candidates(clips: pd.DataFrame, distinct: int, fp_cfg, dd_cfg):
 # ------------------------------------------------------------------ 3. speed
 
 def plain_decode(path: str, cfg: FingerprintConfig) -> int:
-    """Decode the frames fingerprint picks (PDQ's and the motion signature's, one every 0.1 s) the plain PyAV
+    """Decode the frames fingerprint picks (PDQ's and the motion signature's, one every 0.2 s) the plain PyAV
     way, nothing else: so dense a pick leaves no group of pictures to skip, so every frame up to the last
     chosen one is decoded in order. Returns the chosen frames seen."""
     import av
@@ -410,7 +410,8 @@ def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
     frames = sum(len(g[1]) for g in grabbed)
     base = best["decode the same frames (plain PyAV)"]
     print(f"speed: {n} clips, {frames / n:.1f} frames per clip; CPU ms per clip: " +
-          ", ".join(f"{k} {v / n * 1e3:.1f}" for k, v in best.items()) + f", PDQ + bars + motion signature alone {hashing / n * 1e3:.1f}")
+          ", ".join(f"{k} {v / n * 1e3:.1f}" for k, v in best.items())
+          + f", PDQ + bars + motion signature alone {hashing / n * 1e3:.1f}")
     print(f"speed: fingerprint clips per CPU-second {n / best['fingerprint']:.1f} vs decoding the same frames "
           f"{n / base:.1f}: ratio {base / best['fingerprint']:.2f} (target >= 0.8); hashing is "
           f"{hashing / best['fingerprint']:.0%} of the fingerprint time")
@@ -455,7 +456,7 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None):
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hashes = rng.integers(0, 256, (int(lengths.sum()), 32), dtype=np.uint8)
     mirrors = rng.integers(0, 256, hashes.shape, dtype=np.uint8)
-    # Motion signatures: a step every 0.1 s of the clip's lengths * 0.5 s, normalised changes as fingerprint
+    # Motion signatures: a step every STEP seconds of the clip's lengths * 0.5 s, normalised changes as fingerprint
     # stores them (about unit spread, clipped at 3 units).
     steps = _motion_steps(lengths)
     level = temporal_signature.LEVEL

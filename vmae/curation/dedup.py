@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 from vmae import media
 from vmae.atomic import atomic_path, write_text
 from vmae.curation import temporal_signature
-from vmae.curation.fingerprint import HASH_BYTES, read_fingerprints
+from vmae.curation.fingerprint import HASH_BYTES, blob_batches, ok_rows, read_fingerprints, read_signatures, \
+    signature_batches
 from vmae.errors import ConfigError, VmaeError
 
 EVAL_LEAK = "eval-leak"
@@ -106,54 +107,11 @@ def _flat(column):
     return pc.list_flatten(column).to_numpy(), lengths
 
 
-def _blob_batches(path, column: str):
-    """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=[column]):
-        chunk = batch.column(0)
-        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
-        data = np.frombuffer(chunk.buffers()[2], np.uint8) if chunk.buffers()[2] is not None else np.zeros(0, np.uint8)
-        yield np.diff(offsets), data[offsets[0]:offsets[-1]]
-
-
-def ok_rows(table: pa.Table) -> np.ndarray:
-    """bool [rows]: the rows with a fingerprint (status ok); only these are clips here."""
-    return pc.fill_null(pc.equal(table.column("status"), media.STATUS_OK), False).to_numpy(zero_copy_only=False)
-
-
-def signature_batches(files: list):
-    """(first clip id, flat int8 [steps, CHANNELS], steps per clip) of the motion signatures of the clips of
-    files [(path, role)] (numbered as load_clips numbers them), a batch of rows at a time; no steps for clips
-    of a table written before the motion signature."""
-    channels, first = temporal_signature.CHANNELS, 0
-    for path, _ in files:
-        ok = ok_rows(pq.read_table(path, columns=["status"]))
-        if "motion" not in pq.read_schema(path).names:
-            yield first, np.zeros((0, channels), np.int8), np.zeros(int(ok.sum()), np.int64)
-            first += int(ok.sum())
-            continue
-        row = 0
-        for sizes, data in _blob_batches(path, "motion"):
-            mine = ok[row:row + len(sizes)]
-            flat = data[np.repeat(mine, sizes)].view(np.int8).reshape(-1, channels)
-            yield first, flat, sizes[mine] // channels
-            first, row = first + int(mine.sum()), row + len(sizes)
-
-
-def read_signatures(files: list, wanted: np.ndarray) -> dict:
-    """clip id -> its motion signature, for the clips `wanted` only."""
-    out, wanted = {}, np.asarray(wanted, np.int64)
-    for first, flat, count in signature_batches(files):
-        starts = np.cumsum(count) - count
-        for i in wanted[(wanted >= first) & (wanted < first + len(count))]:
-            out[int(i)] = flat[starts[i - first]:starts[i - first] + count[i - first]]
-    return out
-
-
 def _read_hashes(path, column: str, out: np.ndarray) -> None:
     """Copy a binary column of 32-byte hashes into out [frames, 4] uint64, a batch of rows at a time, so that
     only the final array stays in memory."""
     at = 0
-    for _, data in _blob_batches(path, column):
+    for _, data in blob_batches(path, column):
         data = data.view(np.uint64)
         out[at:at + len(data) // 4] = data.reshape(-1, 4)
         at += len(data) // 4

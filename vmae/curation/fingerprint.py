@@ -8,7 +8,7 @@ of its frames, as in Meta's video matcher vPDQ, which hashes frames one by one a
     the whole clip) are cut away, and PDQ hashes what is left, scaled to 64 x 64;
   - the mirror image's hash is kept too (PDQ's horizontal flip, from the same DCT), so a mirrored re-upload
     matches; PDQ's quality (0-100, low for flat frames) is kept so that dedup can ignore flat frames;
-  - from the same decoding, frames every 0.1 s make the clip's motion signature (temporal_signature), which
+  - from the same decoding, frames every 0.2 s make the clip's motion signature (temporal_signature), which
     still matches where crops and trims change PDQ's bits.
 Why PDQ and these settings: benchmarks/bench_dedup.py and benchmarks/README.md.
 
@@ -267,6 +267,51 @@ def _shard_items(shard_dir: Path, set_name: str) -> list:
                 item.update(meta_offset=int(meta.offset), meta_size=int(meta.size))
         items.append(item)
     return items
+
+
+# ---------------------------------------------------------------- reading a table
+
+def blob_batches(path, column: str):
+    """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=[column]):
+        chunk = batch.column(0)
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
+        data = np.frombuffer(chunk.buffers()[2], np.uint8) if chunk.buffers()[2] is not None else np.zeros(0, np.uint8)
+        yield np.diff(offsets), data[offsets[0]:offsets[-1]]
+
+
+def ok_rows(table: pa.Table) -> np.ndarray:
+    """bool [rows]: the rows with a fingerprint (status ok); only these are clips here."""
+    return pc.fill_null(pc.equal(table.column("status"), media.STATUS_OK), False).to_numpy(zero_copy_only=False)
+
+
+def signature_batches(files: list):
+    """(first clip id, flat int8 [steps, CHANNELS], steps per clip) of the motion signatures of the clips of
+    files [(path, role)] (numbered as load_clips numbers them), a batch of rows at a time; no steps for clips
+    of a table written before the motion signature."""
+    channels, first = temporal_signature.CHANNELS, 0
+    for path, _ in files:
+        ok = ok_rows(pq.read_table(path, columns=["status"]))
+        if "motion" not in pq.read_schema(path).names:
+            yield first, np.zeros((0, channels), np.int8), np.zeros(int(ok.sum()), np.int64)
+            first += int(ok.sum())
+            continue
+        row = 0
+        for sizes, data in blob_batches(path, "motion"):
+            mine = ok[row:row + len(sizes)]
+            flat = data[np.repeat(mine, sizes)].view(np.int8).reshape(-1, channels)
+            yield first, flat, sizes[mine] // channels
+            first, row = first + int(mine.sum()), row + len(sizes)
+
+
+def read_signatures(files: list, wanted: np.ndarray) -> dict:
+    """clip id -> its motion signature, for the clips `wanted` only."""
+    out, wanted = {}, np.asarray(wanted, np.int64)
+    for first, flat, count in signature_batches(files):
+        starts = np.cumsum(count) - count
+        for i in wanted[(wanted >= first) & (wanted < first + len(count))]:
+            out[int(i)] = flat[starts[i - first]:starts[i - first] + count[i - first]].copy()
+    return out
 
 
 # ---------------------------------------------------------------- units, resume, merge

@@ -3,7 +3,7 @@
 PDQ hashes single frames, and its bits follow fine image structure: a crop of a few percent, or a trim that
 moves the sampled times, changes them. What a crop, a flip, a rescale, a caption or a logo leaves nearly
 unchanged is how the picture as a whole changes from one instant to the next. So, per clip:
-  - frames nearest a 0.1 s grid are decoded (as tiny yuv420p thumbnails, in fingerprint's decoding), black
+  - frames nearest a 0.2 s grid are decoded (as tiny yuv420p thumbnails, in fingerprint's decoding), black
     bars cut as for PDQ, then a centre margin too (a crop loses the frame's edges, not its middle);
   - per frame, CHANNELS statistics: the mean of Y in the top and bottom halves, of U and of V likewise (rows,
     so a horizontal flip leaves them), the outer quarters' mean of Y minus the middle half's, and the mean
@@ -12,28 +12,31 @@ unchanged is how the picture as a whole changes from one instant to the next. So
     (so a darker or smaller copy scales away) and clipped (so one scene cut does not decide everything):
     int8 [steps, CHANNELS], stored as the fingerprint column `motion`.
 Two clips match (`correlate`) when, at some lag, the normalised cross-correlation of their signatures over the
-overlap is high: a trimmed copy lines up at its lag. The index (`candidate_pairs`) uses Haitsma and Kalker's
-scheme from audio fingerprinting: sign bits of the (3-step smoothed) signature over 4 steps make one 32-bit
-word per step; clips sharing a word exactly become candidates. Reference clips also index their words with the
-K_WEAK least certain bits flipped (so a copy needs only its strong bits right), and pretraining clips index
-every STRIDE-th step only, which bounds the index at scale. Figures: benchmarks/README.md (bench_dedup.py).
+overlap is high: a trimmed copy lines up at its lag. The index (`candidate_pairs`) follows Haitsma and Kalker's
+audio fingerprints: the signs of 4 steps of the 8 channels make one 32-bit word per step, and
+clips sharing a word exactly become candidates if the words after the shared one are close too (as PDQ's
+index checks all 256 bits: unrelated clips meet by chance in so large an index). Reference clips also index
+their words with the K_WEAK least certain bits flipped (a copy then needs only its strong bits right), and
+pretraining clips index every STRIDE-th step only, which bounds the index at scale. Figures and the
+variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
 
 VERSION = 1          # of the signature's definition: fingerprint redoes units written under another
-STEP = 0.1           # seconds between signature steps
+STEP = 0.2           # seconds between signature steps
 MAX_SECONDS = 60.0   # a long video's signature covers its first minute (PDQ covers all of it)
 THUMB = 32           # frames are pooled from a THUMB x THUMB yuv420p thumbnail
 CENTER = 0.15        # share of the (bar-free) frame cut from each edge before pooling
 CHANNELS = 8
 LEVEL = 40           # int8 units per unit of normalised change; values are clipped to +-3 units
 FLOOR = 0.5          # grey levels: changes smaller than this are noise, not scaled up
-MIN_STEPS = 20       # two clips must overlap at least 2 s ...
+MIN_STEPS = 10       # two clips must overlap at least 2 s ...
 MIN_SHARE = 0.5      # ... and at least half of the shorter signature
 MIN_ENERGY = 0.3     # and each side must move in the overlap (mean squared normalised change per step)
-SMOOTH, SPAN = 3, 4  # words: sums of 3 steps, 4 such disjoint sums of 8 channels = 32 bits
+SMOOTH, SPAN = 1, 4  # words: signs of 4 consecutive steps of the 8 channels = 32 bits
 K_WEAK = 3           # reference words are also indexed with every flip of their 3 weakest bits
 STRIDE = 2           # pretraining clips index every 2nd step
+TAG_BITS = 10        # two words meet only if the words after them differ in at most 10 of 32 bits
 
 
 def pick_steps(times: np.ndarray) -> np.ndarray:
@@ -114,56 +117,66 @@ def correlate(first: list, second: list, chunk: int = 1024) -> tuple:
 
 # ---------------------------------------------------------------- the index
 
-def words(flat: np.ndarray, start: np.ndarray, count: np.ndarray, weak: int = 0, chunk: int = 1 << 15) -> tuple:
-    """(clip [m], step [m], words [m, 2 ** weak] uint32) of signatures stored flat (int8 [steps, CHANNELS],
-    clip i owning start[i]:start[i] + count[i]): one word per step where SMOOTH * SPAN steps remain, the word
-    itself first, then the word with every combination of its `weak` weakest bits flipped. A word's bytes are
-    the signs of SPAN consecutive, disjoint sums of SMOOTH steps (disjoint: overlapping sums would repeat
-    each other's bits, and the index would lose selectivity)."""
+def words(flat: np.ndarray, start: np.ndarray, count: np.ndarray, weak: int = 0, chunk: int = 1 << 12) -> tuple:
+    """(clip [m], step [m], words [m, 2 ** weak] uint32, tags [m] uint32) of signatures stored flat (int8
+    [steps, CHANNELS], clip i owning start[i]:start[i] + count[i]). A word's bytes are the signs of SPAN
+    consecutive, disjoint sums of SMOOTH steps (disjoint: overlapping sums would repeat each other's bits, and
+    the index would lose selectivity); its tag is the word that follows it. One word per step where both fit;
+    the word itself first, then the word with every combination of its `weak` weakest bits flipped."""
     span = SMOOTH * SPAN
     bit = np.uint32(1) << np.arange(32, dtype=np.uint32)
-    clips, steps, out = [], [], []
+    out = []
     for lo in range(0, len(count), chunk):  # a chunk of clips at a time bounds the memory
         n = count[lo:lo + chunk]
         rows = np.repeat(start[lo:lo + chunk] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
         total = np.concatenate([np.zeros((1, CHANNELS), np.int32), np.cumsum(flat[rows], axis=0, dtype=np.int32)])
-        usable = np.maximum(n - span + 1, 0)
+        usable = np.maximum(n - 2 * span + 1, 0)
         clip = np.repeat(np.arange(lo, lo + len(n)), usable)
         step = np.arange(int(usable.sum())) - np.repeat(np.cumsum(usable) - usable, usable)
         at = np.repeat(np.cumsum(n) - n, usable) + step
-        sums = np.concatenate([total[at + (j + 1) * SMOOTH] - total[at + j * SMOOTH] for j in range(SPAN)], axis=1)
+
+        def sums(at):
+            return np.concatenate([total[at + (j + 1) * SMOOTH] - total[at + j * SMOOTH] for j in range(SPAN)], 1)
+
+        now = sums(at)
         word = np.empty((len(at), 2 ** weak), np.uint32)
-        word[:, 0] = np.bitwise_or.reduce(bit * (sums > 0), axis=1)
+        word[:, 0] = np.bitwise_or.reduce(bit * (now > 0), axis=1)
         if weak:
-            least = np.argpartition(np.abs(sums), weak, axis=1)[:, :weak]
+            least = np.argpartition(np.abs(now), weak, axis=1)[:, :weak]
             for combo in range(1, 2 ** weak):
                 flips = [bit[least[:, j]] for j in range(weak) if combo >> j & 1]
                 word[:, combo] = word[:, 0] ^ np.bitwise_or.reduce(flips, axis=0)
-        clips.append(clip), steps.append(step), out.append(word)
+        out.append((clip, step, word, np.bitwise_or.reduce(bit * (sums(at + span) > 0), axis=1)))
     if not out:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2 ** weak), np.uint32)
-    return np.concatenate(clips), np.concatenate(steps), np.concatenate(out)
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2 ** weak), np.uint32), np.zeros(0, np.uint32)
+    return tuple(np.concatenate(parts) for parts in zip(*out))
 
 
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips sharing
-    a word, one of them on the pretraining side (role 0). batches: (first clip id, flat signatures, steps per
-    clip), as dedup.signature_batches yields them. Pretraining words every STRIDE-th step, reference words
-    (role 1) with their weak-bit variants."""
-    entries = []
+    a word whose tags also differ in at most TAG_BITS bits (which drops the chance meetings of unrelated
+    clips), one of them on the pretraining side (role 0). batches: (first clip id, flat signatures, steps per
+    clip), as fingerprint.signature_batches yields them. Pretraining words every STRIDE-th step, reference
+    words (role 1) with their weak-bit variants."""
+    keys, clips, tags = [], [], []
     for first, flat, count in batches:
         ids = first + np.arange(len(count))
         start = np.cumsum(count) - count
         for side, weak in ((0, 0), (1, K_WEAK)):
             mine = np.flatnonzero(role[ids] == side)
-            clip, step, word = words(flat, start[mine], count[mine], weak)
+            clip, step, word, tag = words(flat, start[mine], count[mine], weak)
             keep = step % STRIDE == 0 if side == 0 else slice(None)
-            clip = np.repeat(ids[mine][clip[keep]].astype(np.uint64), word.shape[1])
-            entries.append((word[keep].ravel().astype(np.uint64) << np.uint64(32)) | clip)
-    # One entry per (word, clip), sorted by word, then clip.
-    order = np.unique(np.concatenate(entries)) if entries else np.zeros(0, np.uint64)
-    del entries
-    key, clip = (order >> np.uint64(32)).astype(np.uint32), (order & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+            keys.append(word[keep].ravel())
+            clips.append(np.repeat(ids[mine][clip[keep]].astype(np.uint32), word.shape[1]))
+            tags.append(np.repeat(tag[keep], word.shape[1]))
+    key, clip, tag = (np.concatenate(x) if x else np.zeros(0, np.uint32) for x in (keys, clips, tags))
+    del keys, clips, tags
+    if len(key) >= 2 ** 32:
+        raise ValueError("more than 2^32 motion words to index: split the pretraining set and dedup the parts")
+    order = (key.astype(np.uint64) << np.uint64(32)) | np.arange(len(key), dtype=np.uint64)
+    del key
+    order.sort()
+    key, entry = (order >> np.uint64(32)).astype(np.uint32), (order & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     del order
     first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     sizes = np.diff(np.r_[first, len(key)])
@@ -175,8 +188,9 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
         at = at[key[at] == key[at + offset]]
         if not len(at):
             break
-        a, b = clip[at], clip[at + offset]
-        ok = (role[a] == 0) | (role[b] == 0)
+        i, j = entry[at], entry[at + offset]
+        a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
+        ok = (a != b) & ((role[a] == 0) | (role[b] == 0)) & (np.bitwise_count(tag[i] ^ tag[j]) <= TAG_BITS)
         found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return pairs, int(big.sum())
