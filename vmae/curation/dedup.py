@@ -416,6 +416,7 @@ def dedup(fingerprints, out, against=(), cfg: DedupConfig = DedupConfig(), plot:
     roles = np.concatenate([np.full(int(ok_rows(pq.read_table(p, columns=["status"])).sum()), r, np.int8)
                             for p, r in files])
     by_motion, skipped_motion = temporal_signature.candidate_pairs(signature_batches(files), roles, cfg.max_bucket)
+    pa.default_memory_pool().release_unused()  # the batches' memory, which Arrow would keep for itself
     clips, statuses = load_clips(files, cfg.min_quality)
     candidates, skipped = candidate_pairs(clips, cfg)
     candidates, skipped = np.union1d(candidates, by_motion), skipped + skipped_motion
