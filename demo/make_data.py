@@ -26,11 +26,15 @@ def clip_frames(cls: int, seed: int) -> np.ndarray:
     # A dim background in the class colour keeps the class visible in every crop the augmentations take.
     frames = np.empty((n, SIZE, SIZE, 3), np.uint8)
     frames[:] = np.array(COLOURS[cls]) // 3 + rng.integers(0, 20, size=(SIZE, SIZE, 3))
+    # Each video has its own square size and speed, as two videos of one class differ in the real world
+    # (clips identical but for their noise and start would be near-duplicates to `vmae-data dedup`).
     dx, dy = DIRECTIONS[cls]
+    side, speed = int(rng.integers(12, 21)), rng.uniform(0.6, 1.8)
     x, y = rng.integers(8, SIZE - 24, size=2)
     for i in range(n):
-        px, py = (x + dx * i) % (SIZE - 16), (y + dy * i) % (SIZE - 16)
-        frames[i, py:py + 16, px:px + 16] = COLOURS[cls]
+        step = int(speed * i)
+        px, py = (x + dx * step) % (SIZE - side), (y + dy * step) % (SIZE - side)
+        frames[i, py:py + side, px:px + side] = COLOURS[cls]
     return frames
 
 

@@ -62,14 +62,14 @@ vmae-data stats "$OUT/shards/uh" --plot "$OUT/stats.png"
 TINY=(--num-frames 8 --input-size 64 --device cpu --workers 2)
 
 step "vmae-train pretrain (dual masking, from the UnlabeledHybrid shards)"
-vmae-train pretrain --shards "$OUT/shards/uh/uh-{000000..000004}.tar" --model pretrain_videomae_test \
+vmae-train pretrain --shards "$OUT/shards/uh" --model pretrain_videomae_test \
     "${TINY[@]}" --batch-size 4 --num-sample 2 --epochs 8 --warmup-epochs 1 --base-lr 5e-2 \
     --save-every-steps 20 --log-every 5 --output-dir "$OUT/runs/pretrain"
 vmae-train visualize --checkpoint "$OUT/runs/pretrain/$(ls "$OUT/runs/pretrain" | grep '^checkpoint-' | tail -1)" \
     --shards "$OUT/shards/uh/uh-000000.tar" --out "$OUT/recon.png" --num 2
 
 step "vmae-train finetune (K710 labels, from the pretrained encoder)"
-vmae-train finetune --shards "$OUT/shards/k710-train/train-{000000..000002}.tar" \
+vmae-train finetune --shards "$OUT/shards/k710-train" \
     --val-shards "$OUT/shards/k710-val/val-000000.tar" --model vit_test --num-classes 710 \
     --init "$OUT/runs/pretrain/$(ls "$OUT/runs/pretrain" | grep '^checkpoint-' | tail -1)" \
     "${TINY[@]}" --batch-size 4 --epochs 10 --warmup-epochs 1 --base-lr 0.5 --layer-decay 1 --randaug none \

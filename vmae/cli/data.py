@@ -12,6 +12,7 @@ from vmae.cli.common import PROGRESS, echo_report, executor_config, executor_opt
 from vmae.cli.options import config_options, given
 from vmae.cli.shards import exclusions, index_cmd, shard, stats_cmd, verify_cmd
 from vmae.curation.ava import AvaConfig
+from vmae.curation.dedup import DedupConfig
 from vmae.curation.download import DownloadConfig
 from vmae.curation.kinetics import BuildK710Config
 from vmae.executors import ExecutorConfig
@@ -303,20 +304,10 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, rows_per_
               help="Fingerprints of an evaluation set to check for leakage; repeat for several sets.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder for pairs.parquet and report.json (and pairs.png).")
-@click.option("--threshold", default=40, show_default=True, type=click.IntRange(0, 255),
-              help="Two frames match within this many differing bits of 256.")
-@click.option("--coverage", default=0.5, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="Share of one clip's usable frames that must match the other clip.")
-@click.option("--min-quality", default=50, show_default=True, type=click.IntRange(0, 100),
-              help="Frames of lower PDQ quality (flat, dark) are ignored.")
-@click.option("--motion-threshold", default=0.65, show_default=True, type=click.FloatRange(0, 1, min_open=True),
-              help="Two clips also match when their motion signatures correlate this well at some time lag "
-                   "(finds crops and trims PDQ misses; 1 matches by PDQ alone).")
-@click.option("--same-video", is_flag=True, help="Also pair clips cut from one video (same source and video_id, "
-                                                 "e.g. consecutive AVA clips) within the pretraining set.")
+@config_options(DedupConfig)
 @click.option("--plot", is_flag=True, help="Also draw DIR/pairs.png: example pairs, frames side by side.")
 @handle_errors
-def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, motion_threshold, same_video, plot):
+def dedup_cmd(fingerprints, against, out, plot, **options):
     """Near-duplicate clips within the pretraining set, and leakage of evaluation sets into it.
 
     \b
@@ -331,11 +322,9 @@ def dedup_cmd(fingerprints, against, out, threshold, coverage, min_quality, moti
     duplicate-content), distance, matched_a/frames_a, matched_b/frames_b, mirrored, motion, lag.
     Prints the duplicates per source and, per evaluation set, how many of its videos the pretraining set holds.
     """
-    from vmae.curation.dedup import DedupConfig, dedup
+    from vmae.curation.dedup import dedup
 
-    cfg = DedupConfig(threshold=threshold, coverage=coverage, min_quality=min_quality, same_video=same_video,
-                      motion_threshold=motion_threshold)
-    echo_report(dedup(fingerprints, out, against, cfg, plot=plot))
+    echo_report(dedup(fingerprints, out, against, DedupConfig(**options), plot=plot))
 
 
 for command in (shard, verify_cmd, index_cmd, stats_cmd):

@@ -7,7 +7,10 @@ match) within `threshold` bits of PDQ Hamming distance, the mirror image of the 
 
 Copies whose frames PDQ no longer matches (crops, trims of fast-changing content) are found by the clips'
 motion signatures (vmae.curation.temporal_signature, with its own index): a pair is also a near-duplicate
-when they correlate above motion_threshold at some lag.
+when they correlate above motion_threshold at some lag and at least one pair of their frames is within
+motion_support bits. Motion alone is weak evidence (simple content that moves alike, e.g. two clips of a
+square sliding at one speed, correlates as well as a copy); a copy keeps some frame far closer than unrelated
+clips' closest frames (benchmarks/README.md, bench_dedup.py).
 
 No all-pairs comparison: multi-index hashing finds the candidates. Every 256-bit frame hash is cut into
 8 words of 32 bits; two frames within 31 bits differ in at most 7 words when their differences spread, and
@@ -37,6 +40,7 @@ from vmae.atomic import atomic_path, write_text
 from vmae.curation import temporal_signature
 from vmae.curation.fingerprint import HASH_BYTES, blob_batches, ok_rows, read_fingerprints, read_signatures, \
     signature_batches
+from vmae.config import option
 from vmae.errors import ConfigError, VmaeError
 
 EVAL_LEAK = "eval-leak"
@@ -61,21 +65,32 @@ PAIR_SCHEMA = pa.schema([
 
 @dataclass(frozen=True)
 class DedupConfig:
-    threshold: int = 40        # frames match within this many bits of 256 (benchmarks/README.md)
-    min_quality: int = 50      # frames of lower PDQ quality (flat, dark) are ignored
-    coverage: float = 0.5      # this share of one clip's usable frames must match the other clip
-    min_frames: int = 2        # and at least this many on each side (fewer when a clip has fewer)
+    """The options of a dedup run; a field with help is also an option of `vmae-data dedup` (vmae.config).
+    Defaults: benchmarks/README.md (bench_dedup.py)."""
+    threshold: int = option(40, "Two frames match within this many differing bits of 256.")
+    coverage: float = option(0.5, "Share of one clip's usable frames that must match the other clip.")
+    min_quality: int = option(50, "Frames of lower PDQ quality (0-100; flat, dark) are ignored.")
+    motion_threshold: float = option(0.65, "Two clips also match when their motion signatures correlate this "
+                                           "well at some time lag (finds crops and trims PDQ misses; 1 matches by "
+                                           "PDQ alone) ...")
+    motion_support: int = option(90, "... and some pair of their frames is within this many bits (motion alone "
+                                     "also pairs unrelated clips that move alike).")
+    same_video: bool = option(False, "Also pair clips cut from one video (same source and video_id, e.g. "
+                                     "consecutive AVA clips) within the pretraining set.")
+    min_frames: int = 2        # and at least this many frames on each side (fewer when a clip has fewer)
     max_bucket: int = 512      # index buckets with more clips are skipped as uninformative
-    same_video: bool = False   # also pair clips cut from one video (same source and video_id) of one set
-    motion_threshold: float = 0.65   # motion signatures correlating this well match (benchmarks/README.md)
 
     def __post_init__(self):
         if not 0 <= self.threshold < 256:
             raise ConfigError("--threshold must lie in 0..255 (bits of a 256-bit PDQ hash)")
         if not 0 < self.coverage <= 1:
             raise ConfigError("--coverage must lie in (0, 1]")
+        if not 0 <= self.min_quality <= 100:
+            raise ConfigError("--min-quality must lie in 0..100 (PDQ's quality score)")
         if not 0 < self.motion_threshold <= 1:
             raise ConfigError("--motion-threshold must lie in (0, 1] (1 matches by PDQ alone, in practice)")
+        if not 0 <= self.motion_support < 256:
+            raise ConfigError("--motion-support must lie in 0..255 (bits of a 256-bit PDQ hash)")
         if self.min_frames < 1 or self.max_bucket < 2:
             raise ConfigError("--min-frames must be at least 1 and the bucket cap at least 2")
 
@@ -305,7 +320,9 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
         dist = np.where(flip[:, None, None], d1, d0)
         matched_a, matched_b, mean = np.where(flip, ma1, ma0), np.where(flip, mb1, mb0), np.where(flip, m1, m0)
         motion, lag = temporal_signature.correlate([signatures[i] for i in a], [signatures[i] for i in b])
-        dup = is_duplicate(matched_a, usable[a], matched_b, usable[b], cfg) | (motion >= cfg.motion_threshold)
+        nearest = np.minimum(d0.min(axis=(1, 2)), d1.min(axis=(1, 2)))
+        moves_alike = (motion >= cfg.motion_threshold) & (nearest <= cfg.motion_support)
+        dup = is_duplicate(matched_a, usable[a], matched_b, usable[b], cfg) | moves_alike
         if not dup.any():
             continue
         closest = dist[dup].reshape(int(dup.sum()), -1).argmin(axis=1)
