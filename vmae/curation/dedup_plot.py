@@ -58,9 +58,11 @@ def plot_pairs(pairs: pd.DataFrame, clips, path, n: int = 8) -> Path:
             ax.imshow(_frame(clips, key, set_name, float(at)))
             ax.set_title(f"{set_name}/{key} @ {at:.1f}s", fontsize=8)
             ax.axis("off")
+        motion = getattr(pair, "motion", None)
         row[0].text(0, -0.25, f"{pair.reason}, distance {pair.distance:.0f}, frames {pair.matched_a}/{pair.frames_a}"
-                    f" and {pair.matched_b}/{pair.frames_b}" + (", mirrored" if pair.mirrored else ""),
-                    transform=row[0].transAxes, fontsize=8)
+                    f" and {pair.matched_b}/{pair.frames_b}" + (", mirrored" if pair.mirrored else "")
+                    + (f", motion {motion:.2f} at lag {pair.lag:+.1f}s" if motion is not None and motion == motion
+                       else ""), transform=row[0].transAxes, fontsize=8)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=80, format="png")

@@ -36,7 +36,6 @@ from vmae.curation import temporal_signature
 from vmae.errors import ConfigError, VmaeError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.manifests import read_manifest
-from vmae.shards import index as shard_index
 
 HASH_BYTES = 32
 FP_SCHEMA = pa.schema([
@@ -247,6 +246,8 @@ def read_items(src, set_name: str) -> list:
 
 
 def _shard_items(shard_dir: Path, set_name: str) -> list:
+    from vmae.shards import index as shard_index  # webdataset (and with it torch) only when shards are read
+
     index = shard_index.read_index(shard_dir).sort_values(["shard", "offset"], kind="stable")
     by_key = {}
     for row in index.itertuples(index=False):
