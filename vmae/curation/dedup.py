@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 from vmae import media
 from vmae.atomic import atomic_path, write_text
 from vmae.curation import temporal_signature
+from vmae.curation.buckets import same_bucket
 from vmae.curation.fingerprint import HASH_BYTES, blob_batches, ok_rows, read_fingerprints, read_signatures, \
     signature_batches
 from vmae.config import option
@@ -233,24 +234,9 @@ def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
         del order, halves, keep, again, now, before, repeat
         clip, mirror = frame_clip[entry_frame[entry]], entry >= originals
         ref = clips.role[clip] == 1
-        # The entries of buckets with two or more, minus buckets above the cap.
-        same = key[1:] == key[:-1]
-        member = np.zeros(len(key), bool)
-        member[1:] = same
-        member[:-1] |= same
-        at = np.flatnonzero(member)
-        del same, member
-        first = np.flatnonzero(np.r_[True, key[at[1:]] != key[at[:-1]]])
-        sizes = np.diff(np.r_[first, len(at)])
-        big = sizes > cfg.max_bucket
-        skipped += int(big.sum())
-        at = at[~np.repeat(big, sizes)]
-        for step in range(1, cfg.max_bucket):
-            at = at[at + step < len(key)]
-            at = at[key[at] == key[at + step]]
-            if not len(at):
-                break
-            i, j = at, at + step
+        pairs_in_buckets, big = same_bucket(key, cfg.max_bucket)
+        skipped += big
+        for i, j in pairs_in_buckets:
             ok = (clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])
             i, j = i[ok], j[ok]
             close = np.bitwise_count(code(entry[i]) ^ code(entry[j])).sum(axis=1) <= cfg.threshold

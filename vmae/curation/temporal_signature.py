@@ -22,6 +22,8 @@ variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
 
+from vmae.curation.buckets import same_bucket
+
 VERSION = 1          # of the signature's definition: fingerprint redoes units written under another
 STEP = 0.2           # seconds between signature steps
 MAX_SECONDS = 60.0   # a long video's signature covers its first minute (PDQ covers all of it)
@@ -178,19 +180,12 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     order.sort()
     key, entry = (order >> np.uint64(32)).astype(np.uint32), (order & np.uint64(0xFFFFFFFF)).astype(np.uint32)
     del order
-    first = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    sizes = np.diff(np.r_[first, len(key)])
-    big = sizes > max_bucket
-    at = np.flatnonzero(~np.repeat(big | (sizes < 2), sizes))
     found = []
-    for offset in range(1, max_bucket):
-        at = at[at + offset < len(key)]
-        at = at[key[at] == key[at + offset]]
-        if not len(at):
-            break
-        i, j = entry[at], entry[at + offset]
+    pairs_in_buckets, skipped = same_bucket(key, max_bucket)
+    for at, later in pairs_in_buckets:
+        i, j = entry[at], entry[later]
         a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
         ok = (a != b) & ((role[a] == 0) | (role[b] == 0)) & (np.bitwise_count(tag[i] ^ tag[j]) <= TAG_BITS)
         found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
-    return pairs, int(big.sum())
+    return pairs, skipped

@@ -1,0 +1,29 @@
+"""The join both dedup indexes share: every two entries of a bucket of equal keys, without all-pairs work."""
+import numpy as np
+
+
+def same_bucket(key: np.ndarray, max_bucket: int) -> tuple:
+    """(iterator over (i, j): positions of two entries of one bucket of the sorted `key`, one offset j - i at a
+    time; the number of buckets with more than max_bucket entries, which are skipped as uninformative).
+
+    Only the entries of buckets of two or more are indexed (few), which keeps the memory at a few bytes per
+    entry."""
+    same = key[1:] == key[:-1]
+    member = np.zeros(len(key), bool)
+    member[1:] = same
+    member[:-1] |= same
+    at = np.flatnonzero(member)
+    del same, member
+    first = np.flatnonzero(np.r_[True, key[at[1:]] != key[at[:-1]]])
+    sizes = np.diff(np.r_[first, len(at)])
+    big = sizes > max_bucket
+    return _offsets(key, at[~np.repeat(big, sizes)], max_bucket), int(big.sum())
+
+
+def _offsets(key: np.ndarray, at: np.ndarray, max_bucket: int):
+    for offset in range(1, max_bucket):
+        at = at[at + offset < len(key)]
+        at = at[key[at] == key[at + offset]]
+        if not len(at):
+            return
+        yield at, at + offset
