@@ -13,7 +13,16 @@ from pathlib import Path
 
 from vmae.errors import FAULTS, OutputError, output_fault
 
-TEMP_SUFFIX = r"\.tmp-\d+-[0-9a-f]{12}"  # regex of what atomic_path appends to '.' + the final name
+TEMP_SUFFIX = r"\.tmp-\d+-[0-9a-f]{12}"  # regex of what temp_path appends to '.' + the final name
+_TEMPORARY = re.compile(rf"^\.(.+){TEMP_SUFFIX}$")
+
+
+def temp_path(path) -> Path:
+    """A fresh temporary name next to `path` (matched by TEMP_SUFFIX). The pid says which process left a file
+    behind; the random part keeps two writers apart that share a pid on different nodes of a cluster writing
+    into one shared folder."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
 
 
 def make_folder(folder) -> Path:
@@ -40,9 +49,7 @@ def atomic_path(path):
     """
     path = Path(path)
     make_folder(path.parent)
-    # The pid says which process left a file behind; the random part keeps two writers apart that share a
-    # pid on different nodes of a cluster writing into one shared folder.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -56,18 +63,25 @@ def atomic_path(path):
             tmp.unlink()
 
 
-def remove_temporaries(path) -> list:
-    """Delete the temporaries that killed writers of `path` left next to it; return their names.
-    Call it only while no live process can be writing `path` (its unit's lock is held)."""
-    path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}{TEMP_SUFFIX}$")
-    try:
-        names = [n for n in os.listdir(path.parent) if pattern.match(n)]
-    except FileNotFoundError:
-        return []
-    for name in names:
-        Path(path.parent, name).unlink(missing_ok=True)
-    return names
+def remove_temporaries(*paths) -> list:
+    """Delete the temporaries that killed writers of `paths` left next to them; return their names. One listing
+    per folder, however many of the paths it holds. Call it only while no live process can be writing them
+    (their unit's lock is held)."""
+    folders = {}
+    for path in map(Path, paths):
+        folders.setdefault(path.parent, set()).add(path.name)
+    removed = []
+    for folder, names in folders.items():
+        try:
+            entries = os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            match = _TEMPORARY.match(entry)
+            if match and match.group(1) in names:
+                Path(folder, entry).unlink(missing_ok=True)
+                removed.append(entry)
+    return removed
 
 
 def write_bytes(path, data: bytes) -> None:

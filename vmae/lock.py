@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from vmae.atomic import make_folder
+from vmae.atomic import make_folder, temp_path
 from vmae.errors import FolderInUseError, output_fault
 
 HEARTBEAT = 30.0       # seconds between two refreshes of a held lock's mtime
@@ -101,7 +101,7 @@ class Lock:
         make_folder(self.path.parent)
         mine = {"host": socket.gethostname(), "pid": os.getpid(), "boot": _boot_id(), "started": time.time(),
                 "command": " ".join(sys.argv)[:300], "token": secrets.token_hex(8)}
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+        tmp = temp_path(self.path)
         try:
             try:
                 tmp.write_text(json.dumps(mine), encoding="utf-8")

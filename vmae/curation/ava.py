@@ -193,6 +193,8 @@ def _cut_movie(job: MovieJob, part: Path) -> MovieResult:
         except MediaError as e:
             movie_status, movie_error, fit = e.reason, e.message, 0
     reused = 0
+    # Partial clips of a killed run, all of this movie's in one listing; this movie's lock is held.
+    remove_temporaries(*(out / "clips" / f"{row['key']}.mp4" for row in rows[:fit]))
     for k, row in enumerate(rows):
         dst = out / "clips" / f"{row['key']}.mp4"
         if k >= fit:
@@ -200,7 +202,6 @@ def _cut_movie(job: MovieJob, part: Path) -> MovieResult:
             row["error"] = movie_error or (f"{job.movie} is {duration or 0:.2f} s long; this clip ends at "
                                            f"{row['end_sec']:.2f} s")
             continue
-        remove_temporaries(dst)  # partial clips of a killed run; this movie's lock is held
         facts, status, error = _valid_clip(dst, cfg.clip_frames), "ok", None
         if facts is not None:
             reused += 1
