@@ -127,11 +127,6 @@ def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def barrier() -> None:
-    if is_initialized():
-        dist.barrier()
-
-
 def cleanup() -> None:
     if is_initialized():
         dist.destroy_process_group()

@@ -166,8 +166,6 @@ def open_epochs(loader, cfg, info, data: dict, start_step: int, steps_per_epoch:
     exact, replay = data.get("stream") == "exact", getattr(cfg, "deterministic", False)
     epoch, spent, skip = (resume_point(data, loader.dataset.samples, unit, replay) if exact
                           else (start_step // steps_per_epoch, None, 0))
-    if info.is_main:
-        cut_records(cfg.output_dir, data if exact else None)
-    distributed.barrier()
+    distributed.main_only(lambda: cut_records(cfg.output_dir, data if exact else None), info)
     progress = EpochProgress(cfg.output_dir, info.rank, loader.dataset.samples, cfg.num_sample, cfg.record_samples)
     return ExactEpochs(loader, progress, unit, replay, epoch, spent, skip)
