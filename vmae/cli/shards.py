@@ -114,7 +114,8 @@ def index_cmd(shards, out):
     from vmae.training.sources import local_path, shard_urls
 
     urls = shard_urls(shards)
-    folder = out or (local_path(urls[0]).parent if local_path(urls[0]) is not None else None)
+    first = local_path(urls[0])
+    folder = out or (first.parent if first is not None else None)
     if folder is None:
         raise click.UsageError(f"{urls[0]} is not a local file: say where index.parquet goes with --out")
     table = index_tars(urls)

@@ -10,7 +10,6 @@ rerun keeps every clip whose header has the right frame count (no full decode) a
 A movie is cut under its lock file (vmae.lock), so processes sharing the folder never cut the same movie;
 the folder's clip settings are recorded (ava-settings.json) and a run with others is refused.
 """
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field

@@ -326,10 +326,10 @@ def adopt(clip: Path, row: dict, cfg: DownloadConfig) -> Optional[dict]:
     return facts
 
 
-def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig) -> Path:
+def _cut(src: Path, clip: Path, row: dict, whole: bool, cfg: DownloadConfig) -> None:
     start_frame, num_frames = cell(row.get("start_frame")), cell(row.get("num_frames"))
     frame_mode = not whole and start_frame is not None and num_frames is not None
-    return media.cut(src, clip, start_sec=None if whole or frame_mode else cell(row.get("start_sec")),
+    media.cut(src, clip, start_sec=None if whole or frame_mode else cell(row.get("start_sec")),
               end_sec=None if whole or frame_mode else cell(row.get("end_sec")),
               start_frame=int(start_frame) if frame_mode else None,
               num_frames=int(num_frames) if frame_mode else None,

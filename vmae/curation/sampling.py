@@ -101,8 +101,8 @@ def read_instagram(path):
             bad.append((line, vid, "empty id"))
         elif not url and not local:
             bad.append((line, vid, "neither url nor path"))
-        elif id_problem(vid):
-            bad.append((line, vid, id_problem(vid)))
+        elif problem := id_problem(vid):
+            bad.append((line, vid, problem))
         else:
             if local and not Path(local).is_absolute():
                 local = str((path.parent / local).resolve())

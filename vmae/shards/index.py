@@ -24,6 +24,7 @@ from vmae.errors import VmaeError
 from vmae.lock import clear_stale
 from vmae.manifests import ManifestError
 from vmae.shards.files import file_name, open_file, sibling_url
+from vmae.shards.tar import BLOCK
 
 INDEX = "index.parquet"
 SKIPPED = "skipped.parquet"
@@ -91,9 +92,7 @@ def finalize(out_dir, name: str, sidecars: list, skipped: pd.DataFrame, options:
         raise ManifestError(f"no sample was written: all {len(all_skipped)} rows were skipped ({reasons or 'none'}); "
                             f"each with its reason in {out_dir / SKIPPED}")
     rows = [(key, s["file"], member, offset, size) for s in sidecars for key, member, offset, size in s["members"]]
-    columns = list(zip(*rows)) if rows else [[]] * 5
-    write_index(out_dir, pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, INDEX_SCHEMA)],
-                                              schema=INDEX_SCHEMA))
+    write_index(out_dir, _index_table(rows))
     shards = [{k: s[k] for k in ("file", "samples", "bytes", "sha256", "sources")} for s in sidecars]
     sources = sum((Counter(s["sources"]) for s in shards), Counter())
     summary = {
@@ -121,6 +120,11 @@ def index_tars(urls: list[str]) -> pa.Table:
         with open_file(url) as f, tarfile.open(fileobj=f, mode="r|") as tar:
             rows += [(base_plus_ext(m.name)[0], file_name(url), m.name, m.offset_data, m.size)
                      for m in tar if m.isreg()]
+    return _index_table(rows)
+
+
+def _index_table(rows: list) -> pa.Table:
+    """INDEX_SCHEMA's table of (key, shard, member, offset, size) rows."""
     columns = list(zip(*rows)) if rows else [[]] * 5
     return pa.Table.from_arrays([pa.array(c, t.type) for c, t in zip(columns, INDEX_SCHEMA)], schema=INDEX_SCHEMA)
 
@@ -152,15 +156,12 @@ class MissingIndexError(VmaeError, FileNotFoundError):
     """A shard set's index.parquet is missing or does not list a shard."""
 
 
-TAR_BLOCK = 512
-
-
 def _sample_ends(table: pa.Table) -> dict[str, np.ndarray]:
     """shard file -> the byte offset at which each of its samples ends (its last member's data, padded to a
     whole tar block), in file order."""
     table = table.sort_by([("shard", "ascending"), ("offset", "ascending")])
     shard, key = table["shard"].combine_chunks(), table["key"].combine_chunks()
-    ends = (table["offset"].to_numpy() + table["size"].to_numpy() + TAR_BLOCK - 1) // TAR_BLOCK * TAR_BLOCK
+    ends = (table["offset"].to_numpy() + table["size"].to_numpy() + BLOCK - 1) // BLOCK * BLOCK
     last = np.ones(len(table), bool)  # the last member of a sample: the next row has another key or shard
     if len(table) > 1:
         last[:-1] = pc.or_(pc.not_equal(key[1:], key[:-1]),

@@ -34,7 +34,7 @@ from vmae.errors import ConfigError, OutputError
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.jobs import claim, digest
 from vmae.lock import Lock
-from vmae.manifests import KEY_PATTERN, ManifestError, conform, manifest_base, read_manifest, resolve_path
+from vmae.manifests import KEY_PATTERN, conform, manifest_base, read_manifest, resolve_path
 from vmae.shards import index as shard_index
 from vmae.shards.format import encode_sample, sample_metadata
 from vmae.shards.tar import TarSink, header_bytes, padded, tar_bytes
@@ -378,8 +378,6 @@ def _write_shard(unit: ShardUnit, out: Path) -> dict:
             for s in unit.samples:
                 try:
                     video, meta, src = _load_clip(s, unit.transcode)
-                except OutputError:
-                    raise
                 except (media.MediaError, OSError) as e:
                     skipped.append(_sample_fault(s, e))
                     continue
