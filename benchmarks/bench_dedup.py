@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -44,7 +45,8 @@ import pyarrow.parquet as pq
 from vmae import media
 from vmae.curation.dedup import NO_MATCH, DedupConfig, dedup, is_duplicate, match_frames
 from vmae.curation import temporal_signature
-from vmae.curation.fingerprint import FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames
+from vmae.curation.fingerprint import CROP_AT, FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pdq_hashes, \
+    pick_frames
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
 
@@ -246,9 +248,9 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
     write_manifest(manifest(refs, "eval"), work / "eval.parquet")
     write_manifest(manifest(mix, "train"), work / "train.parquet")
     ex = ExecutorConfig(workers=workers)
-    for name in ("eval", "train"):
+    for name, cfg in (("eval", replace(fp_cfg, crops=True)), ("train", fp_cfg)):  # as docs/data.md advises
         out = work / f"{name}-fp.parquet"
-        report = fingerprint(work / f"{name}.parquet", out, cfg=fp_cfg, executor=ex, progress=False)
+        report = fingerprint(work / f"{name}.parquet", out, cfg=cfg, executor=ex, progress=False)
         print(report.lines()[0])
     t = time.perf_counter()
     report = dedup(work / "train-fp.parquet", work / "dups", [work / "eval-fp.parquet"], dd_cfg, plot=True)
@@ -445,9 +447,9 @@ def _motion_steps(frames):
     return (np.asarray(frames) * 0.5 / temporal_signature.STEP).astype(np.int64)
 
 
-def synthetic(n: int, seed: int, set_name: str, copy_from=None):
+def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False):
     """(table, hashes, lengths, motion) of n random clips of 4-16 frames (mean 14) with random motion
-    signatures. With copy_from=(hashes, lengths, motion, share): that share of the clips are noisy copies (two
+    signatures (and random crop windows' hashes with crops, as `fingerprint --crops` gives). With copy_from=(hashes, lengths, motion, share): that share of the clips are noisy copies (two
     frames trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of
     other clips of this table."""
     rng = np.random.default_rng(seed)
@@ -493,15 +495,17 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None):
         pa.array(np.full(n, 320)), pa.array(np.full(n, 240)),
         _list_array(pa.array(within), lengths), _list_array(pa.array(np.full(frames, 100, np.uint8)), lengths),
         _blobs(hashes, lengths), _blobs(mirrors, lengths), _blobs(motion, steps, temporal_signature.CHANNELS),
+        _blobs(rng.integers(0, 256, (int(lengths.sum()) * len(CROP_AT), 32), dtype=np.uint8), lengths * len(CROP_AT))
+        if crops else _blobs(np.zeros(0, np.uint8), np.zeros(n, np.int64)),
     ], schema=FP_SCHEMA)
     return table, hashes, lengths, motion
 
 
 def scale_files(work: Path, n: int, refs: int):
     """Write (once) the synthetic reference table and the pretraining table of n clips; return their paths."""
-    ref_path, mix_path = work / f"eval-{refs}.parquet", work / f"train-{n}-{refs}.parquet"
+    ref_path, mix_path = work / f"eval-{refs}-crops.parquet", work / f"train-{n}-{refs}.parquet"
     if not ref_path.exists() or not mix_path.exists():
-        ref, ref_hashes, ref_lengths, ref_motion = synthetic(refs, 1, "eval")
+        ref, ref_hashes, ref_lengths, ref_motion = synthetic(refs, 1, "eval", crops=True)
         pq.write_table(ref, ref_path, row_group_size=1 << 16)
         mix, _, _, _ = synthetic(n, 2, "train", copy_from=(ref_hashes, ref_lengths, ref_motion, 0.01))
         pq.write_table(mix, mix_path, row_group_size=1 << 16)
@@ -510,7 +514,7 @@ def scale_files(work: Path, n: int, refs: int):
 
 def scale_child(work: Path, n: int, refs: int):
     """Run in a fresh process: dedup of n synthetic clips against refs; print one JSON line."""
-    ref_path, mix_path = Path(work) / f"eval-{refs}.parquet", Path(work) / f"train-{n}-{refs}.parquet"
+    ref_path, mix_path = scale_files(Path(work), n, refs)
     t, cpu = time.perf_counter(), time.process_time()
     report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path])
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu

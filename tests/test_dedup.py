@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from vmae.cli.data import data
 from vmae.curation import temporal_signature
 from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
-from vmae.curation.fingerprint import (FingerprintConfig, border_box, fingerprint, pdq_hashes, pick_frames,
-                                      read_signatures)
+from vmae.curation.fingerprint import (CROP_AT, FingerprintConfig, border_box, fingerprint, pdq_hashes,
+                                      pick_frames, read_signatures)
 from vmae.errors import ConfigError
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, read_manifest, write_manifest
@@ -56,8 +56,9 @@ def _encode(args, path):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("dedup-clips")
-    # "life" runs 6 s: its cropped and trimmed copy then holds enough motion words for the index to meet it.
-    out = {name: _encode(["-filter_complex", graph, "-t", "6" if name == "life" else "4", "-g", "16"],
+    # "life" runs 8 s: its cropped and trimmed copy then holds enough motion codes (3.2 s each) for the index
+    # to meet it.
+    out = {name: _encode(["-filter_complex", graph, "-t", "8" if name == "life" else "4", "-g", "16"],
                          root / f"{name}.mp4")
            for name, graph in SCENES.items()}
     for kind, args in EDITS.items():
@@ -121,6 +122,31 @@ def test_motion_signature_is_what_finds_the_cropped_trimmed_copy(sets, tmp_path)
     dedup(sets / "train-fp.parquet", tmp_path, [sets / "eval-fp.parquet"], DedupConfig(motion_threshold=1.0))
     found = set(pd.read_parquet(tmp_path / "pairs.parquet")["key_a"])
     assert "life_crop_trim" not in found and "copy_scale" in found
+
+
+def test_crop_windows_of_the_reference_find_a_copy_cropped_past_pdq(clips, tmp_path):
+    """A copy that keeps 92 % of each side: its frames' PDQ bits no longer match the whole frames of the
+    original, but they match the original's crop windows (fingerprint --crops on the evaluation set)."""
+    paths = {"mandel": clips["mandel"], "fractal": clips["fractal"],
+             "crop8": _encode(["-i", clips["mandel"], "-vf", "crop=176:132:16:12"], tmp_path / "crop8.mp4")}
+    train = _manifest(tmp_path / "train.parquet", paths, ["crop8", "fractal"])
+    fingerprint(train, tmp_path / "train-fp.parquet", progress=False)
+    evals = _manifest(tmp_path / "eval.parquet", paths, ["mandel"], source="k400")
+    pdq_only = DedupConfig(motion_threshold=1.0)
+    found = {}
+    for crops in (False, True):
+        table = tmp_path / f"eval-{crops}.parquet"
+        fingerprint(evals, table, cfg=FingerprintConfig(crops=crops), progress=False)
+        row = pq.read_table(table).to_pylist()[0]
+        assert len(row["crops"]) == (len(row["hashes"]) * len(CROP_AT) if crops else 0)
+        dedup(tmp_path / "train-fp.parquet", tmp_path / f"dups-{crops}", [table], pdq_only)
+        found[crops] = set(pd.read_parquet(tmp_path / f"dups-{crops}" / "pairs.parquet")["key_a"])
+    assert found == {False: set(), True: {"crop8"}}
+    result = CliRunner().invoke(data, ["fingerprint", str(evals), "--out", str(tmp_path / "cli.parquet"), "--crops",
+                                       "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "cli.parquet").column("crops").to_pylist() == \
+        pq.read_table(tmp_path / "eval-True.parquet").column("crops").to_pylist()
 
 
 def _sliding_square(path, seed):

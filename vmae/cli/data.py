@@ -275,16 +275,20 @@ def download_cmd(manifest, out, retry_failed, progress, **options):
 @click.option("--every", default=0.5, show_default=True, help="Seconds between hashed frames.")
 @click.option("--min-frames", default=4, show_default=True, help="Frames hashed at least (short clips).")
 @click.option("--max-frames", default=16, show_default=True, help="Frames hashed at most (long clips).")
+@click.option("--crops", is_flag=True,
+              help="Also hash 9 crops of every frame (92 %% of each side, at the corners, edge middles and centre), "
+                   "so that dedup finds cropped copies of these clips. Meant for the evaluation sets given to "
+                   "dedup --against: they are small, and each frame costs 9 more hashes.")
 @click.option("--rows-per-unit", default=256, show_default=True, help="Clips per unit of work (and resume file).")
 @executor_options("Units run in parallel (local process pool); one decoder thread each.")
 @PROGRESS
 @handle_errors
-def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, rows_per_unit, progress, **run):
+def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, rows_per_unit, progress, **run):
     """Perceptual fingerprint of every clip of a manifest or shard folder, for `vmae-data dedup`.
 
     \b
       vmae-data fingerprint hybrid.parquet --out fp/hybrid.parquet --workers 16
-      vmae-data fingerprint shards/k400-val --out fp/k400-val.parquet --set k400-val
+      vmae-data fingerprint shards/k400-val --out fp/k400-val.parquet --set k400-val --crops
 
     Per clip: PDQ hashes (Meta's 256-bit perceptual image hash) of frames about --every seconds apart, black
     bars (letterbox, pillarbox) cut away, with the mirror image's hash and PDQ's quality. Clips that cannot
@@ -293,7 +297,8 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, rows_per_
     """
     from vmae.curation.fingerprint import FingerprintConfig, fingerprint
 
-    cfg = FingerprintConfig(every=every, min_frames=min_frames, max_frames=max_frames, rows_per_unit=rows_per_unit)
+    cfg = FingerprintConfig(every=every, min_frames=min_frames, max_frames=max_frames, crops=crops,
+                            rows_per_unit=rows_per_unit)
     echo_report(fingerprint(src, out, set_name, cfg, ExecutorConfig(**run), progress))
 
 

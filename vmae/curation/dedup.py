@@ -39,14 +39,15 @@ from vmae import media
 from vmae.atomic import atomic_path, write_text
 from vmae.curation import temporal_signature
 from vmae.curation.buckets import same_bucket
-from vmae.curation.fingerprint import HASH_BYTES, blob_batches, ok_rows, read_fingerprints, read_signatures, \
-    signature_batches
+from vmae.curation.fingerprint import CROP_AT, HASH_BYTES, blob_batches, ok_rows, read_fingerprints, \
+    read_signatures, signature_batches
 from vmae.config import option
 from vmae.errors import ConfigError, VmaeError
 
 EVAL_LEAK = "eval-leak"
 DUPLICATE = "duplicate-content"
 WORDS = HASH_BYTES // 4          # 32-bit words per hash: the index tables
+CROPS = len(CROP_AT)             # crop windows per frame, for clips fingerprinted with --crops
 VERIFY_CHUNK = 4096              # candidate pairs checked at once (bounds the distance arrays' memory)
 NO_MATCH = 999                   # the distance given to a missing or unusable frame
 
@@ -68,10 +69,10 @@ PAIR_SCHEMA = pa.schema([
 class DedupConfig:
     """The options of a dedup run; a field with help is also an option of `vmae-data dedup` (vmae.config).
     Defaults: benchmarks/README.md (bench_dedup.py)."""
-    threshold: int = option(40, "Two frames match within this many differing bits of 256.")
+    threshold: int = option(48, "Two frames match within this many differing bits of 256.")
     coverage: float = option(0.5, "Share of one clip's usable frames that must match the other clip.")
     min_quality: int = option(50, "Frames of lower PDQ quality (0-100; flat, dark) are ignored.")
-    motion_threshold: float = option(0.65, "Two clips also match when their motion signatures correlate this "
+    motion_threshold: float = option(0.6, "Two clips also match when their motion signatures correlate this "
                                            "well at some time lag (finds crops and trims PDQ misses; 1 matches by "
                                            "PDQ alone) ...")
     motion_support: int = option(90, "... and some pair of their frames is within this many bits (motion alone "
@@ -111,6 +112,15 @@ class Clips:
     mirrors: np.ndarray       # uint64 [frames, 4]
     usable: np.ndarray        # bool [frames]: quality high enough
     times: np.ndarray         # float32 [frames]
+    crops: np.ndarray         # uint64 [crop rows, 4]: crop windows' hashes, CROPS rows per frame ...
+    crop_start: np.ndarray    # int64 [clips]: ... from this row on (-1: the clip has none)
+
+    def crop_frames(self) -> np.ndarray:
+        """int64 [crop rows]: the frame of each crop row."""
+        has = np.flatnonzero(self.crop_start >= 0)
+        rows = self.count[has] * CROPS
+        within = np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
+        return np.repeat(self.start[has], rows) + within // CROPS
 
     def column(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Values of a meta column for these clips (strings are made only for the rows asked for)."""
@@ -134,6 +144,29 @@ def _read_hashes(path, column: str, out: np.ndarray) -> None:
     if at != len(out):
         raise VmaeError(f"{path}: {column} holds {at} hashes where the quality lists count {len(out)}; "
                         "fingerprint the set again")
+
+
+def _read_crops(files: list, counts: list) -> tuple:
+    """(crops [rows, 4] uint64, crop_start [clips] int64) of the ok rows of files, numbered as load_clips
+    numbers them: a clip fingerprinted with --crops owns CROPS rows per frame, others none (-1)."""
+    rows, blobs = [], []
+    for (path, _), n in zip(files, counts):
+        if "crops" not in pq.read_schema(path).names:
+            rows.append(np.zeros(len(n), np.int64))
+            continue
+        ok, at, sizes = ok_rows(pq.read_table(path, columns=["status"])), 0, []
+        for size, data in blob_batches(path, "crops"):
+            mine = ok[at:at + len(size)]
+            sizes.append(size[mine]), blobs.append(data[np.repeat(mine, size)])
+            at += len(size)
+        size = np.concatenate(sizes) // HASH_BYTES if sizes else np.zeros(0, np.int64)
+        if ((size != 0) & (size != n * CROPS)).any():
+            raise VmaeError(f"{path}: the crops of some clips do not match their frames; fingerprint the set again")
+        rows.append(size)
+    rows = np.concatenate(rows).astype(np.int64)
+    crops = (np.concatenate(blobs).view(np.uint64).reshape(-1, WORDS // 2) if blobs
+             else np.zeros((0, WORDS // 2), np.uint64))
+    return crops, np.where(rows > 0, np.cumsum(rows) - rows, -1)
 
 
 META = ["key", "set", "source", "video_id", "path", "offset", "size", "status", "duration", "width", "height",
@@ -180,13 +213,14 @@ def load_clips(files: list, min_quality: int) -> tuple:
         for column, array in codes.items():  # failed rows hold no hashes: the ok rows' come out in row order
             _read_hashes(path, column, array[at:at + int(n.sum())])
         at += int(n.sum())
+    crops, crop_start = _read_crops(files, counts)
     # Arrow keeps freed memory for its own reuse; the index that comes next needs it.
     pa.default_memory_pool().release_unused()
     clips = Clips(meta=meta, set_code=sets.indices.to_numpy(), set_names=sets.dictionary.to_pylist(),
                   video_code=video_code, role=np.concatenate(roles), rank=rank,
                   start=np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64), count=count,
                   hashes=codes["hashes"], mirrors=codes["mirrors"], usable=np.concatenate(usable),
-                  times=np.concatenate(times))
+                  times=np.concatenate(times), crops=crops, crop_start=crop_start)
     return clips, statuses
 
 
@@ -195,22 +229,33 @@ def load_clips(files: list, min_quality: int) -> tuple:
 def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b) with a < b, buckets skipped as too large).
 
-    Entries: every usable frame of every clip, plus the mirror image of every usable pretraining frame.
-    Two entries of a bucket pair their clips when one clip is on the pretraining side, they are not both
-    mirror images (that repeats the pair of originals), and the two frames are within the threshold on all
-    256 bits (which drops the chance meetings of unrelated frames). One table at a time keeps the memory at
-    a few bytes per entry."""
+    Entries: every usable frame of every clip, the mirror image of every usable pretraining frame, and the
+    crop windows of usable frames (clips fingerprinted with --crops). Two entries of a bucket pair their clips
+    when one clip is on the pretraining side, they are not both mirror images (that repeats the pair of
+    originals) nor both crops, and the two hashes are within the threshold on all 256 bits (which drops the
+    chance meetings of unrelated frames). One table at a time keeps the memory at a few bytes per entry."""
     frame_clip = np.repeat(np.arange(len(clips.count), dtype=np.int32), clips.count)
     frames = np.flatnonzero(clips.usable).astype(np.uint32)
-    originals = len(frames)
-    entry_frame = np.concatenate([frames, frames[clips.role[frame_clip[frames]] == 0]])
-    del frames
+    crop_frame = clips.crop_frames()
+    crop_rows = np.flatnonzero(clips.usable[crop_frame]).astype(np.uint32)
+    # Entries in three blocks: frames [0, mirrors), mirror images [mirrors, crops), crop windows [crops, end).
+    sources = (clips.hashes, frames), (clips.mirrors, frames[clips.role[frame_clip[frames]] == 0]), (
+        clips.crops, crop_rows)
+    mirrors, crops = len(sources[0][1]), len(sources[0][1]) + len(sources[1][1])
+    entry_frame = np.concatenate([frames, sources[1][1], crop_frame[crop_rows].astype(np.uint32)])
+    del frames, crop_frame
     if len(entry_frame) >= 2 ** 32:
         raise VmaeError("more than 2^32 frames to index: split the pretraining set and dedup the parts")
 
+    def kind(entries):
+        return (entries >= mirrors).astype(np.int8) + (entries >= crops)
+
     def code(entries):
-        return np.where((entries >= originals)[:, None], clips.mirrors[entry_frame[entries]],
-                        clips.hashes[entry_frame[entries]])
+        out = clips.hashes[entry_frame[entries]]
+        mirror, crop = kind(entries) == 1, entries >= crops
+        out[mirror] = clips.mirrors[entry_frame[entries[mirror]]]
+        out[crop] = clips.crops[crop_rows[entries[crop] - crops]]
+        return out
 
     found, skipped = [], 0
     for word in range(WORDS):
@@ -218,31 +263,32 @@ def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
         # (numpy on a little-endian machine, as every platform vmae runs on).
         order = np.empty(len(entry_frame), np.uint64)
         halves = order.view(np.uint32)
-        halves[1::2][:originals] = clips.hashes.view(np.uint32)[entry_frame[:originals], word]
-        halves[1::2][originals:] = clips.mirrors.view(np.uint32)[entry_frame[originals:], word]
+        at = 0
+        for array, rows in sources:
+            halves[1::2][at:at + len(rows)] = array.view(np.uint32)[rows, word]
+            at += len(rows)
         halves[0::2] = np.arange(len(entry_frame), dtype=np.uint32)
         order.sort()
-        # One entry per (word value, clip, orientation): a still clip repeats its frames. Only entries whose
-        # value repeats are looked at (few), which keeps the memory of this step small.
+        # One entry per (word value, clip, kind): a still clip repeats its frames. Only entries whose value
+        # repeats are looked at (few), which keeps the memory of this step small.
         again = np.flatnonzero(halves[3::2] == halves[1:-2:2]) + 1
         now, before = halves[0::2][again], halves[0::2][again - 1]
-        repeat = (frame_clip[entry_frame[now]] == frame_clip[entry_frame[before]]) & (
-            (now >= originals) == (before >= originals))
+        repeat = (frame_clip[entry_frame[now]] == frame_clip[entry_frame[before]]) & (kind(now) == kind(before))
         keep = np.ones(len(order), bool)
         keep[again[repeat]] = False
         key, entry = halves[1::2][keep], halves[0::2][keep]
         del order, halves, keep, again, now, before, repeat
-        clip, mirror = frame_clip[entry_frame[entry]], entry >= originals
-        ref = clips.role[clip] == 1
         pairs_in_buckets, big = same_bucket(key, cfg.max_bucket)
         skipped += big
-        for i, j in pairs_in_buckets:
-            ok = (clip[i] != clip[j]) & ~(mirror[i] & mirror[j]) & ~(ref[i] & ref[j])
-            i, j = i[ok], j[ok]
-            close = np.bitwise_count(code(entry[i]) ^ code(entry[j])).sum(axis=1) <= cfg.threshold
-            a, b = np.minimum(clip[i][close], clip[j][close]), np.maximum(clip[i][close], clip[j][close])
+        for i, j in pairs_in_buckets:  # entries of a bucket: few, so their clips are looked up here
+            i, j = entry[i], entry[j]
+            ci, cj, ki, kj = frame_clip[entry_frame[i]], frame_clip[entry_frame[j]], kind(i), kind(j)
+            ok = (ci != cj) & ((ki != kj) | (ki == 0)) & ((clips.role[ci] == 0) | (clips.role[cj] == 0))
+            i, j, ci, cj = i[ok], j[ok], ci[ok], cj[ok]
+            close = np.bitwise_count(code(i) ^ code(j)).sum(axis=1) <= cfg.threshold
+            a, b = np.minimum(ci[close], cj[close]), np.maximum(ci[close], cj[close])
             found.append(np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)))
-        del key, entry, clip, mirror, ref
+        del key, entry
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return pairs, skipped
 
@@ -277,6 +323,19 @@ def _gather(clips: Clips, ids: np.ndarray, width: int, mirrors: bool = False):
     return source[index], present & clips.usable[index], index
 
 
+def _crop_distances(side: np.ndarray, clips: Clips, ids: np.ndarray, width: int) -> np.ndarray:
+    """uint16 [n, width, width]: the distance of each frame of `side` [n, width, 4] to the nearest crop window of
+    each frame of clips ids (which have crops)."""
+    rows = clips.crop_start[ids][:, None] + np.arange(width) * CROPS
+    rows = np.where(np.arange(width) < clips.count[ids][:, None], rows, 0)
+    best = np.full((len(ids), width, width), NO_MATCH, np.uint16)
+    for k in range(CROPS):
+        window = clips.crops[rows + k]
+        np.minimum(best, np.bitwise_count(side[:, :, None, :] ^ window[:, None, :, :]).sum(axis=3, dtype=np.uint16),
+                   out=best)
+    return best
+
+
 def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) -> pd.DataFrame:
     """Check candidate pairs on all their frames (both orientations) and on their motion signatures (clip id ->
     signature, from read_signatures); return the duplicates, oriented."""
@@ -285,6 +344,10 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
     if not cfg.same_video:
         same = (clips.video_code[a_all] == clips.video_code[b_all]) & (clips.video_code[a_all] >= 0)
         a_all, b_all = a_all[~same], b_all[~same]
+    # Crop windows are compared with the other clip's frames: put the clip with crops on side b.
+    has_crops = clips.crop_start >= 0
+    swap = has_crops[a_all] & ~has_crops[b_all]
+    a_all, b_all = np.where(swap, b_all, a_all), np.where(swap, a_all, b_all)
     usable = np.bincount(np.repeat(np.arange(len(clips.count)), clips.count), weights=clips.usable,
                          minlength=len(clips.count)).astype(np.int64)
     out = []
@@ -295,9 +358,12 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
         ma, _, _ = _gather(clips, a, width, mirrors=True)
         hb, ub, ib = _gather(clips, b, width)
         invalid = ~(ua[:, :, None] & ub[:, None, :])
+        cropped = np.flatnonzero(has_crops[b])
         results = []
         for side in (ha, ma):
             dist = np.bitwise_count(side[:, :, None, :] ^ hb[:, None, :, :]).sum(axis=3, dtype=np.uint16)
+            if len(cropped):
+                dist[cropped] = np.minimum(dist[cropped], _crop_distances(side[cropped], clips, b[cropped], width))
             dist[invalid] = NO_MATCH
             results.append((dist, *match_frames(dist, cfg.threshold)))
         # The orientation with more matched frames, then the smaller distance.

@@ -9,7 +9,10 @@ of its frames, as in Meta's video matcher vPDQ, which hashes frames one by one a
   - the mirror image's hash is kept too (PDQ's horizontal flip, from the same DCT), so a mirrored re-upload
     matches; PDQ's quality (0-100, low for flat frames) is kept so that dedup can ignore flat frames;
   - from the same decoding, frames every 0.2 s make the clip's motion signature (temporal_signature), which
-    still matches where crops and trims change PDQ's bits.
+    still matches where crops and trims change PDQ's bits;
+  - with `crops` (meant for the evaluation sets, which are small), also the hashes of CROP_AT windows of each
+    frame, CROP of each side: a copy cropped by a few percent is close to one of them, where its PDQ bits
+    no longer match the whole frame's.
 Why PDQ and these settings: benchmarks/bench_dedup.py and benchmarks/README.md.
 
 Output: one Parquet table, one row per input clip (failures included, with status and error), columns
@@ -49,9 +52,12 @@ FP_SCHEMA = pa.schema([
     ("hashes", pa.binary()),        # 32 bytes per hashed frame: PDQ's bits, most significant bit first
     ("mirrors", pa.binary()),       # the same for the horizontally mirrored frame
     ("motion", pa.binary()),        # int8 [steps, 8]: the motion signature (vmae.curation.temporal_signature)
+    ("crops", pa.binary()),         # with --crops: 32 bytes per crop window, len(CROP_AT) per hashed frame
 ])
-# Tables written before the motion signature lack it; dedup then matches their clips by PDQ alone.
-OPTIONAL = {"motion"}
+# Tables written before the motion signature or the crops lack them; dedup then goes without.
+OPTIONAL = {"motion", "crops"}
+CROP = 0.92           # a crop window keeps 92 % of each side of the (bar-free) frame ...
+CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # ... at these places (share of the slack)
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class FingerprintConfig:
     min_frames: int = 4       # short clips get denser frames
     max_frames: int = 16      # long clips get sparser ones
     size: int = 128           # frames are hashed from a size x size grey image
+    crops: bool = False       # also hash the CROP_AT windows of every frame
     rows_per_unit: int = 256
 
     def __post_init__(self):
@@ -146,27 +153,52 @@ def border_box(frames: np.ndarray, limit: int = 24, share: float = 0.8, max_shar
 _MIRROR = np.tile((-1.0) ** np.arange(16), 16).astype(np.float32)
 
 
-def pdq_hashes(frames: np.ndarray, box: tuple):
-    """(hashes [n, 32] uint8, mirrors [n, 32] uint8, quality [n] uint8) of grey frames [n, h, w] cut to box."""
+def _pdq(image: np.ndarray) -> tuple:
+    """(PDQ's 16 x 16 DCT [256] float, quality) of a grey image, scaled to 64 x 64 first.
+
+    At 64 x 64 PDQ samples its grid symmetrically, so the mirror trick below gives exactly the hash of the
+    mirrored frame (at 128 x 128 it is 10-30 bits off). pdqhash takes RGB and greys it with weights that sum
+    to 1: three equal planes give the grey back."""
     import pdqhash
     from PIL import Image
 
+    small = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((64, 64), Image.Resampling.BOX))
+    return pdqhash.compute_float(np.repeat(small[:, :, None], 3, axis=2))
+
+
+def _bits(dct: np.ndarray) -> np.ndarray:
+    return np.packbits(dct > np.median(dct))
+
+
+def _cut(frames: np.ndarray, box: tuple) -> np.ndarray:
     top, bottom, left, right = box
-    h, w = frames.shape[1:3]
+    return frames[:, top:frames.shape[1] - bottom, left:frames.shape[2] - right]
+
+
+def pdq_hashes(frames: np.ndarray, box: tuple):
+    """(hashes [n, 32] uint8, mirrors [n, 32] uint8, quality [n] uint8) of grey frames [n, h, w] cut to box."""
     hashes, mirrors, quality = [], [], []
-    for frame in frames[:, top:h - bottom, left:w - right]:
-        # At 64 x 64 PDQ samples its grid symmetrically, so the mirror trick below gives exactly the hash of
-        # the mirrored frame (at 128 x 128 it is 10-30 bits off). pdqhash takes RGB and greys it with weights
-        # that sum to 1: three equal planes give the grey back.
-        small = np.asarray(Image.fromarray(np.ascontiguousarray(frame)).resize((64, 64), Image.Resampling.BOX))
-        dct, q = pdqhash.compute_float(np.repeat(small[:, :, None], 3, axis=2))
-        mirrored = dct * _MIRROR
-        hashes.append(np.packbits(dct > np.median(dct)))
-        mirrors.append(np.packbits(mirrored > np.median(mirrored)))
+    for frame in _cut(frames, box):
+        dct, q = _pdq(frame)
+        hashes.append(_bits(dct))
+        mirrors.append(_bits(dct * _MIRROR))
         quality.append(q)
     empty = np.zeros((0, HASH_BYTES), np.uint8)
     return (np.array(hashes, np.uint8) if hashes else empty, np.array(mirrors, np.uint8) if mirrors else empty,
             np.array(quality, np.uint8))
+
+
+def crop_hashes(frames: np.ndarray, box: tuple) -> np.ndarray:
+    """[n, len(CROP_AT), 32] uint8: the PDQ hashes of the crop windows of grey frames [n, h, w] cut to box."""
+    frames = _cut(frames, box)
+    h, w = frames.shape[1:3]
+    ch, cw = max(int(round(h * CROP)), 1), max(int(round(w * CROP)), 1)
+    out = np.zeros((len(frames), len(CROP_AT), HASH_BYTES), np.uint8)
+    for i, frame in enumerate(frames):
+        for k, (y, x) in enumerate(CROP_AT):
+            top, left = int(round((h - ch) * y)), int(round((w - cw) * x))
+            out[i, k] = _bits(_pdq(frame[top:top + ch, left:left + cw])[0])
+    return out
 
 
 # ---------------------------------------------------------------- one clip
@@ -179,9 +211,11 @@ def fingerprint_clip(src, cfg: FingerprintConfig) -> dict:
     box = border_box(frames)
     hashes, mirrors, quality = pdq_hashes(frames, box)
     motion = temporal_signature.signature(steps, small, box, cfg.size)
+    crops = crop_hashes(frames, box).tobytes() if cfg.crops else b""
     return {"duration": facts["duration"], "fps": facts["fps"], "width": facts["width"],
             "height": facts["height"], "times": times.astype(np.float32).tolist(), "quality": quality.tolist(),
-            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes(), "motion": motion.tobytes()}
+            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes(), "motion": motion.tobytes(),
+            "crops": crops}
 
 
 def process_item(item: dict, cfg: FingerprintConfig) -> dict:

@@ -13,12 +13,14 @@ unchanged is how the picture as a whole changes from one instant to the next. So
     int8 [steps, CHANNELS], stored as the fingerprint column `motion`.
 Two clips match (`correlate`) when, at some lag, the normalised cross-correlation of their signatures over the
 overlap is high: a trimmed copy lines up at its lag. The index (`candidate_pairs`) follows Haitsma and Kalker's
-audio fingerprints: the signs of 4 steps of the 8 channels make one 32-bit word per step, and
-clips sharing a word exactly become candidates if the words after the shared one are close too (as PDQ's
-index checks all 256 bits: unrelated clips meet by chance in so large an index). Reference clips also index
-their words with the K_WEAK least certain bits flipped (a copy then needs only its strong bits right), and
-pretraining clips index every STRIDE-th step only, which bounds the index at scale. Figures and the
-variants tried: benchmarks/README.md (bench_dedup.py).
+audio fingerprints with locality-sensitive hashing on top: at each step, the signs of the next 2 * WINDOW steps
+of the 8 channels make a 128-bit code; TABLES tables are each keyed by their own KEY_BITS bits of the code's
+first half, and codes meeting in a table make their clips candidates when all 128 bits are close (as PDQ's
+index checks all 256 bits: unrelated clips meet by chance in so large an index). A cropped copy keeps about
+85 % of the signs: one long exact key rarely survives, one of several short keys often does. Reference codes
+also enter each table with their K_WEAK least certain key bits flipped (a copy then needs only its strong
+bits right), and pretraining clips index every STRIDE-th step only, which bounds the index at scale.
+Figures and the variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
 
@@ -35,10 +37,12 @@ FLOOR = 0.5          # grey levels: changes smaller than this are noise, not sca
 MIN_STEPS = 10       # two clips must overlap at least 2 s ...
 MIN_SHARE = 0.5      # ... and at least half of the shorter signature
 MIN_ENERGY = 0.3     # and each side must move in the overlap (mean squared normalised change per step)
-SMOOTH, SPAN = 1, 4  # words: signs of 4 consecutive steps of the 8 channels = 32 bits
-K_WEAK = 3           # reference words are also indexed with every flip of their 3 weakest bits
-STRIDE = 2           # pretraining clips index every 2nd step
-TAG_BITS = 10        # two words meet only if the words after them differ in at most 10 of 32 bits
+WINDOW = 8           # the index's codes: the signs of 2 x 8 steps (3.2 s) of the 8 channels = 2 x 64 bits
+TABLES = 4           # the index has 4 tables, ...
+KEY_BITS = 24        # ... each keyed by its own 24 of the first 64 bits
+CODE_BITS = 30       # codes meeting in a table pair their clips when they differ in at most 30 of 128 bits
+K_WEAK = 3           # reference codes also enter each table with every flip of their 3 weakest key bits
+STRIDE = 3           # pretraining clips index every 3rd step
 
 
 def pick_steps(times: np.ndarray) -> np.ndarray:
@@ -119,73 +123,106 @@ def correlate(first: list, second: list, chunk: int = 1024) -> tuple:
 
 # ---------------------------------------------------------------- the index
 
-def words(flat: np.ndarray, start: np.ndarray, count: np.ndarray, weak: int = 0, chunk: int = 1 << 12) -> tuple:
-    """(clip [m], step [m], words [m, 2 ** weak] uint32, tags [m] uint32) of signatures stored flat (int8
-    [steps, CHANNELS], clip i owning start[i]:start[i] + count[i]). A word's bytes are the signs of SPAN
-    consecutive, disjoint sums of SMOOTH steps (disjoint: overlapping sums would repeat each other's bits, and
-    the index would lose selectivity); its tag is the word that follows it. One word per step where both fit;
-    the word itself first, then the word with every combination of its `weak` weakest bits flipped."""
-    span = SMOOTH * SPAN
-    bit = np.uint32(1) << np.arange(32, dtype=np.uint32)
-    out = []
-    for lo in range(0, len(count), chunk):  # a chunk of clips at a time bounds the memory
-        n = count[lo:lo + chunk]
-        rows = np.repeat(start[lo:lo + chunk] - np.cumsum(n) + n, n) + np.arange(int(n.sum()))
-        total = np.concatenate([np.zeros((1, CHANNELS), np.int32), np.cumsum(flat[rows], axis=0, dtype=np.int32)])
-        usable = np.maximum(n - 2 * span + 1, 0)
-        clip = np.repeat(np.arange(lo, lo + len(n)), usable)
-        step = np.arange(int(usable.sum())) - np.repeat(np.cumsum(usable) - usable, usable)
-        at = np.repeat(np.cumsum(n) - n, usable) + step
+def codes(flat: np.ndarray, start: np.ndarray, count: np.ndarray, every: int = 1, chunk: int = 1 << 16) -> tuple:
+    """(clip [m], row [m], code [m, 2] uint64) of signatures stored flat (int8 [steps, CHANNELS], clip i owning
+    start[i]:start[i] + count[i]): at every `every`-th step where 2 * WINDOW steps fit, the signs of those steps
+    (bit CHANNELS * j + c of the word j // WINDOW: step j, channel c); row is the flat row of its first step."""
+    usable = np.maximum(np.asarray(count, np.int64) - 2 * WINDOW + 1, 0)
+    clip = np.repeat(np.arange(len(usable)), usable)
+    step = np.arange(int(usable.sum())) - np.repeat(np.cumsum(usable) - usable, usable)
+    keep = step % every == 0
+    clip, row = clip[keep], np.asarray(start, np.int64)[clip[keep]] + step[keep]
+    code = np.empty((len(row), 2), np.uint64)
+    for lo in range(0, len(row), chunk):
+        signs = flat[row[lo:lo + chunk, None] + np.arange(2 * WINDOW)] > 0
+        code[lo:lo + chunk] = np.packbits(signs.reshape(len(signs), -1), axis=1, bitorder="little").view("<u8")
+    return clip, row, code
 
-        def sums(at):
-            return np.concatenate([total[at + (j + 1) * SMOOTH] - total[at + j * SMOOTH] for j in range(SPAN)], 1)
 
-        now = sums(at)
-        word = np.empty((len(at), 2 ** weak), np.uint32)
-        word[:, 0] = np.bitwise_or.reduce(bit * (now > 0), axis=1)
-        if weak:
-            least = np.argpartition(np.abs(now), weak, axis=1)[:, :weak]
-            for combo in range(1, 2 ** weak):
-                flips = [bit[least[:, j]] for j in range(weak) if combo >> j & 1]
-                word[:, combo] = word[:, 0] ^ np.bitwise_or.reduce(flips, axis=0)
-        out.append((clip, step, word, np.bitwise_or.reduce(bit * (sums(at + span) > 0), axis=1)))
-    if not out:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 2 ** weak), np.uint32), np.zeros(0, np.uint32)
-    return tuple(np.concatenate(parts) for parts in zip(*out))
+def key_bits(table: int) -> np.ndarray:
+    """The KEY_BITS code bits (ascending) that key index table `table`: a fixed draw, the same in every run."""
+    return np.sort(np.random.default_rng(table).choice(WINDOW * CHANNELS, KEY_BITS, replace=False))
+
+
+def _keys(code: np.ndarray, bits: np.ndarray) -> np.ndarray:
+    """uint32 [m]: the `bits` of codes [m] uint64, gathered into the low bits in order (a table per byte)."""
+    key, values = np.zeros(len(code), np.uint32), np.arange(256, dtype=np.uint32)
+    for byte in range(8):
+        table = np.zeros(256, np.uint32)
+        for j in np.flatnonzero((bits >= 8 * byte) & (bits < 8 * byte + 8)):
+            table |= ((values >> np.uint32(bits[j] - 8 * byte)) & np.uint32(1)) << np.uint32(j)
+        if table.any():
+            key |= table[(code >> np.uint64(8 * byte)).astype(np.uint8)]
+    return key
+
+
+def _weakest(size: np.ndarray) -> list:
+    """Per row of size [m, KEY_BITS] (uint8), the K_WEAK smallest as key bits [m] uint32, smallest first (argmin
+    K_WEAK times: far faster than a row-wise partition)."""
+    size, out = size.copy(), []
+    for _ in range(K_WEAK):
+        at = size.argmin(axis=1)
+        out.append(np.uint32(1) << at.astype(np.uint32))
+        size[np.arange(len(size)), at] = 255
+    return out
+
+
+def _code_of(entry: np.ndarray, codes: int, refs: int) -> np.ndarray:
+    """The code of index entries: entries past the codes are the reference codes' flipped variants, one block
+    of the last `refs` codes per variant."""
+    entry = entry.astype(np.int64)
+    return np.where(entry < codes, entry, codes - refs + (entry - codes) % max(refs, 1))
 
 
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
-    """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips sharing
-    a word whose tags also differ in at most TAG_BITS bits (which drops the chance meetings of unrelated
-    clips), one of them on the pretraining side (role 0). batches: (first clip id, flat signatures, steps per
-    clip), as fingerprint.signature_batches yields them. Pretraining words every STRIDE-th step, reference
-    words (role 1) with their weak-bit variants."""
-    keys, clips, tags = [], [], []
+    """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
+    codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 128 bits, one of the
+    clips on the pretraining side (role 0). batches: (first clip id, flat signatures, steps per clip), as
+    fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference codes (role 1)
+    every step, each also with its K_WEAK weakest key bits flipped in every combination."""
+    # side -> (clip ids, codes), reference codes last; and per reference code, how sure each bit's sign is
+    sides = {0: ([np.zeros(0, np.uint32)], [np.zeros((0, 2), np.uint64)]), 1: ([], [])}
+    weak = [np.zeros((0, WINDOW * CHANNELS), np.uint8)]
     for first, flat, count in batches:
         ids = first + np.arange(len(count))
-        start = np.cumsum(count) - count
-        for side, weak in ((0, 0), (1, K_WEAK)):
+        for side, (clips, side_codes) in sides.items():
             mine = np.flatnonzero(role[ids] == side)
-            clip, step, word, tag = words(flat, start[mine], count[mine], weak)
-            keep = step % STRIDE == 0 if side == 0 else slice(None)
-            keys.append(word[keep].ravel())
-            clips.append(np.repeat(ids[mine][clip[keep]].astype(np.uint32), word.shape[1]))
-            tags.append(np.repeat(tag[keep], word.shape[1]))
-    key, clip, tag = (np.concatenate(x) if x else np.zeros(0, np.uint32) for x in (keys, clips, tags))
-    del keys, clips, tags
-    if len(key) >= 2 ** 32:
-        raise ValueError("more than 2^32 motion words to index: split the pretraining set and dedup the parts")
-    order = (key.astype(np.uint64) << np.uint64(32)) | np.arange(len(key), dtype=np.uint64)
-    del key
-    order.sort()
-    key, entry = (order >> np.uint64(32)).astype(np.uint32), (order & np.uint64(0xFFFFFFFF)).astype(np.uint32)
-    del order
-    found = []
-    pairs_in_buckets, skipped = same_bucket(key, max_bucket)
-    for at, later in pairs_in_buckets:
-        i, j = entry[at], entry[later]
-        a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
-        ok = (a != b) & ((role[a] == 0) | (role[b] == 0)) & (np.bitwise_count(tag[i] ^ tag[j]) <= TAG_BITS)
-        found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
+            c, row, x = codes(flat, (np.cumsum(count) - count)[mine], count[mine], STRIDE if side == 0 else 1)
+            clips.append(ids[mine][c].astype(np.uint32)), side_codes.append(x)
+            if side == 1:  # the size of the step's change
+                weak.append(np.abs(flat[row[:, None] + np.arange(WINDOW)].astype(np.int16))
+                            .reshape(len(row), WINDOW * CHANNELS).astype(np.uint8))
+    clip, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1))
+    weak = np.concatenate(weak)
+    refs = np.arange(len(code) - len(weak), len(code))
+    variants = 2 ** K_WEAK
+    if len(code) + (variants - 1) * len(refs) >= 2 ** 32:
+        raise ValueError("more than 2^32 motion codes to index: split the pretraining set and dedup the parts")
+    found, skipped, total = [], 0, len(code) + (variants - 1) * len(refs)
+    for table in range(TABLES):
+        bits = key_bits(table)
+        # (key, entry) pairs sorted as one uint64, the key in the high half (as dedup's PDQ index): entries
+        # past the codes are the reference codes' flipped variants, a block per combination of weak bits.
+        order = np.empty(total, np.uint64)
+        halves = order.view(np.uint32)
+        halves[1::2][:len(code)] = key = _keys(code[:, 0], bits)
+        flips = _weakest(weak[:, bits])
+        for combo in range(1, variants):
+            at = len(code) + (combo - 1) * len(refs)
+            halves[1::2][at:at + len(refs)] = key[refs] ^ np.bitwise_or.reduce(
+                [flips[j] for j in range(K_WEAK) if combo >> j & 1], axis=0)
+        halves[0::2] = np.arange(total, dtype=np.uint32)
+        del key, flips
+        order.sort()
+        pairs_in_buckets, big = same_bucket(halves[1::2], max_bucket)
+        skipped += big
+        for at, later in pairs_in_buckets:
+            i, j = (_code_of(halves[0::2][x], len(code), len(refs)) for x in (at, later))
+            a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
+            ok = (a != b) & ((role[a] == 0) | (role[b] == 0))
+            i, j, a, b = i[ok], j[ok], a[ok], b[ok]
+            ok = np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS
+            found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
+        del order, halves
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return pairs, skipped
