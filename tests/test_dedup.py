@@ -56,7 +56,7 @@ def _encode(args, path):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("dedup-clips")
-    # "life" runs 8 s: its cropped and trimmed copy then holds enough motion codes (3.2 s each) for the index
+    # "life" runs 8 s: its cropped and trimmed copy then holds enough motion codes (2.8 s each) for the index
     # to meet it.
     out = {name: _encode(["-filter_complex", graph, "-t", "8" if name == "life" else "4", "-g", "16"],
                          root / f"{name}.mp4")

@@ -75,7 +75,7 @@ class DedupConfig:
     motion_threshold: float = option(0.6, "Two clips also match when their motion signatures correlate this "
                                            "well at some time lag (finds crops and trims PDQ misses; 1 matches by "
                                            "PDQ alone) ...")
-    motion_support: int = option(90, "... and some pair of their frames is within this many bits (motion alone "
+    motion_support: int = option(80, "... and some pair of their frames is within this many bits (motion alone "
                                      "also pairs unrelated clips that move alike).")
     same_video: bool = option(False, "Also pair clips cut from one video (same source and video_id, e.g. "
                                      "consecutive AVA clips) within the pretraining set.")

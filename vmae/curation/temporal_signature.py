@@ -14,8 +14,8 @@ unchanged is how the picture as a whole changes from one instant to the next. So
 Two clips match (`correlate`) when, at some lag, the normalised cross-correlation of their signatures over the
 overlap is high: a trimmed copy lines up at its lag. The index (`candidate_pairs`) follows Haitsma and Kalker's
 audio fingerprints with locality-sensitive hashing on top: at each step, the signs of the next 2 * WINDOW steps
-of the 8 channels make a 128-bit code; TABLES tables are each keyed by their own KEY_BITS bits of the code's
-first half, and codes meeting in a table make their clips candidates when all 128 bits are close (as PDQ's
+of the 8 channels make a code of two words; TABLES tables are each keyed by their own KEY_BITS bits of the
+first word, and codes meeting in a table make their clips candidates when all their bits are close (as PDQ's
 index checks all 256 bits: unrelated clips meet by chance in so large an index). A cropped copy keeps about
 85 % of the signs: one long exact key rarely survives, one of several short keys often does. Reference codes
 also enter each table with their K_WEAK least certain key bits flipped (a copy then needs only its strong
@@ -37,10 +37,10 @@ FLOOR = 0.5          # grey levels: changes smaller than this are noise, not sca
 MIN_STEPS = 10       # two clips must overlap at least 2 s ...
 MIN_SHARE = 0.5      # ... and at least half of the shorter signature
 MIN_ENERGY = 0.3     # and each side must move in the overlap (mean squared normalised change per step)
-WINDOW = 8           # the index's codes: the signs of 2 x 8 steps (3.2 s) of the 8 channels = 2 x 64 bits
+WINDOW = 7           # the index's codes: two words, the signs of 7 steps (1.4 s) of the 8 channels each
 TABLES = 4           # the index has 4 tables, ...
-KEY_BITS = 24        # ... each keyed by its own 24 of the first 64 bits
-CODE_BITS = 30       # codes meeting in a table pair their clips when they differ in at most 30 of 128 bits
+KEY_BITS = 24        # ... each keyed by its own 24 of the first word's 56 bits
+CODE_BITS = 26       # codes meeting in a table pair their clips when they differ in at most 26 of 112 bits
 K_WEAK = 3           # reference codes also enter each table with every flip of their 3 weakest key bits
 STRIDE = 3           # pretraining clips index every 3rd step
 
@@ -126,7 +126,7 @@ def correlate(first: list, second: list, chunk: int = 1024) -> tuple:
 def codes(flat: np.ndarray, start: np.ndarray, count: np.ndarray, every: int = 1, chunk: int = 1 << 16) -> tuple:
     """(clip [m], row [m], code [m, 2] uint64) of signatures stored flat (int8 [steps, CHANNELS], clip i owning
     start[i]:start[i] + count[i]): at every `every`-th step where 2 * WINDOW steps fit, the signs of those steps
-    (bit CHANNELS * j + c of the word j // WINDOW: step j, channel c); row is the flat row of its first step."""
+    (word j // WINDOW, bit CHANNELS * (j % WINDOW) + c: step j, channel c); row is the flat row of its first step."""
     usable = np.maximum(np.asarray(count, np.int64) - 2 * WINDOW + 1, 0)
     clip = np.repeat(np.arange(len(usable)), usable)
     step = np.arange(int(usable.sum())) - np.repeat(np.cumsum(usable) - usable, usable)
@@ -134,8 +134,10 @@ def codes(flat: np.ndarray, start: np.ndarray, count: np.ndarray, every: int = 1
     clip, row = clip[keep], np.asarray(start, np.int64)[clip[keep]] + step[keep]
     code = np.empty((len(row), 2), np.uint64)
     for lo in range(0, len(row), chunk):
-        signs = flat[row[lo:lo + chunk, None] + np.arange(2 * WINDOW)] > 0
-        code[lo:lo + chunk] = np.packbits(signs.reshape(len(signs), -1), axis=1, bitorder="little").view("<u8")
+        signs = np.zeros((len(row[lo:lo + chunk]), 2, 64), bool)   # two words, WINDOW steps each
+        signs[:, :, :WINDOW * CHANNELS] = (flat[row[lo:lo + chunk, None] + np.arange(2 * WINDOW)] > 0).reshape(
+            -1, 2, WINDOW * CHANNELS)
+        code[lo:lo + chunk] = np.packbits(signs, axis=2, bitorder="little").view("<u8")[:, :, 0]
     return clip, row, code
 
 
@@ -176,7 +178,7 @@ def _code_of(entry: np.ndarray, codes: int, refs: int) -> np.ndarray:
 
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
-    codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 128 bits, one of the
+    codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS bits, one of the
     clips on the pretraining side (role 0). batches: (first clip id, flat signatures, steps per clip), as
     fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference codes (role 1)
     every step, each also with its K_WEAK weakest key bits flipped in every combination."""
@@ -194,7 +196,8 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
                             .reshape(len(row), WINDOW * CHANNELS).astype(np.uint8))
     clip, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1))
     weak = np.concatenate(weak)
-    refs = np.arange(len(code) - len(weak), len(code))
+    first_ref = len(code) - len(weak)
+    refs = np.arange(first_ref, len(code))
     variants = 2 ** K_WEAK
     if len(code) + (variants - 1) * len(refs) >= 2 ** 32:
         raise ValueError("more than 2^32 motion codes to index: split the pretraining set and dedup the parts")
@@ -217,11 +220,11 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
         pairs_in_buckets, big = same_bucket(halves[1::2], max_bucket)
         skipped += big
         for at, later in pairs_in_buckets:
-            i, j = (_code_of(halves[0::2][x], len(code), len(refs)) for x in (at, later))
+            i, j = halves[0::2][at], halves[0::2][later]
+            pretraining = (i < first_ref) | (j < first_ref)  # entries before first_ref are pretraining codes
+            i, j = (_code_of(x[pretraining], len(code), len(refs)) for x in (i, j))
             a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
-            ok = (a != b) & ((role[a] == 0) | (role[b] == 0))
-            i, j, a, b = i[ok], j[ok], a[ok], b[ok]
-            ok = np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS
+            ok = (a != b) & (np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS)
             found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
         del order, halves
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
