@@ -124,6 +124,15 @@ def test_motion_signature_is_what_finds_the_cropped_trimmed_copy(sets, tmp_path)
     assert "life_crop_trim" not in found and "copy_scale" in found
 
 
+def test_tables_written_before_motion_and_crops_are_matched_by_pdq_alone(sets, tmp_path):
+    for name in ("train", "eval"):
+        table = pq.read_table(sets / f"{name}-fp.parquet")
+        pq.write_table(table.drop_columns(["motion", "crops"]), tmp_path / f"{name}-old.parquet")
+    dedup(tmp_path / "train-old.parquet", tmp_path / "dups", [tmp_path / "eval-old.parquet"])
+    found = set(pd.read_parquet(tmp_path / "dups" / "pairs.parquet")["key_a"])
+    assert "copy_scale" in found and "life_crop_trim" not in found and "fractal" not in found
+
+
 def test_crop_windows_of_the_reference_find_a_copy_cropped_past_pdq(clips, tmp_path):
     """A copy that keeps 92 % of each side: its frames' PDQ bits no longer match the whole frames of the
     original, but they match the original's crop windows (fingerprint --crops on the evaluation set)."""
