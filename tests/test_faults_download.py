@@ -1,5 +1,6 @@
 """vmae-data download under real faults (issue 11): a full disk, odd URLs and rows, relative paths, reused
 folders, two processes at once. Each test names the case of the issue it covers."""
+import errno
 import json
 import os
 import subprocess
@@ -16,7 +17,7 @@ from videos import make_index_video, write_video
 
 from vmae import media
 from vmae.curation.download import DownloadConfig, clip_path, download
-from vmae.errors import FolderInUseError
+from vmae.errors import FolderInUseError, OutputError, row_error
 from vmae.manifests import empty_manifest, read_manifest, write_manifest
 
 FAST = dict(backoff=0.01, tries=1, short_side=None, rows_per_unit=1)
@@ -241,3 +242,13 @@ def test_two_processes_share_one_folder_without_fetching_twice(tmp_path, site):
     assert sorted(got["key"]) == [f"k_{i}" for i in ids] and got["status"].eq("ok").all()
     assert not list((tmp_path / "o" / ".units").glob("*.lock"))
     assert os.path.exists(tmp_path / "o" / "report.json")
+
+
+def test_an_unexpected_row_error_is_the_rows_status_and_an_output_fault_stops_the_run(tmp_path):
+    assert row_error(ValueError("odd frame rate"), tmp_path) == "ValueError: odd frame rate"
+    with pytest.raises(OutputError, match="cannot write to .*: no space left"):
+        row_error(OSError(errno.ENOSPC, "No space left on device"), tmp_path)
+    fault = OutputError.at(tmp_path, "the clip came out short")
+    with pytest.raises(OutputError) as caught:
+        row_error(fault, tmp_path)
+    assert caught.value is fault

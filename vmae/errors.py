@@ -89,6 +89,17 @@ def is_output_fault_text(text: str) -> bool:
     return bool(_OUTPUT_FAULT_TEXT.search(text or ""))
 
 
+def row_error(error: Exception, folder) -> str:
+    """The row status message of an unexpected exception while one row (clip) was made; a fault of the output
+    `folder` (full, read-only) is raised instead, as an OutputError: it stops the run."""
+    fault = output_fault(error, folder)
+    if fault is error:
+        raise error
+    if fault is not None:
+        raise fault from error
+    return f"{type(error).__name__}: {error}"
+
+
 def output_fault(error: BaseException, folder):
     """`error` as an OutputError for `folder` when it is a fault of the output (by errno or by its text), else
     None."""

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from vmae.atomic import make_folder, remove_temporaries
 from vmae.config import option
-from vmae.errors import OutputError, output_fault
+from vmae.errors import row_error
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.jobs import claim
 from vmae.lock import Lock, clear_stale, describe
@@ -255,13 +255,8 @@ def _cut_clip(job: MovieJob, row: dict, dst: Path):
         facts = probe(dst)
     except MediaError as e:
         return {}, e.reason, e.message
-    except OutputError:
-        raise
-    except Exception as e:  # one bad clip is one bad clip
-        error = output_fault(e, dst.parent)
-        if error is not None:
-            raise error from e
-        return {}, UNKNOWN, f"{type(e).__name__}: {e}"
+    except Exception as e:  # one bad clip is one bad clip, unless the output is full or read-only
+        return {}, UNKNOWN, row_error(e, dst.parent)
     if facts["frames"] != cfg.clip_frames:
         dst.unlink()  # a partial clip would pass for a finished one on the next run
         return {}, TOO_SHORT, f"{job.movie} gave {facts['frames']} of {cfg.clip_frames} frames for this clip"

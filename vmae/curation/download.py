@@ -38,7 +38,7 @@ from vmae.atomic import make_folder, remove_temporaries, write_text
 from vmae.config import apply_off, option
 from vmae.curation.templates import (CVDF_TEMPLATE, TEMPLATE_FIELDS, cell, check_url, file_in, fill_template,
                                      template_fields)
-from vmae.errors import ConfigError, OutputError, is_output_fault_text, output_fault
+from vmae.errors import ConfigError, OutputError, is_output_fault_text, row_error
 from vmae.executors import ExecutorConfig, my_slice, run_units
 from vmae.lock import Lock, clear_stale, describe
 from vmae.manifests import manifest_base, read_manifest, resolve_path, validate, write_manifest
@@ -298,14 +298,9 @@ def process_row(row: dict, out: Path, cfg: DownloadConfig, state: dict) -> dict:
         row.update(facts, path=str(clip), status=media.STATUS_OK)
     except media.MediaError as e:
         row.update(status=e.reason, error=e.message)
-    except OutputError:
-        raise
-    except Exception as e:  # one bad row is one bad row: its status says what went wrong
-        error = output_fault(e, out)
-        if error is not None:
-            raise error from e
+    except Exception as e:  # one bad row is one bad row, unless the output is full or read-only (row_error)
         log.debug("row %s failed", row["key"], exc_info=True)
-        row.update(status=media.UNKNOWN, error=f"{type(e).__name__}: {e}")
+        row.update(status=media.UNKNOWN, error=row_error(e, out))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return row
