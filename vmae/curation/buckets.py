@@ -1,5 +1,22 @@
-"""The join both dedup indexes share: every two entries of a bucket of equal keys, without all-pairs work."""
+"""What both dedup indexes share: entries sorted by key, and every two entries of a bucket of equal keys,
+without all-pairs work."""
 import numpy as np
+
+
+def sort_by_key(blocks, total: int) -> tuple:
+    """(keys, entries) uint32 [total]: the keys of `blocks` (uint32 arrays, `total` keys in all; entry i is the
+    i-th key over the blocks in order) with their entry numbers, sorted by key. Each pair is sorted as one
+    uint64, the key in the high half (numpy on a little-endian machine, as every platform vmae runs on); both
+    results are views of that one array."""
+    order = np.empty(total, np.uint64)
+    halves = order.view(np.uint32)
+    at = 0
+    for keys in blocks:
+        halves[1::2][at:at + len(keys)] = keys
+        at += len(keys)
+    halves[0::2] = np.arange(total, dtype=np.uint32)
+    order.sort()
+    return halves[1::2], halves[0::2]
 
 
 def same_bucket(key: np.ndarray, max_bucket: int) -> tuple:

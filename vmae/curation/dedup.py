@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from vmae import media
 from vmae.atomic import atomic_path, write_text
 from vmae.curation import temporal_signature
-from vmae.curation.buckets import same_bucket
-from vmae.curation.fingerprint import CROP_AT, HASH_BYTES, blob_batches, ok_rows, read_fingerprints, \
+from vmae.curation.buckets import same_bucket, sort_by_key
+from vmae.curation.fingerprint import CROP_AT, HASH_BYTES, blob_batches, ok_blobs, ok_rows, read_fingerprints, \
     read_signatures, signature_batches
 from vmae.config import option
 from vmae.errors import ConfigError, VmaeError
@@ -115,6 +115,11 @@ class Clips:
     crops: np.ndarray         # uint64 [crop rows, 4]: crop windows' hashes, CROPS rows per frame ...
     crop_start: np.ndarray    # int64 [clips]: ... from this row on (-1: the clip has none)
 
+    def usable_frames(self) -> np.ndarray:
+        """int64 [clips]: each clip's usable frames."""
+        return np.bincount(np.repeat(np.arange(len(self.count)), self.count), weights=self.usable,
+                           minlength=len(self.count)).astype(np.int64)
+
     def crop_frames(self) -> np.ndarray:
         """int64 [crop rows]: the frame of each crop row."""
         has = np.flatnonzero(self.crop_start >= 0)
@@ -154,11 +159,9 @@ def _read_crops(files: list, counts: list) -> tuple:
         if "crops" not in pq.read_schema(path).names:
             rows.append(np.zeros(len(n), np.int64))
             continue
-        ok, at, sizes = ok_rows(pq.read_table(path, columns=["status"])), 0, []
-        for size, data in blob_batches(path, "crops"):
-            mine = ok[at:at + len(size)]
-            sizes.append(size[mine]), blobs.append(data[np.repeat(mine, size)])
-            at += len(size)
+        sizes = []
+        for size, data in ok_blobs(path, "crops"):
+            sizes.append(size), blobs.append(data)
         size = np.concatenate(sizes) // HASH_BYTES if sizes else np.zeros(0, np.int64)
         if ((size != 0) & (size != n * CROPS)).any():
             raise VmaeError(f"{path}: the crops of some clips do not match their frames; fingerprint the set again")
@@ -259,25 +262,16 @@ def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
 
     found, skipped = [], 0
     for word in range(WORDS):
-        # Sort (word value, entry id) pairs as one uint64: the value in the high half, the id in the low half
-        # (numpy on a little-endian machine, as every platform vmae runs on).
-        order = np.empty(len(entry_frame), np.uint64)
-        halves = order.view(np.uint32)
-        at = 0
-        for array, rows in sources:
-            halves[1::2][at:at + len(rows)] = array.view(np.uint32)[rows, word]
-            at += len(rows)
-        halves[0::2] = np.arange(len(entry_frame), dtype=np.uint32)
-        order.sort()
+        key, entry = sort_by_key((array.view(np.uint32)[rows, word] for array, rows in sources), len(entry_frame))
         # One entry per (word value, clip, kind): a still clip repeats its frames. Only entries whose value
         # repeats are looked at (few), which keeps the memory of this step small.
-        again = np.flatnonzero(halves[3::2] == halves[1:-2:2]) + 1
-        now, before = halves[0::2][again], halves[0::2][again - 1]
+        again = np.flatnonzero(key[1:] == key[:-1]) + 1
+        now, before = entry[again], entry[again - 1]
         repeat = (frame_clip[entry_frame[now]] == frame_clip[entry_frame[before]]) & (kind(now) == kind(before))
-        keep = np.ones(len(order), bool)
+        keep = np.ones(len(key), bool)
         keep[again[repeat]] = False
-        key, entry = halves[1::2][keep], halves[0::2][keep]
-        del order, halves, keep, again, now, before, repeat
+        key, entry = key[keep], entry[keep]
+        del keep, again, now, before, repeat
         pairs_in_buckets, big = same_bucket(key, cfg.max_bucket)
         skipped += big
         for i, j in pairs_in_buckets:  # entries of a bucket: few, so their clips are looked up here
@@ -323,6 +317,11 @@ def _gather(clips: Clips, ids: np.ndarray, width: int, mirrors: bool = False):
     return source[index], present & clips.usable[index], index
 
 
+def _distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """uint16 [n, i, j]: Hamming distances of hashes x [n, i, 4] and y [n, j, 4] (uint64)."""
+    return np.bitwise_count(x[:, :, None, :] ^ y[:, None, :, :]).sum(axis=3, dtype=np.uint16)
+
+
 def _crop_distances(side: np.ndarray, clips: Clips, ids: np.ndarray, width: int) -> np.ndarray:
     """uint16 [n, width, width]: the distance of each frame of `side` [n, width, 4] to the nearest crop window of
     each frame of clips ids (which have crops)."""
@@ -330,9 +329,7 @@ def _crop_distances(side: np.ndarray, clips: Clips, ids: np.ndarray, width: int)
     rows = np.where(np.arange(width) < clips.count[ids][:, None], rows, 0)
     best = np.full((len(ids), width, width), NO_MATCH, np.uint16)
     for k in range(CROPS):
-        window = clips.crops[rows + k]
-        np.minimum(best, np.bitwise_count(side[:, :, None, :] ^ window[:, None, :, :]).sum(axis=3, dtype=np.uint16),
-                   out=best)
+        np.minimum(best, _distances(side, clips.crops[rows + k]), out=best)
     return best
 
 
@@ -348,8 +345,7 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
     has_crops = clips.crop_start >= 0
     swap = has_crops[a_all] & ~has_crops[b_all]
     a_all, b_all = np.where(swap, b_all, a_all), np.where(swap, a_all, b_all)
-    usable = np.bincount(np.repeat(np.arange(len(clips.count)), clips.count), weights=clips.usable,
-                         minlength=len(clips.count)).astype(np.int64)
+    usable = clips.usable_frames()
     out = []
     for lo in range(0, len(a_all), VERIFY_CHUNK):
         a, b = a_all[lo:lo + VERIFY_CHUNK], b_all[lo:lo + VERIFY_CHUNK]
@@ -361,7 +357,7 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
         cropped = np.flatnonzero(has_crops[b])
         results = []
         for side in (ha, ma):
-            dist = np.bitwise_count(side[:, :, None, :] ^ hb[:, None, :, :]).sum(axis=3, dtype=np.uint16)
+            dist = _distances(side, hb)
             if len(cropped):
                 dist[cropped] = np.minimum(dist[cropped], _crop_distances(side[cropped], clips, b[cropped], width))
             dist[invalid] = NO_MATCH
@@ -496,8 +492,7 @@ def dedup(fingerprints, out, against=(), cfg: DedupConfig = DedupConfig(), plot:
     with atomic_path(out / "pairs.parquet") as tmp:
         pq.write_table(pa.Table.from_pandas(pairs, schema=PAIR_SCHEMA, preserve_index=False), tmp)
 
-    usable_frames = np.bincount(np.repeat(np.arange(len(clips.count)), clips.count), weights=clips.usable,
-                                minlength=len(clips.count))
+    usable_frames = clips.usable_frames()
     for name, entry in statuses.items():
         mine = clips.set_code == clips.set_names.index(name) if name in clips.set_names else np.zeros(0, bool)
         entry.update(clips=int(mine.sum()), usable_clips=int((mine & (usable_frames > 0)).sum()))

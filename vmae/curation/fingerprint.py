@@ -320,23 +320,29 @@ def ok_rows(table: pa.Table) -> np.ndarray:
     return pc.fill_null(pc.equal(table.column("status"), media.STATUS_OK), False).to_numpy(zero_copy_only=False)
 
 
+def ok_blobs(path, column: str):
+    """blob_batches of the rows with a fingerprint only: (bytes per ok row, those rows' bytes)."""
+    ok, row = ok_rows(pq.read_table(path, columns=["status"])), 0
+    for sizes, data in blob_batches(path, column):
+        mine = ok[row:row + len(sizes)]
+        yield sizes[mine], data[np.repeat(mine, sizes)]
+        row += len(sizes)
+
+
 def signature_batches(files: list):
     """(first clip id, flat int8 [steps, CHANNELS], steps per clip) of the motion signatures of the clips of
     files [(path, role)] (numbered as load_clips numbers them), a batch of rows at a time; no steps for clips
     of a table written before the motion signature."""
     channels, first = temporal_signature.CHANNELS, 0
     for path, _ in files:
-        ok = ok_rows(pq.read_table(path, columns=["status"]))
         if "motion" not in pq.read_schema(path).names:
-            yield first, np.zeros((0, channels), np.int8), np.zeros(int(ok.sum()), np.int64)
-            first += int(ok.sum())
+            clips = int(ok_rows(pq.read_table(path, columns=["status"])).sum())
+            yield first, np.zeros((0, channels), np.int8), np.zeros(clips, np.int64)
+            first += clips
             continue
-        row = 0
-        for sizes, data in blob_batches(path, "motion"):
-            mine = ok[row:row + len(sizes)]
-            flat = data[np.repeat(mine, sizes)].view(np.int8).reshape(-1, channels)
-            yield first, flat, sizes[mine] // channels
-            first, row = first + int(mine.sum()), row + len(sizes)
+        for sizes, data in ok_blobs(path, "motion"):
+            yield first, data.view(np.int8).reshape(-1, channels), sizes // channels
+            first += len(sizes)
 
 
 def read_signatures(files: list, wanted: np.ndarray) -> dict:

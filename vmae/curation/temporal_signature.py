@@ -24,7 +24,7 @@ Figures and the variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
 
-from vmae.curation.buckets import same_bucket
+from vmae.curation.buckets import same_bucket, sort_by_key
 
 VERSION = 1          # of the signature's definition: fingerprint redoes units written under another
 STEP = 0.2           # seconds between signature steps
@@ -178,10 +178,10 @@ def _code_of(entry: np.ndarray, codes: int, refs: int) -> np.ndarray:
 
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
-    codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS bits, one of the
-    clips on the pretraining side (role 0). batches: (first clip id, flat signatures, steps per clip), as
-    fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference codes (role 1)
-    every step, each also with its K_WEAK weakest key bits flipped in every combination."""
+    codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS
+    bits, one of the clips on the pretraining side (role 0). batches: (first clip id, flat signatures, steps
+    per clip), as fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference
+    codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in every combination."""
     # side -> (clip ids, codes), reference codes last; and per reference code, how sure each bit's sign is
     sides = {0: ([np.zeros(0, np.uint32)], [np.zeros((0, 2), np.uint64)]), 1: ([], [])}
     weak = [np.zeros((0, WINDOW * CHANNELS), np.uint8)]
@@ -199,33 +199,28 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     first_ref = len(code) - len(weak)
     refs = np.arange(first_ref, len(code))
     variants = 2 ** K_WEAK
-    if len(code) + (variants - 1) * len(refs) >= 2 ** 32:
+    total = len(code) + (variants - 1) * len(refs)
+    if total >= 2 ** 32:
         raise ValueError("more than 2^32 motion codes to index: split the pretraining set and dedup the parts")
-    found, skipped, total = [], 0, len(code) + (variants - 1) * len(refs)
+
+    def blocks(key, flips):  # the codes' keys, then a block of reference keys per combination of weak bits
+        yield key
+        for combo in range(1, variants):
+            yield key[refs] ^ np.bitwise_or.reduce([flips[j] for j in range(K_WEAK) if combo >> j & 1], axis=0)
+
+    found, skipped = [], 0
     for table in range(TABLES):
         bits = key_bits(table)
-        # (key, entry) pairs sorted as one uint64, the key in the high half (as dedup's PDQ index): entries
-        # past the codes are the reference codes' flipped variants, a block per combination of weak bits.
-        order = np.empty(total, np.uint64)
-        halves = order.view(np.uint32)
-        halves[1::2][:len(code)] = key = _keys(code[:, 0], bits)
-        flips = _weakest(weak[:, bits])
-        for combo in range(1, variants):
-            at = len(code) + (combo - 1) * len(refs)
-            halves[1::2][at:at + len(refs)] = key[refs] ^ np.bitwise_or.reduce(
-                [flips[j] for j in range(K_WEAK) if combo >> j & 1], axis=0)
-        halves[0::2] = np.arange(total, dtype=np.uint32)
-        del key, flips
-        order.sort()
-        pairs_in_buckets, big = same_bucket(halves[1::2], max_bucket)
+        key, entry = sort_by_key(blocks(_keys(code[:, 0], bits), _weakest(weak[:, bits])), total)
+        pairs_in_buckets, big = same_bucket(key, max_bucket)
         skipped += big
         for at, later in pairs_in_buckets:
-            i, j = halves[0::2][at], halves[0::2][later]
+            i, j = entry[at], entry[later]
             pretraining = (i < first_ref) | (j < first_ref)  # entries before first_ref are pretraining codes
             i, j = (_code_of(x[pretraining], len(code), len(refs)) for x in (i, j))
             a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
             ok = (a != b) & (np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS)
             found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
-        del order, halves
+        del key, entry
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return pairs, skipped
