@@ -56,7 +56,7 @@ def _encode(args, path):
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("dedup-clips")
-    # "life" runs 8 s: its cropped and trimmed copy then holds enough motion codes (2.8 s each) for the index
+    # "life" runs 8 s: its cropped and trimmed copy then holds enough motion codes (3.2 s each) for the index
     # to meet it.
     out = {name: _encode(["-filter_complex", graph, "-t", "8" if name == "life" else "4", "-g", "16"],
                          root / f"{name}.mp4")
@@ -204,6 +204,31 @@ def test_motion_signature_lines_up_a_trimmed_copy_and_ignores_a_mirror():
     mirrored = np.concatenate([thumbs[:, :32, ::-1], chroma], axis=1)
     assert np.allclose(temporal_signature.frame_statistics(thumbs, (0, 0, 0, 0), 128),
                        temporal_signature.frame_statistics(mirrored, (0, 0, 0, 0), 128), atol=1e-3)
+
+
+def test_motion_index_meets_noisy_trimmed_copies_by_the_signs_of_spans():
+    rng, level, ts = np.random.default_rng(0), temporal_signature.LEVEL, temporal_signature
+    a = rng.normal(0, level, (40, ts.CHANNELS)).clip(-127, 127).astype(np.int8)
+    _, _, code = ts.codes(ts.spans(a), np.array([0]), np.array([len(a)]))
+    window = a[1:1 + ts.SPAN].astype(int).sum(axis=0)   # span 1 of the first code: its bits 8-15
+    assert np.array_equal((code[0, 0] >> np.arange(8, 16, dtype=np.uint64)) & np.uint64(1), window > 0)
+    for table in range(ts.TABLES):   # a key's bits come from spans that share no step
+        span = ts.key_bits(table) // 64 * ts.WINDOW + ts.key_bits(table) % 64 // ts.CHANNELS
+        assert np.all(np.diff(np.unique(span)) % ts.SPAN == 0)
+
+    def motion(steps):  # changes that last about 4 steps, as real motion is smoother than what an edit adds
+        raw = rng.normal(0, level / 2, (steps + 3, ts.CHANNELS))
+        return (raw[:-3] + raw[1:-2] + raw[2:-1] + raw[3:]).clip(-127, 127).astype(np.int8)
+
+    met, unrelated = 0, 0
+    for _ in range(20):   # copies that keep 75 % of the signs of their steps
+        a, other = motion(60), motion(60)
+        copy = (a[5:45] + rng.normal(0, level, (40, ts.CHANNELS))).clip(-127, 127).astype(np.int8)
+        pairs, _ = ts.candidate_pairs([(0, np.concatenate([copy, a, other]), np.array([40, 60, 60]))],
+                                      np.array([0, 1, 0], np.int8), 512)
+        met += 1 in pairs.tolist()   # clips 0 and 1: (0 << 32) | 1
+        unrelated += len(pairs) - (1 in pairs.tolist())
+    assert met >= 6 and unrelated == 0   # 8 here; keyed by the signs of single steps (SPAN 1): none
 
 
 def test_undecodable_clip_is_a_recorded_status(sets):

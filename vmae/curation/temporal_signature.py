@@ -13,13 +13,15 @@ unchanged is how the picture as a whole changes from one instant to the next. So
     int8 [steps, CHANNELS], stored as the fingerprint column `motion`.
 Two clips match (`correlate`) when, at some lag, the normalised cross-correlation of their signatures over the
 overlap is high: a trimmed copy lines up at its lag. The index (`candidate_pairs`) follows Haitsma and Kalker's
-audio fingerprints with locality-sensitive hashing on top: at each step, the signs of the next 2 * WINDOW steps
-of the 8 channels make a code of two words; TABLES tables are each keyed by their own KEY_BITS bits of the
-first word, and codes meeting in a table make their clips candidates when all their bits are close (as PDQ's
-index checks all 256 bits: unrelated clips meet by chance in so large an index). A cropped copy keeps about
-85 % of the signs: one long exact key rarely survives, one of several short keys often does. Reference codes
-also enter each table with their K_WEAK least certain key bits flipped (a copy then needs only its strong
-bits right), and pretraining clips index every STRIDE-th step only, which bounds the index at scale.
+audio fingerprints with locality-sensitive hashing on top: at each step, the signs of the changes over the next
+2 * WINDOW spans of SPAN steps (one span starting at each step) of the 8 channels make a code of two words;
+TABLES tables are each keyed by their own KEY_BITS bits of the code, and codes meeting in a table make their
+clips candidates when all their bits are close (as PDQ's index checks all 256 bits: unrelated clips meet by
+chance in so large an index). A change over 0.6 s keeps its sign under a crop or a trim far more often than one
+over 0.2 s (a cropped or trimmed copy that keeps 76 % of the step signs keeps 84 % of the span signs): one long
+exact key rarely survives, one of several short keys often does. Reference codes also enter each table with
+their K_WEAK least certain key bits flipped (a copy then needs only its strong bits right), and pretraining
+clips index every STRIDE-th step only, which bounds the index at scale.
 Figures and the variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
@@ -37,10 +39,11 @@ FLOOR = 0.5          # grey levels: changes smaller than this are noise, not sca
 MIN_STEPS = 10       # two clips must overlap at least 2 s ...
 MIN_SHARE = 0.5      # ... and at least half of the shorter signature
 MIN_ENERGY = 0.3     # and each side must move in the overlap (mean squared normalised change per step)
-WINDOW = 7           # the index's codes: two words, the signs of 7 steps (1.4 s) of the 8 channels each
+SPAN = 3             # the index's signs are of the change over SPAN steps (0.6 s), one per step
+WINDOW = 7           # the index's codes: two words, the signs of 7 such changes of the 8 channels each
 TABLES = 4           # the index has 4 tables, ...
-KEY_BITS = 24        # ... each keyed by its own 24 of the first word's 56 bits
-CODE_BITS = 26       # codes meeting in a table pair their clips when they differ in at most 26 of 112 bits
+KEY_BITS = 24        # ... each keyed by its own 24 of the code's 112 bits, of spans that share no step
+CODE_BITS = 20       # codes meeting in a table pair their clips when they differ in at most 20 of 112 bits
 K_WEAK = 3           # reference codes also enter each table with every flip of their 3 weakest key bits
 STRIDE = 3           # pretraining clips index every 3rd step
 
@@ -123,38 +126,52 @@ def correlate(first: list, second: list, chunk: int = 1024) -> tuple:
 
 # ---------------------------------------------------------------- the index
 
-def codes(flat: np.ndarray, start: np.ndarray, count: np.ndarray, every: int = 1, chunk: int = 1 << 16) -> tuple:
-    """(clip [m], row [m], code [m, 2] uint64) of signatures stored flat (int8 [steps, CHANNELS], clip i owning
-    start[i]:start[i] + count[i]): at every `every`-th step where 2 * WINDOW steps fit, the signs of those steps
-    (word j // WINDOW, bit CHANNELS * (j % WINDOW) + c: step j, channel c); row is the flat row of its first step."""
-    usable = np.maximum(np.asarray(count, np.int64) - 2 * WINDOW + 1, 0)
+def spans(flat: np.ndarray) -> np.ndarray:
+    """int16 [rows, CHANNELS]: row t holds the sum of flat rows t .. t + SPAN - 1 (the last rows sum fewer)."""
+    out = flat.astype(np.int16)
+    for k in range(1, SPAN):
+        out[:len(out) - k] += flat[k:]
+    return out
+
+
+def codes(summed: np.ndarray, start: np.ndarray, count: np.ndarray, every: int = 1, chunk: int = 1 << 16) -> tuple:
+    """(clip [m], row [m], code [m, 2] uint64) of signatures stored flat (clip i owning rows start[i]:start[i] +
+    count[i]), given as their spans(flat): at every `every`-th step where 2 * WINDOW spans fit, the signs of those
+    spans (word j // WINDOW, bit CHANNELS * (j % WINDOW) + c: span j, channel c), i.e. of summed[row + j]."""
+    usable = np.maximum(np.asarray(count, np.int64) - 2 * WINDOW - SPAN + 2, 0)
     clip = np.repeat(np.arange(len(usable)), usable)
     step = np.arange(int(usable.sum())) - np.repeat(np.cumsum(usable) - usable, usable)
     keep = step % every == 0
     clip, row = clip[keep], np.asarray(start, np.int64)[clip[keep]] + step[keep]
     code = np.empty((len(row), 2), np.uint64)
     for lo in range(0, len(row), chunk):
-        signs = np.zeros((len(row[lo:lo + chunk]), 2, 64), bool)   # two words, WINDOW steps each
-        signs[:, :, :WINDOW * CHANNELS] = (flat[row[lo:lo + chunk, None] + np.arange(2 * WINDOW)] > 0).reshape(
+        signs = np.zeros((len(row[lo:lo + chunk]), 2, 64), bool)   # two words, WINDOW spans each
+        signs[:, :, :WINDOW * CHANNELS] = (summed[row[lo:lo + chunk, None] + np.arange(2 * WINDOW)] > 0).reshape(
             -1, 2, WINDOW * CHANNELS)
         code[lo:lo + chunk] = np.packbits(signs, axis=2, bitorder="little").view("<u8")[:, :, 0]
     return clip, row, code
 
 
 def key_bits(table: int) -> np.ndarray:
-    """The KEY_BITS code bits (ascending) that key index table `table`: a fixed draw, the same in every run."""
-    return np.sort(np.random.default_rng(table).choice(WINDOW * CHANNELS, KEY_BITS, replace=False))
+    """The KEY_BITS code positions (ascending; word w's bit i is position 64 * w + i) that key index table
+    `table`: a fixed draw, the same in every run, among the spans table, table + SPAN, table + 2 * SPAN, ... so
+    that no two key bits sum a step in common (overlapping spans would make a key's bits agree by chance)."""
+    spans = np.arange(table % SPAN, 2 * WINDOW, SPAN)
+    span = np.random.default_rng(table).choice(len(spans) * CHANNELS, KEY_BITS, replace=False)
+    at = spans[span // CHANNELS]
+    return np.sort(64 * (at // WINDOW) + CHANNELS * (at % WINDOW) + span % CHANNELS)
 
 
 def _keys(code: np.ndarray, bits: np.ndarray) -> np.ndarray:
-    """uint32 [m]: the `bits` of codes [m] uint64, gathered into the low bits in order (a table per byte)."""
-    key, values = np.zeros(len(code), np.uint32), np.arange(256, dtype=np.uint32)
-    for byte in range(8):
+    """uint32 [m]: the code positions `bits` of codes [m, 2] uint64, gathered into the low bits in order (a
+    table per byte)."""
+    key, values, data = np.zeros(len(code), np.uint32), np.arange(256, dtype=np.uint32), code.view(np.uint8)
+    for byte in range(16):
         table = np.zeros(256, np.uint32)
         for j in np.flatnonzero((bits >= 8 * byte) & (bits < 8 * byte + 8)):
             table |= ((values >> np.uint32(bits[j] - 8 * byte)) & np.uint32(1)) << np.uint32(j)
         if table.any():
-            key |= table[(code >> np.uint64(8 * byte)).astype(np.uint8)]
+            key |= table[data[:, byte]]
     return key
 
 
@@ -184,16 +201,16 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in every combination."""
     # side -> (clip ids, codes), reference codes last; and per reference code, how sure each bit's sign is
     sides = {0: ([np.zeros(0, np.uint32)], [np.zeros((0, 2), np.uint64)]), 1: ([], [])}
-    weak = [np.zeros((0, WINDOW * CHANNELS), np.uint8)]
+    weak = [np.zeros((0, 2 * WINDOW * CHANNELS), np.uint8)]
     for first, flat, count in batches:
-        ids = first + np.arange(len(count))
+        ids, summed = first + np.arange(len(count)), spans(flat)
         for side, (clips, side_codes) in sides.items():
             mine = np.flatnonzero(role[ids] == side)
-            c, row, x = codes(flat, (np.cumsum(count) - count)[mine], count[mine], STRIDE if side == 0 else 1)
+            c, row, x = codes(summed, (np.cumsum(count) - count)[mine], count[mine], STRIDE if side == 0 else 1)
             clips.append(ids[mine][c].astype(np.uint32)), side_codes.append(x)
-            if side == 1:  # the size of the step's change
-                weak.append(np.abs(flat[row[:, None] + np.arange(WINDOW)].astype(np.int16))
-                            .reshape(len(row), WINDOW * CHANNELS).astype(np.uint8))
+            if side == 1:  # the size of the span's change
+                weak.append(np.minimum(np.abs(summed[row[:, None] + np.arange(2 * WINDOW)]), 255)
+                            .reshape(len(row), 2 * WINDOW * CHANNELS).astype(np.uint8))
     clip, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1))
     weak = np.concatenate(weak)
     first_ref = len(code) - len(weak)
@@ -211,7 +228,8 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     found, skipped = [], 0
     for table in range(TABLES):
         bits = key_bits(table)
-        key, entry = sort_by_key(blocks(_keys(code[:, 0], bits), _weakest(weak[:, bits])), total)
+        columns = bits // 64 * WINDOW * CHANNELS + bits % 64   # the key bits' spans and channels in `weak`
+        key, entry = sort_by_key(blocks(_keys(code, bits), _weakest(weak[:, columns])), total)
         pairs_in_buckets, big = same_bucket(key, max_bucket)
         skipped += big
         for at, later in pairs_in_buckets:
