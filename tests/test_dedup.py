@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from vmae.cli.data import data
 from vmae.curation import temporal_signature
+from vmae.curation.buckets import meeting, same_bucket, sort_by_key
 from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
 from vmae.curation.fingerprint import (CROP_AT, FingerprintConfig, border_box, fingerprint, pdq_hashes,
                                       pick_frames, read_signatures)
@@ -229,6 +230,25 @@ def test_motion_index_meets_noisy_trimmed_copies_by_the_signs_of_spans():
         met += 1 in pairs.tolist()   # clips 0 and 1: (0 << 32) | 1
         unrelated += len(pairs) - (1 in pairs.tolist())
     assert met >= 6 and unrelated == 0   # 8 here; keyed by the signs of single steps (SPAN 1): none
+
+
+def test_bucket_pairs_within_one_table_and_across_two_match_all_pairs():
+    rng = np.random.default_rng(0)
+    keys = [rng.integers(0, 40, n).astype(np.uint32) for n in (300, 200)]
+    keys[1][:30] = 7   # one bucket of the second table past max_bucket
+    (a, ea), (b, eb) = (sort_by_key([k], len(k)) for k in keys)
+    within, skipped = same_bucket(a, 25)
+    got = {(int(ea[i]), int(ea[j])) for at, later in within for i, j in zip(at, later)}
+    sizes = np.bincount(keys[0], minlength=40)
+    want = {(i, j) for i in range(300) for j in range(300) if i != j and keys[0][i] == keys[0][j]
+            and sizes[keys[0][i]] <= 25}
+    assert {tuple(sorted(p)) for p in got} == {tuple(sorted(p)) for p in want} and len(got) == len(want) // 2
+    assert skipped == int((sizes > 25).sum())
+    across, skipped = meeting(a, b, 25)
+    got = {(int(ea[i]), int(eb[j])) for at, there in across for i, j in zip(at, there)}
+    big = np.bincount(keys[1], minlength=40) > 25
+    assert got == {(i, j) for i in range(300) for j in range(200) if keys[0][i] == keys[1][j] and not big[keys[1][j]]}
+    assert skipped == int(big[np.unique(keys[0])].sum()) == 1
 
 
 def test_undecodable_clip_is_a_recorded_status(sets):

@@ -1,5 +1,5 @@
-"""What both dedup indexes share: entries sorted by key, and every two entries of a bucket of equal keys,
-without all-pairs work."""
+"""What both dedup indexes share: entries sorted by key, and every two entries of a bucket of equal keys (in
+one sorted table, or one in each of two), without all-pairs work."""
 import numpy as np
 
 
@@ -44,3 +44,20 @@ def _offsets(key: np.ndarray, at: np.ndarray, max_bucket: int):
         if not len(at):
             return
         yield at, at + offset
+
+
+def meeting(key: np.ndarray, other: np.ndarray, max_bucket: int) -> tuple:
+    """(iterator over (i, j): positions in the sorted `key` and the sorted `other` of two entries with equal
+    keys, one j at a time for each i; the number of buckets of `other` with more than max_bucket entries met
+    by `key`, which are skipped)."""
+    lo, hi = np.searchsorted(other, key, "left"), np.searchsorted(other, key, "right")
+    size = hi - lo
+    big = size > max_bucket
+    at = np.flatnonzero((size > 0) & ~big)
+    return _across(at, lo, size), len(np.unique(key[big]))
+
+
+def _across(at: np.ndarray, lo: np.ndarray, size: np.ndarray):
+    for offset in range(int(size[at].max(initial=0))):
+        at = at[size[at] > offset]
+        yield at, lo[at] + offset

@@ -26,7 +26,7 @@ Figures and the variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
 
-from vmae.curation.buckets import same_bucket, sort_by_key
+from vmae.curation.buckets import meeting, same_bucket, sort_by_key
 
 VERSION = 1          # of the signature's definition: fingerprint redoes units written under another
 STEP = 0.2           # seconds between signature steps
@@ -45,7 +45,7 @@ TABLES = 4           # the index has 4 tables, ...
 KEY_BITS = 24        # ... each keyed by its own 24 of the code's 112 bits, of spans that share no step
 CODE_BITS = 20       # codes meeting in a table pair their clips when they differ in at most 20 of 112 bits
 K_WEAK = 3           # reference codes also enter each table with every flip of their 3 weakest key bits
-STRIDE = 3           # pretraining clips index every 3rd step
+STRIDE = 2           # pretraining clips index every 2nd step
 
 
 def pick_steps(times: np.ndarray) -> np.ndarray:
@@ -186,13 +186,6 @@ def _weakest(size: np.ndarray) -> list:
     return out
 
 
-def _code_of(entry: np.ndarray, codes: int, refs: int) -> np.ndarray:
-    """The code of index entries: entries past the codes are the reference codes' flipped variants, one block
-    of the last `refs` codes per variant."""
-    entry = entry.astype(np.int64)
-    return np.where(entry < codes, entry, codes - refs + (entry - codes) % max(refs, 1))
-
-
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
     codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS
@@ -214,31 +207,35 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int) -> tuple:
     clip, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1))
     weak = np.concatenate(weak)
     first_ref = len(code) - len(weak)
-    refs = np.arange(first_ref, len(code))
     variants = 2 ** K_WEAK
-    total = len(code) + (variants - 1) * len(refs)
-    if total >= 2 ** 32:
+    if len(code) >= 2 ** 32 or variants * len(weak) >= 2 ** 32:
         raise ValueError("more than 2^32 motion codes to index: split the pretraining set and dedup the parts")
 
-    def blocks(key, flips):  # the codes' keys, then a block of reference keys per combination of weak bits
+    def flipped(key, flips):  # the reference keys, then a block of them per combination of weak bits
         yield key
         for combo in range(1, variants):
-            yield key[refs] ^ np.bitwise_or.reduce([flips[j] for j in range(K_WEAK) if combo >> j & 1], axis=0)
+            yield key ^ np.bitwise_or.reduce([flips[j] for j in range(K_WEAK) if combo >> j & 1], axis=0)
+
+    def check(i, j):  # code numbers of pairs that met: candidate clip pairs among them
+        a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
+        ok = (a != b) & (np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS)
+        return np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64))
 
     found, skipped = [], 0
     for table in range(TABLES):
         bits = key_bits(table)
         columns = bits // 64 * WINDOW * CHANNELS + bits % 64   # the key bits' spans and channels in `weak`
-        key, entry = sort_by_key(blocks(_keys(code, bits), _weakest(weak[:, columns])), total)
-        pairs_in_buckets, big = same_bucket(key, max_bucket)
-        skipped += big
-        for at, later in pairs_in_buckets:
-            i, j = entry[at], entry[later]
-            pretraining = (i < first_ref) | (j < first_ref)  # entries before first_ref are pretraining codes
-            i, j = (_code_of(x[pretraining], len(code), len(refs)) for x in (i, j))
-            a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
-            ok = (a != b) & (np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS)
-            found.append(np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64)))
-        del key, entry
+        key = _keys(code, bits)
+        # Two sorted tables, the pretraining codes' and the reference variants': the reference codes meet each
+        # other in every bucket, and only their meetings with pretraining codes are wanted.
+        pkey, pentry = sort_by_key([key[:first_ref]], first_ref)
+        rkey, rentry = sort_by_key(flipped(key[first_ref:], _weakest(weak[:, columns])), variants * len(weak))
+        del key
+        within, big = same_bucket(pkey, max_bucket)
+        across, big_refs = meeting(pkey, rkey, max_bucket)
+        skipped += big + big_refs
+        found += [check(pentry[at], pentry[later]) for at, later in within]
+        found += [check(pentry[at], first_ref + rentry[there] % len(weak)) for at, there in across]
+        del pkey, pentry, rkey, rentry
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return pairs, skipped
