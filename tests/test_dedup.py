@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -332,10 +333,16 @@ def test_resume_after_kill(sets, tmp_path):
 
 
 def test_dedup_cli_and_set_names(sets, tmp_path):
-    result = CliRunner().invoke(data, ["dedup", "--fingerprints", str(sets / "train-fp.parquet"), "--against",
-                                       str(sets / "eval-fp.parquet"), "--out", str(tmp_path / "dups")])
-    assert result.exit_code == 0, result.output
-    assert "leakage eval: 2 of its 2 videos" in result.output
+    table = pq.read_table(sets / "eval-fp.parquet")   # the same clips again, as a second evaluation set
+    renamed = table.set_column(table.schema.get_field_index("set"), "set", pa.array(["val2"] * len(table)))
+    pq.write_table(renamed.replace_schema_metadata(table.schema.metadata), tmp_path / "val2-fp.parquet")
+    for against in (["--against", str(sets / "eval-fp.parquet"), str(tmp_path / "val2-fp.parquet")],
+                    ["--against", str(sets / "eval-fp.parquet"), "--against", str(tmp_path / "val2-fp.parquet")]):
+        result = CliRunner().invoke(data, ["dedup", "--fingerprints", str(sets / "train-fp.parquet"), *against,
+                                           "--out", str(tmp_path / "dups")])
+        assert result.exit_code == 0, result.output
+        assert "leakage eval: 2 of its 2 videos" in result.output
+        assert "leakage val2: 2 of its 2 videos" in result.output
     with pytest.raises(ConfigError, match="set name 'train'"):
         dedup(sets / "train-fp.parquet", tmp_path / "x", [sets / "train-fp.parquet"])
 

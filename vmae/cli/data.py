@@ -306,18 +306,20 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, ro
 @click.option("--fingerprints", required=True, type=click.Path(exists=True, dir_okay=False), metavar="FP.parquet",
               help="Fingerprints of the pretraining set (vmae-data fingerprint).")
 @click.option("--against", multiple=True, type=click.Path(exists=True, dir_okay=False), metavar="FP.parquet",
-              help="Fingerprints of an evaluation set to check for leakage; repeat for several sets.")
+              help="Fingerprints of an evaluation set to check for leakage. Several sets: list their files "
+                   "after --against, or repeat it.")
+@click.argument("more_against", nargs=-1, type=click.Path(exists=True, dir_okay=False), metavar="[FP.parquet]...")
 @click.option("--out", required=True, type=click.Path(file_okay=False), metavar="DIR",
               help="Folder for pairs.parquet and report.json (and pairs.png).")
 @config_options(DedupConfig)
 @click.option("--plot", is_flag=True, help="Also draw DIR/pairs.png: example pairs, frames side by side.")
 @handle_errors
-def dedup_cmd(fingerprints, against, out, plot, **options):
+def dedup_cmd(fingerprints, against, more_against, out, plot, **options):
     """Near-duplicate clips within the pretraining set, and leakage of evaluation sets into it.
 
     \b
-      vmae-data dedup --fingerprints fp/hybrid.parquet --against fp/k400-val.parquet \\
-          --against fp/ssv2-val.parquet --out dups/ --plot
+      vmae-data dedup --fingerprints fp/hybrid.parquet \\
+          --against fp/k400-val.parquet fp/ssv2-val.parquet --out dups/ --plot
       vmae-data mix unlabeled-hybrid ... --exclude dups/pairs.parquet
 
     Pairs are found through an index over the frame hashes and motion signatures (no all-pairs comparison)
@@ -329,7 +331,7 @@ def dedup_cmd(fingerprints, against, out, plot, **options):
     """
     from vmae.curation.dedup import dedup
 
-    echo_report(dedup(fingerprints, out, against, DedupConfig(**options), plot=plot))
+    echo_report(dedup(fingerprints, out, against + more_against, DedupConfig(**options), plot=plot))
 
 
 for command in (shard, verify_cmd, index_cmd, stats_cmd):
