@@ -253,7 +253,8 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
         report = fingerprint(work / f"{name}.parquet", out, cfg=cfg, executor=ex, progress=False)
         print(report.lines()[0])
     t = time.perf_counter()
-    report = dedup(work / "train-fp.parquet", work / "dups", [work / "eval-fp.parquet"], dd_cfg, plot=True)
+    report = dedup(work / "train-fp.parquet", work / "dups", [work / "eval-fp.parquet"], dd_cfg, plot=True,
+                   progress=False)
     print(f"dedup of the quality set: {time.perf_counter() - t:.1f}s")
     for line in report.lines():
         print("  " + line)
@@ -516,7 +517,7 @@ def scale_child(work: Path, n: int, refs: int):
     """Run in a fresh process: dedup of n synthetic clips against refs; print one JSON line."""
     ref_path, mix_path = scale_files(Path(work), n, refs)
     t, cpu = time.perf_counter(), time.process_time()
-    report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path])
+    report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path], progress=False)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"n": n, "seconds": seconds, "cpu": cpu, "peak": peak, "candidates": report.candidates,

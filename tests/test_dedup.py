@@ -347,6 +347,13 @@ def test_dedup_cli_and_set_names(sets, tmp_path):
         dedup(sets / "train-fp.parquet", tmp_path / "x", [sets / "train-fp.parquet"])
 
 
+def test_dedup_progress_goes_to_stderr_and_only_when_asked(sets, tmp_path, capsys):
+    for progress in (True, False):
+        dedup(sets / "train-fp.parquet", tmp_path / "dups", [sets / "eval-fp.parquet"], progress=progress)
+        err = capsys.readouterr().err
+        assert ("dedup: verifying" in err) == progress and ("dedup: motion index" in err) == progress
+
+
 def test_pick_frames_spreads_exact_times():
     times = np.arange(250) / 25.0                       # 10 s at 25 fps
     picks = pick_frames(times, FingerprintConfig(every=1.0))

@@ -44,7 +44,7 @@ TINY = {
     "vmae-data sample": "--n 6",
     "vmae-data mix": "",
     "vmae-data fingerprint": "--workers 1 --no-progress",
-    "vmae-data dedup": "",
+    "vmae-data dedup": "--no-progress",
     "vmae-data shard": "--max-count 8 --workers 2 --no-progress",
     "vmae-data verify": "--workers 1 --no-progress",
     "vmae-data stats": "",

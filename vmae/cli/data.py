@@ -313,8 +313,9 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, ro
               help="Folder for pairs.parquet and report.json (and pairs.png).")
 @config_options(DedupConfig)
 @click.option("--plot", is_flag=True, help="Also draw DIR/pairs.png: example pairs, frames side by side.")
+@PROGRESS
 @handle_errors
-def dedup_cmd(fingerprints, against, more_against, out, plot, **options):
+def dedup_cmd(fingerprints, against, more_against, out, plot, progress, **options):
     """Near-duplicate clips within the pretraining set, and leakage of evaluation sets into it.
 
     \b
@@ -331,7 +332,8 @@ def dedup_cmd(fingerprints, against, more_against, out, plot, **options):
     """
     from vmae.curation.dedup import dedup
 
-    echo_report(dedup(fingerprints, out, against + more_against, DedupConfig(**options), plot=plot))
+    echo_report(dedup(fingerprints, out, against + more_against, DedupConfig(**options), plot=plot,
+                      progress=progress))
 
 
 for command in (shard, verify_cmd, index_cmd, stats_cmd):

@@ -229,14 +229,15 @@ def load_clips(files: list, min_quality: int) -> tuple:
 
 # ---------------------------------------------------------------- candidates: multi-index hashing
 
-def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
+def candidate_pairs(clips: Clips, cfg: DedupConfig, tick=lambda: None) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b) with a < b, buckets skipped as too large).
 
     Entries: every usable frame of every clip, the mirror image of every usable pretraining frame, and the
     crop windows of usable frames (clips fingerprinted with --crops). Two entries of a bucket pair their clips
     when one clip is on the pretraining side, they are not both mirror images (that repeats the pair of
     originals) nor both crops, and the two hashes are within the threshold on all 256 bits (which drops the
-    chance meetings of unrelated frames). One table at a time keeps the memory at a few bytes per entry."""
+    chance meetings of unrelated frames). One table at a time keeps the memory at a few bytes per entry.
+    tick() is called after each table (progress)."""
     frame_clip = np.repeat(np.arange(len(clips.count), dtype=np.int32), clips.count)
     frames = np.flatnonzero(clips.usable).astype(np.uint32)
     crop_frame = clips.crop_frames()
@@ -283,6 +284,7 @@ def candidate_pairs(clips: Clips, cfg: DedupConfig) -> tuple:
             a, b = np.minimum(ci[close], cj[close]), np.maximum(ci[close], cj[close])
             found.append(np.unique((a.astype(np.uint64) << np.uint64(32)) | b.astype(np.uint64)))
         del key, entry
+        tick()
     pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
     return pairs, skipped
 
@@ -333,9 +335,10 @@ def _crop_distances(side: np.ndarray, clips: Clips, ids: np.ndarray, width: int)
     return best
 
 
-def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) -> pd.DataFrame:
+def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict, tick=lambda: None) -> pd.DataFrame:
     """Check candidate pairs on all their frames (both orientations) and on their motion signatures (clip id ->
-    signature, from read_signatures); return the duplicates, oriented."""
+    signature, from read_signatures); return the duplicates, oriented. tick() is called after each
+    VERIFY_CHUNK pairs (progress)."""
     a_all = (pairs >> np.uint64(32)).astype(np.int64)
     b_all = (pairs & np.uint64(0xFFFFFFFF)).astype(np.int64)
     if not cfg.same_video:
@@ -347,7 +350,7 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
     a_all, b_all = np.where(swap, b_all, a_all), np.where(swap, a_all, b_all)
     usable = clips.usable_frames()
     out = []
-    for lo in range(0, len(a_all), VERIFY_CHUNK):
+    for lo in _ticked(range(0, len(a_all), VERIFY_CHUNK), tick):
         a, b = a_all[lo:lo + VERIFY_CHUNK], b_all[lo:lo + VERIFY_CHUNK]
         width = int(max(clips.count[a].max(), clips.count[b].max()))
         ha, ua, ia = _gather(clips, a, width)
@@ -386,6 +389,13 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict) 
         columns=["a", "b", "distance", "matched_a", "frames_a", "matched_b", "frames_b", "mirrored", "time_a",
                  "time_b", "motion", "lag"])
     return _orient(clips, found)
+
+
+def _ticked(items, tick):
+    """items, calling tick() once the loop's body is done with each (continue included)."""
+    for item in items:
+        yield item
+        tick()
 
 
 def _orient(clips: Clips, found: pd.DataFrame) -> pd.DataFrame:
@@ -472,21 +482,32 @@ def _check_sets(fingerprints, against) -> list:
 
 
 def dedup(fingerprints, out, against=(), cfg: DedupConfig = DedupConfig(), plot: bool = False,
-          plot_pairs: int = 8) -> DedupReport:
+          plot_pairs: int = 8, progress: bool = True) -> DedupReport:
     """Find near-duplicate clips in the fingerprint table `fingerprints` and between it and each table of
     `against`; write OUT/pairs.parquet and OUT/report.json (and OUT/pairs.png with plot)."""
+    from tqdm import tqdm
+
     started = time.monotonic()
     files = _check_sets(fingerprints, against)
+    # One step per index table, then per chunk of candidate pairs verified.
+    bar = tqdm(total=temporal_signature.TABLES + WORDS, desc="dedup: motion index", unit="step",
+               disable=not progress, leave=False)
     # The motion index first, from the signatures read a batch at a time: only its words stay in memory.
     roles = np.concatenate([np.full(int(ok_rows(pq.read_table(p, columns=["status"])).sum()), r, np.int8)
                             for p, r in files])
-    by_motion, skipped_motion = temporal_signature.candidate_pairs(signature_batches(files), roles, cfg.max_bucket)
+    by_motion, skipped_motion = temporal_signature.candidate_pairs(signature_batches(files), roles, cfg.max_bucket,
+                                                                   bar.update)
     pa.default_memory_pool().release_unused()  # the batches' memory, which Arrow would keep for itself
+    bar.set_description("dedup: frame index")
     clips, statuses = load_clips(files, cfg.min_quality)
-    candidates, skipped = candidate_pairs(clips, cfg)
+    candidates, skipped = candidate_pairs(clips, cfg, bar.update)
     candidates, skipped = np.union1d(candidates, by_motion), skipped + skipped_motion
+    bar.set_description("dedup: verifying")
+    bar.total += -(-len(candidates) // VERIFY_CHUNK)
+    bar.refresh()
     ends = np.unique(np.r_[candidates >> np.uint64(32), candidates & np.uint64(0xFFFFFFFF)].astype(np.int64))
-    pairs = verify(clips, candidates, cfg, read_signatures(files, ends))
+    pairs = verify(clips, candidates, cfg, read_signatures(files, ends), bar.update)
+    bar.close()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "pairs.parquet") as tmp:
