@@ -448,9 +448,10 @@ def _motion_steps(frames):
     return (np.asarray(frames) * 0.5 / temporal_signature.STEP).astype(np.int64)
 
 
-def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False):
+def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False, smooth: int = 1):
     """(table, hashes, lengths, motion) of n random clips of 4-16 frames (mean 14) with random motion
-    signatures (and random crop windows' hashes with crops, as `fingerprint --crops` gives). With copy_from=(hashes, lengths, motion, share): that share of the clips are noisy copies (two
+    signatures, each step the sum of `smooth` independent ones (and random crop windows' hashes with crops,
+    as `fingerprint --crops` gives). With copy_from=(hashes, lengths, motion, share): that share of the clips are noisy copies (two
     frames trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of
     other clips of this table."""
     rng = np.random.default_rng(seed)
@@ -463,7 +464,8 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
     # stores them (about unit spread, clipped at 3 units).
     steps = _motion_steps(lengths)
     level = temporal_signature.LEVEL
-    motion = np.clip(rng.normal(0, level, (int(steps.sum()), temporal_signature.CHANNELS)), -3 * level, 3 * level
+    raw = rng.normal(0, level / np.sqrt(smooth), (int(steps.sum()) + smooth - 1, temporal_signature.CHANNELS))
+    motion = np.clip(sum(raw[k:len(raw) - smooth + 1 + k] for k in range(smooth)), -3 * level, 3 * level
                      ).astype(np.int8)
     motion_start = np.concatenate([[0], np.cumsum(steps)[:-1]])
 
@@ -502,20 +504,21 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
     return table, hashes, lengths, motion
 
 
-def scale_files(work: Path, n: int, refs: int):
+def scale_files(work: Path, n: int, refs: int, smooth: int):
     """Write (once) the synthetic reference table and the pretraining table of n clips; return their paths."""
-    ref_path, mix_path = work / f"eval-{refs}-crops.parquet", work / f"train-{n}-{refs}.parquet"
+    tag = f"-smooth{smooth}" if smooth > 1 else ""
+    ref_path, mix_path = work / f"eval-{refs}-crops{tag}.parquet", work / f"train-{n}-{refs}{tag}.parquet"
     if not ref_path.exists() or not mix_path.exists():
-        ref, ref_hashes, ref_lengths, ref_motion = synthetic(refs, 1, "eval", crops=True)
+        ref, ref_hashes, ref_lengths, ref_motion = synthetic(refs, 1, "eval", crops=True, smooth=smooth)
         pq.write_table(ref, ref_path, row_group_size=1 << 16)
-        mix, _, _, _ = synthetic(n, 2, "train", copy_from=(ref_hashes, ref_lengths, ref_motion, 0.01))
+        mix, _, _, _ = synthetic(n, 2, "train", copy_from=(ref_hashes, ref_lengths, ref_motion, 0.01), smooth=smooth)
         pq.write_table(mix, mix_path, row_group_size=1 << 16)
     return ref_path, mix_path
 
 
-def scale_child(work: Path, n: int, refs: int):
+def scale_child(work: Path, n: int, refs: int, smooth: int):
     """Run in a fresh process: dedup of n synthetic clips against refs; print one JSON line."""
-    ref_path, mix_path = scale_files(Path(work), n, refs)
+    ref_path, mix_path = scale_files(Path(work), n, refs, smooth)
     t, cpu = time.perf_counter(), time.process_time()
     report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path], progress=False)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -525,15 +528,16 @@ def scale_child(work: Path, n: int, refs: int):
                       "planted": int(n * 0.01)}))
 
 
-def bench_scale(work: Path, sizes: list, refs: int):
+def bench_scale(work: Path, sizes: list, refs: int, smooth: int):
     work.mkdir(parents=True, exist_ok=True)
-    print(f"scale: dedup of N synthetic pretraining fingerprints (4-16 frames, mean 14) against {refs} reference "
-          "ones, each in a fresh process (time includes reading the files)")
+    print(f"scale: dedup of N synthetic pretraining fingerprints (4-16 frames, mean 14; motion steps the sums of "
+          f"{smooth}) against {refs} reference ones, each in a fresh process (time includes reading the files)")
     rows = []
     for n in sizes:
-        scale_files(work, n, refs)
+        scale_files(work, n, refs, smooth)
         out = subprocess.run([sys.executable, __file__, "--scale-child", str(n), "--refs", str(refs),
-                              "--work", str(work.parent)], capture_output=True, text=True, check=True)
+                              "--smooth", str(smooth), "--work", str(work.parent)],
+                             capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
         print(f"  N={n:>9,}: {r['seconds']:6.1f} s ({r['cpu']:.1f} CPU-s), peak memory {r['peak'] / 2**30:.2f} GiB; "
@@ -558,11 +562,14 @@ def main():
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 400_000, 1_350_000])
     parser.add_argument("--refs", type=int, default=100_000)
+    parser.add_argument("--smooth", type=int, default=1,
+                        help="Scale: each synthetic motion step is the sum of this many independent ones (real "
+                             "motion lasts longer than one 0.2 s step: 2 gives the demo clips' autocorrelation).")
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     if args.scale_child:
-        return scale_child(work / "scale", args.scale_child, args.refs)
+        return scale_child(work / "scale", args.scale_child, args.refs, args.smooth)
     fp_cfg, dd_cfg = FingerprintConfig(), DedupConfig()
     if {"quality", "candidates", "speed"} & set(args.only):
         t = time.perf_counter()
@@ -576,7 +583,7 @@ def main():
     if "speed" in args.only:
         bench_speed(list(clips["path"][: min(len(clips), 120)]), fp_cfg)
     if "scale" in args.only:
-        bench_scale(work / "scale", args.sizes, args.refs)
+        bench_scale(work / "scale", args.sizes, args.refs, args.smooth)
 
 
 if __name__ == "__main__":

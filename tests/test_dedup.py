@@ -233,6 +233,18 @@ def test_motion_index_meets_noisy_trimmed_copies_by_the_signs_of_spans():
     assert met >= 6 and unrelated == 0   # 8 here; keyed by the signs of single steps (SPAN 1): none
 
 
+def test_motion_pairs_need_two_meetings_at_one_lag_or_one_close_meeting():
+    meetings = np.array([[1, 0, 5], [1, 2, 7],     # lag 5 twice: confirmed
+                         [2, 0, 5], [2, 4, 2],     # lags 5 and -2: chance
+                         [3, 4, 4],                # once, but close
+                         [4, 0, 3], [4, 2, 6],     # lags 3 and 4: within a step
+                         [5, 1, 1]])               # once, not close
+    single = temporal_signature.SINGLE_BITS
+    distances = np.array([20, 20, 20, 20, single, 20, 20, single + 1])
+    assert temporal_signature.confirmed(np.c_[meetings, distances]).tolist() == [1, 3, 4]
+    assert temporal_signature.confirmed(np.array([[6, 0, 5, 20], [6, 0, 5, 20]])).tolist() == []  # 2 tables
+
+
 def test_bucket_pairs_within_one_table_and_across_two_match_all_pairs():
     rng = np.random.default_rng(0)
     keys = [rng.integers(0, 40, n).astype(np.uint32) for n in (300, 200)]

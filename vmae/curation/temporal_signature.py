@@ -21,7 +21,10 @@ chance in so large an index). A change over 0.6 s keeps its sign under a crop or
 over 0.2 s (a cropped or trimmed copy that keeps 76 % of the step signs keeps 84 % of the span signs): one long
 exact key rarely survives, one of several short keys often does. Reference codes also enter each table with
 their K_WEAK least certain key bits flipped (a copy then needs only its strong bits right), and pretraining
-clips index every STRIDE-th step only, which bounds the index at scale.
+clips index every STRIDE-th step only, which bounds the index at scale. Last, a pair of clips is a candidate
+when its codes met twice at time lags within a step of each other, or once within SINGLE_BITS (`confirmed`):
+the smoother the motion, the more its codes' bits repeat each other and the more often unrelated clips meet
+by chance, but a chance meeting rarely comes twice at one lag.
 Figures and the variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
@@ -46,6 +49,8 @@ KEY_BITS = 24        # ... each keyed by its own 24 of the code's 112 bits, of s
 CODE_BITS = 20       # codes meeting in a table pair their clips when they differ in at most 20 of 112 bits
 K_WEAK = 3           # reference codes also enter each table with every flip of their 3 weakest key bits
 STRIDE = 2           # pretraining clips index every 2nd step
+SINGLE_BITS = 16     # a pair of clips whose codes met once is a candidate if they differ in at most 16 bits;
+                     # otherwise its codes must meet twice, at time lags within one step of each other
 
 
 def pick_steps(times: np.ndarray) -> np.ndarray:
@@ -189,8 +194,8 @@ def _weakest(size: np.ndarray) -> list:
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int, tick=lambda: None) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
     codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS
-    bits, one of the clips on the pretraining side (role 0). batches: (first clip id, flat signatures, steps
-    per clip), as fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference
+    bits, as often as `confirmed` asks, one of the clips on the pretraining side (role 0). batches: (first clip
+    id, flat signatures, steps per clip), as fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference
     codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in every combination.
     tick() is called after each table (progress)."""
     # side -> (clip ids, codes), reference codes last; and per reference code, how sure each bit's sign is
@@ -208,21 +213,30 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int, tick=lambda: Non
     clip, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1))
     weak = np.concatenate(weak)
     first_ref = len(code) - len(weak)
+    # A clip's codes lie together, one per STRIDE (pretraining) or per step (reference) from its first step.
+    first_code = np.zeros(len(role), np.int64)
+    runs = np.flatnonzero(np.r_[True, clip[1:] != clip[:-1]]) if len(clip) else np.zeros(0, np.int64)
+    first_code[clip[runs]] = runs
     variants = 2 ** K_WEAK
     if len(code) >= 2 ** 32 or variants * len(weak) >= 2 ** 32:
         raise ValueError("more than 2^32 motion codes to index: split the pretraining set and dedup the parts")
+
+    def step(i):  # the clip step at which codes i start
+        return (i - first_code[clip[i]]) * np.where(i < first_ref, STRIDE, 1)
 
     def flipped(key, flips):  # the reference keys, then a block of them per combination of weak bits
         yield key
         for combo in range(1, variants):
             yield key ^ np.bitwise_or.reduce([flips[j] for j in range(K_WEAK) if combo >> j & 1], axis=0)
 
-    def check(i, j):  # code numbers of pairs that met: candidate clip pairs among them
-        a, b = np.minimum(clip[i], clip[j]), np.maximum(clip[i], clip[j])
-        ok = (a != b) & (np.bitwise_count(code[i] ^ code[j]).sum(axis=1) <= CODE_BITS)
-        return np.unique((a[ok].astype(np.uint64) << np.uint64(32)) | b[ok].astype(np.uint64))
+    def check(i, j):  # code numbers of pairs that met: those within CODE_BITS, as meetings
+        distance = np.bitwise_count(code[i] ^ code[j]).sum(axis=1, dtype=np.uint8)
+        ok = (distance <= CODE_BITS) & (clip[i] != clip[j])
+        i, j, distance = i[ok], j[ok], distance[ok]
+        i, j = np.where(clip[i] < clip[j], i, j), np.where(clip[i] < clip[j], j, i)
+        return np.stack([clip[i].astype(np.int64) << 32 | clip[j], step(i), step(j), distance], axis=1)
 
-    found, skipped = [], 0
+    found, skipped = [np.zeros((0, 4), np.int64)], 0
     for table in range(TABLES):
         bits = key_bits(table)
         columns = bits // 64 * WINDOW * CHANNELS + bits % 64   # the key bits' spans and channels in `weak`
@@ -239,5 +253,18 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int, tick=lambda: Non
         found += [check(pentry[at], first_ref + rentry[there] % len(weak)) for at, there in across]
         del pkey, pentry, rkey, rentry
         tick()
-    pairs = np.unique(np.concatenate(found)) if found else np.zeros(0, np.uint64)
-    return pairs, skipped
+    return confirmed(np.concatenate(found)), skipped
+
+
+def confirmed(meetings: np.ndarray) -> np.ndarray:
+    """The clip pairs (uint64, unique) of meetings [pair, step_a, step_b, distance] (a meeting: codes of the two
+    clips that start at those steps met in a table, that many bits apart) that one meeting within SINGLE_BITS,
+    or two meetings at other steps and at time lags within one step of each other, confirm. Unrelated clips
+    meet by chance once, not twice at one lag, even when their motion is smooth enough that their codes often
+    agree (measured: benchmarks/README.md)."""
+    steps = np.unique(meetings[:, :3], axis=0)   # one code pair can meet in several tables
+    pair, lag = steps[:, 0], steps[:, 2] - steps[:, 1]
+    order = np.lexsort((lag, pair))
+    pair, lag = pair[order], lag[order]
+    again = (pair[1:] == pair[:-1]) & (lag[1:] - lag[:-1] <= 1)
+    return np.unique(np.r_[pair[1:][again], meetings[meetings[:, 3] <= SINGLE_BITS, 0]]).astype(np.uint64)
