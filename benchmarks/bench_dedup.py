@@ -451,9 +451,9 @@ def _motion_steps(frames):
 def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False, smooth: int = 1):
     """(table, hashes, lengths, motion) of n random clips of 4-16 frames (mean 14) with random motion
     signatures, each step the sum of `smooth` independent ones (and random crop windows' hashes with crops,
-    as `fingerprint --crops` gives). With copy_from=(hashes, lengths, motion, share): that share of the clips are noisy copies (two
-    frames trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of
-    other clips of this table."""
+    as `fingerprint --crops` gives). With copy_from=(hashes, lengths, motion, share): that share of the clips
+    are noisy copies (two frames trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many
+    are noisy copies of other clips of this table."""
     rng = np.random.default_rng(seed)
     # As --every 0.5 gives UnlabeledHybrid: 16 frames for 8 s and longer, fewer for short (SSV2) clips.
     lengths = np.where(rng.random(n) < 0.8, 16, rng.integers(4, 16, n))

@@ -195,9 +195,9 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int, tick=lambda: Non
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
     codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS
     bits, as often as `confirmed` asks, one of the clips on the pretraining side (role 0). batches: (first clip
-    id, flat signatures, steps per clip), as fingerprint.signature_batches yields them. Pretraining codes every STRIDE-th step; reference
-    codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in every combination.
-    tick() is called after each table (progress)."""
+    id, flat signatures, steps per clip), as fingerprint.signature_batches yields them. Pretraining codes every
+    STRIDE-th step; reference codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in
+    every combination. tick() is called after each table (progress)."""
     # side -> (clip ids, codes), reference codes last; and per reference code, how sure each bit's sign is
     sides = {0: ([np.zeros(0, np.uint32)], [np.zeros((0, 2), np.uint64)]), 1: ([], [])}
     weak = [np.zeros((0, 2 * WINDOW * CHANNELS), np.uint8)]
