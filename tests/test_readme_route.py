@@ -126,6 +126,9 @@ def test_readme_route_runs_as_written(served, tmp_path):
     val = pd.read_parquet(work / "clips/k710-val/manifest.parquet")
     metrics = json.loads((work / "runs/eval/metrics.json").read_text())
     assert metrics["videos"] == (val["status"] == "ok").sum() > 0
+    # The leakage check found the demo's one planted copy (a mirrored WebVid re-upload of a val clip), only it.
+    pairs = pd.read_parquet(work / "dups/pairs.parquet")
+    assert list(zip(pairs["key_a"], pairs["key_b"])) == [("webvid_1007", "demo027_yt_000001_000011")]
     hybrid = json.loads((work / "shards/uh/shards.json").read_text())
     assert {mixture_source(s) for s in hybrid["totals"]["sources"]} == {"k710", "ssv2", "ava", "webvid"}
     assert (work / "uh-stats.png").stat().st_size > 0

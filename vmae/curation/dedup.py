@@ -454,8 +454,9 @@ class DedupReport:
         for name in refs:
             leak = self.leakage[name]
             share = leak["videos"] / leak["of"] if leak["of"] else 0.0
+            clips = f"{leak['clips']} clip" + "s" * (leak["clips"] != 1)
             out.append(f"leakage {name}: {leak['videos']} of its {leak['of']} videos ({share:.2%}) appear in the "
-                       f"pretraining set, as {leak['clips']} clips ({_counts(leak['by_source']) or 'none'})")
+                       f"pretraining set, as {clips} ({_counts(leak['by_source']) or 'none'})")
         if self.skipped_buckets:
             out.append(f"  {self.skipped_buckets} index buckets held more than {self.config['max_bucket']} clips "
                        "and were skipped (very common content)")
