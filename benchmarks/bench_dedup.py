@@ -7,7 +7,8 @@ fingerprint speed against decoding the same frames alone, and dedup time and mem
    crop, pad, trim, hflip, re-encode at another CRF and GOP, drawbox, overlay, and combinations). The first
    half of the distinct clips is the reference set ("eval"); the pretraining set ("train") holds the other
    half and every copy. Prints recall per edit kind (copy found as a leak of its original), recall between
-   copies of one original, and false positives among pairs of clips of different origin.
+   copies of one original, and false positives among pairs of clips of different origin; then again with the
+   reference set fingerprinted as docs/data.md advises for a small evaluation set (SMALL_SET).
    Targets: recall >= 0.95 overall, false positives <= 0.1% of distinct pairs.
 2. candidates: the same frames hashed by other perceptual hashes (imagehash pHash/dHash 64-bit, perception
    PHash 256-bit) and matched by the same rule, each at the threshold that keeps false positives within the
@@ -243,6 +244,10 @@ def print_score(name: str, s: dict):
     print("  recall per edit: " + ", ".join(f"{k} {v:.2f}" for k, v in s["recall"].items()))
 
 
+# fingerprint settings docs/data.md gives for a small evaluation set (UCF101, HMDB51)
+SMALL_SET = dict(crops=True, crop_scales=(0.86, 0.90, 0.94, 0.98), every=0.125, max_frames=64)
+
+
 def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, fp_cfg, dd_cfg) -> dict:
     refs, mix = split_sets(clips, distinct)
     write_manifest(manifest(refs, "eval"), work / "eval.parquet")
@@ -260,6 +265,14 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
         print("  " + line)
     s = score(pd.read_parquet(work / "dups" / "pairs.parquet"), clips, distinct)
     print_score("quality (vmae fingerprint + dedup: PDQ and motion signature)", s)
+    # The reference set fingerprinted as docs/data.md advises for a small evaluation set.
+    report = fingerprint(work / "eval.parquet", work / "eval-small-set-fp.parquet", cfg=replace(fp_cfg, **SMALL_SET),
+                         executor=ex, progress=False)
+    print(report.lines()[0])
+    dedup(work / "train-fp.parquet", work / "dups-small-set", [work / "eval-small-set-fp.parquet"], dd_cfg,
+          progress=False)
+    print_score(f"quality, the reference set fingerprinted with {SMALL_SET}",
+                score(pd.read_parquet(work / "dups-small-set" / "pairs.parquet"), clips, distinct))
     return s
 
 

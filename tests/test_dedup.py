@@ -160,6 +160,38 @@ def test_crop_windows_of_the_reference_find_a_copy_cropped_past_pdq(clips, tmp_p
         pq.read_table(tmp_path / "eval-True.parquet").column("crops").to_pylist()
 
 
+def test_more_crop_scales_find_a_copy_cropped_past_the_default_windows(clips, tmp_path):
+    """A copy that keeps 86 % of each side, at a corner: too far from the default 92 % windows for PDQ, close
+    to an 86 % one (--crop-scales). Two reference sets with different windows per frame are read in one run."""
+    paths = {"mandel": clips["mandel"], "cells": clips["cells"], "fractal": clips["fractal"],
+             "crop14": _encode(["-i", clips["mandel"], "-vf", "crop=166:124:0:0"], tmp_path / "crop14.mp4")}
+    train = _manifest(tmp_path / "train.parquet", paths, ["crop14", "fractal"])
+    fingerprint(train, tmp_path / "train-fp.parquet", progress=False)
+    pdq_only = DedupConfig(motion_threshold=1.0)
+    tables = {}
+    for scales in ((0.92,), (0.86, 0.92)):
+        evals = _manifest(tmp_path / f"eval-{len(scales)}.parquet", paths, ["mandel", "cells"], source="k400")
+        tables[scales] = tmp_path / f"eval-{len(scales)}-fp.parquet"
+        fingerprint(evals, tables[scales], cfg=FingerprintConfig(crops=True, crop_scales=scales), progress=False)
+        row = pq.read_table(tables[scales]).to_pylist()[0]
+        assert len(row["crops"]) == len(row["hashes"]) * len(CROP_AT) * len(scales)
+    found = {}
+    for name, against in (("default", [tables[(0.92,)]]), ("both", list(tables.values()))):
+        dedup(tmp_path / "train-fp.parquet", tmp_path / name, against, pdq_only, progress=False)
+        pairs = pd.read_parquet(tmp_path / name / "pairs.parquet")
+        found[name] = sorted(zip(pairs["key_a"], pairs["set_b"]))
+    assert found == {"default": [], "both": [("crop14", "eval-2")]}
+    cli = ["fingerprint", str(tmp_path / "eval-2.parquet"), "--out", str(tmp_path / "cli.parquet"), "--crops",
+           "--no-progress"]
+    result = CliRunner().invoke(data, cli + ["--crop-scales", "0.86,0.92"])
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(tmp_path / "cli.parquet").column("crops").to_pylist() == \
+        pq.read_table(tables[(0.86, 0.92)]).column("crops").to_pylist()
+    for bad, says in (("0.9;0.8", "numbers separated by commas"), ("0.9,1.2", "must lie in [0.5, 1)")):
+        result = CliRunner().invoke(data, cli + ["--crop-scales", bad])
+        assert result.exit_code != 0 and says in result.output, result.output
+
+
 def _sliding_square(path, seed):
     """12 s at 15 fps of a blue square sliding down at 1 px a frame over dim noise, 64 px (the demo's kind of
     clip; the seed picks noise and start)."""

@@ -265,6 +265,13 @@ def download_cmd(manifest, out, retry_failed, progress, **options):
 
 # ---------------------------------------------------------------- content duplicates: fingerprint, dedup
 
+def _numbers(ctx, param, value: str) -> tuple:
+    try:
+        return tuple(float(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give numbers separated by commas, e.g. 0.88,0.92") from None
+
+
 @data.command("fingerprint")
 @click.argument("src", metavar="MANIFEST_OR_SHARD_DIR", type=click.Path(exists=True))
 @click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FP.parquet",
@@ -276,14 +283,19 @@ def download_cmd(manifest, out, retry_failed, progress, **options):
 @click.option("--min-frames", default=4, show_default=True, help="Frames hashed at least (short clips).")
 @click.option("--max-frames", default=16, show_default=True, help="Frames hashed at most (long clips).")
 @click.option("--crops", is_flag=True,
-              help="Also hash 9 crops of every frame (92 %% of each side, at the corners, edge middles and centre), "
+              help="Also hash 9 crops of every frame (92 % of each side, at the corners, edge middles and centre), "
                    "so that dedup finds cropped copies of these clips. Meant for the evaluation sets given to "
-                   "dedup --against: they are small, and each frame costs 9 more hashes.")
+                   "dedup --against: they are small, and each frame costs 9 more hashes per crop scale.")
+@click.option("--crop-scales", default="0.92", show_default=True, metavar="S,S,...", callback=_numbers,
+              help="With --crops: the windows' sizes (share of each side kept), 9 windows each. For a small "
+                   "evaluation set (UCF101, HMDB51), `--crops --crop-scales 0.86,0.90,0.94,0.98 --every 0.125 "
+                   "--max-frames 64` finds more cropped and trimmed copies, at 15x the hashes (docs/data.md).")
 @click.option("--rows-per-unit", default=256, show_default=True, help="Clips per unit of work (and resume file).")
 @executor_options("Units run in parallel (local process pool); one decoder thread each.")
 @PROGRESS
 @handle_errors
-def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, rows_per_unit, progress, **run):
+def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, crop_scales, rows_per_unit, progress,
+                    **run):
     """Perceptual fingerprint of every clip of a manifest or shard folder, for `vmae-data dedup`.
 
     \b
@@ -298,7 +310,7 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, ro
     from vmae.curation.fingerprint import FingerprintConfig, fingerprint
 
     cfg = FingerprintConfig(every=every, min_frames=min_frames, max_frames=max_frames, crops=crops,
-                            rows_per_unit=rows_per_unit)
+                            crop_scales=crop_scales, rows_per_unit=rows_per_unit)
     echo_report(fingerprint(src, out, set_name, cfg, ExecutorConfig(**run), progress))
 
 

@@ -47,7 +47,6 @@ from vmae.errors import ConfigError, VmaeError
 EVAL_LEAK = "eval-leak"
 DUPLICATE = "duplicate-content"
 WORDS = HASH_BYTES // 4          # 32-bit words per hash: the index tables
-CROPS = len(CROP_AT)             # crop windows per frame, for clips fingerprinted with --crops
 VERIFY_CHUNK = 4096              # candidate pairs checked at once (bounds the distance arrays' memory)
 NO_MATCH = 999                   # the distance given to a missing or unusable frame
 
@@ -112,8 +111,9 @@ class Clips:
     mirrors: np.ndarray       # uint64 [frames, 4]
     usable: np.ndarray        # bool [frames]: quality high enough
     times: np.ndarray         # float32 [frames]
-    crops: np.ndarray         # uint64 [crop rows, 4]: crop windows' hashes, CROPS rows per frame ...
+    crops: np.ndarray         # uint64 [crop rows, 4]: crop windows' hashes, windows[i] rows per frame of clip i ...
     crop_start: np.ndarray    # int64 [clips]: ... from this row on (-1: the clip has none)
+    windows: np.ndarray       # int64 [clips]: crop windows per frame (0: none)
 
     def usable_frames(self) -> np.ndarray:
         """int64 [clips]: each clip's usable frames."""
@@ -123,9 +123,9 @@ class Clips:
     def crop_frames(self) -> np.ndarray:
         """int64 [crop rows]: the frame of each crop row."""
         has = np.flatnonzero(self.crop_start >= 0)
-        rows = self.count[has] * CROPS
+        rows = self.count[has] * self.windows[has]
         within = np.arange(int(rows.sum())) - np.repeat(np.cumsum(rows) - rows, rows)
-        return np.repeat(self.start[has], rows) + within // CROPS
+        return np.repeat(self.start[has], rows) + within // np.repeat(self.windows[has], rows)
 
     def column(self, name: str, rows: np.ndarray) -> np.ndarray:
         """Values of a meta column for these clips (strings are made only for the rows asked for)."""
@@ -152,8 +152,9 @@ def _read_hashes(path, column: str, out: np.ndarray) -> None:
 
 
 def _read_crops(files: list, counts: list) -> tuple:
-    """(crops [rows, 4] uint64, crop_start [clips] int64) of the ok rows of files, numbered as load_clips
-    numbers them: a clip fingerprinted with --crops owns CROPS rows per frame, others none (-1)."""
+    """(crops [rows, 4] uint64, crop_start [clips] int64, windows [clips] int64) of the ok rows of files,
+    numbered as load_clips numbers them: a clip fingerprinted with --crops owns `windows` rows per frame (9 per
+    crop scale), others none (crop_start -1)."""
     rows, blobs = [], []
     for (path, _), n in zip(files, counts):
         if "crops" not in pq.read_schema(path).names:
@@ -163,13 +164,13 @@ def _read_crops(files: list, counts: list) -> tuple:
         for size, data in ok_blobs(path, "crops"):
             sizes.append(size), blobs.append(data)
         size = np.concatenate(sizes) // HASH_BYTES if sizes else np.zeros(0, np.int64)
-        if ((size != 0) & (size != n * CROPS)).any():
+        if ((size != 0) & ((size % np.maximum(n * len(CROP_AT), 1) != 0) | (n == 0))).any():
             raise VmaeError(f"{path}: the crops of some clips do not match their frames; fingerprint the set again")
         rows.append(size)
-    rows = np.concatenate(rows).astype(np.int64)
+    rows, count = np.concatenate(rows).astype(np.int64), np.concatenate(counts).astype(np.int64)
     crops = (np.concatenate(blobs).view(np.uint64).reshape(-1, WORDS // 2) if blobs
              else np.zeros((0, WORDS // 2), np.uint64))
-    return crops, np.where(rows > 0, np.cumsum(rows) - rows, -1)
+    return crops, np.where(rows > 0, np.cumsum(rows) - rows, -1), rows // np.maximum(count, 1)
 
 
 META = ["key", "set", "source", "video_id", "path", "offset", "size", "status", "duration", "width", "height",
@@ -216,14 +217,14 @@ def load_clips(files: list, min_quality: int) -> tuple:
         for column, array in codes.items():  # failed rows hold no hashes: the ok rows' come out in row order
             _read_hashes(path, column, array[at:at + int(n.sum())])
         at += int(n.sum())
-    crops, crop_start = _read_crops(files, counts)
+    crops, crop_start, windows = _read_crops(files, counts)
     # Arrow keeps freed memory for its own reuse; the index that comes next needs it.
     pa.default_memory_pool().release_unused()
     clips = Clips(meta=meta, set_code=sets.indices.to_numpy(), set_names=sets.dictionary.to_pylist(),
                   video_code=video_code, role=np.concatenate(roles), rank=rank,
                   start=np.concatenate([[0], np.cumsum(count)[:-1]]).astype(np.int64), count=count,
                   hashes=codes["hashes"], mirrors=codes["mirrors"], usable=np.concatenate(usable),
-                  times=np.concatenate(times), crops=crops, crop_start=crop_start)
+                  times=np.concatenate(times), crops=crops, crop_start=crop_start, windows=windows)
     return clips, statuses
 
 
@@ -327,11 +328,12 @@ def _distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _crop_distances(side: np.ndarray, clips: Clips, ids: np.ndarray, width: int) -> np.ndarray:
     """uint16 [n, width, width]: the distance of each frame of `side` [n, width, 4] to the nearest crop window of
     each frame of clips ids (which have crops)."""
-    rows = clips.crop_start[ids][:, None] + np.arange(width) * CROPS
+    windows = clips.windows[ids][:, None]
+    rows = clips.crop_start[ids][:, None] + np.arange(width) * windows
     rows = np.where(np.arange(width) < clips.count[ids][:, None], rows, 0)
     best = np.full((len(ids), width, width), NO_MATCH, np.uint16)
-    for k in range(CROPS):
-        np.minimum(best, _distances(side, clips.crops[rows + k]), out=best)
+    for k in range(int(windows.max())):  # a clip with fewer windows compares its last one again
+        np.minimum(best, _distances(side, clips.crops[rows + np.minimum(k, windows - 1)]), out=best)
     return best
 
 

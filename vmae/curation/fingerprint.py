@@ -11,8 +11,8 @@ of its frames, as in Meta's video matcher vPDQ, which hashes frames one by one a
   - from the same decoding, frames every 0.2 s make the clip's motion signature (temporal_signature), which
     still matches where crops and trims change PDQ's bits;
   - with `crops` (meant for the evaluation sets, which are small), also the hashes of CROP_AT windows of each
-    frame, CROP of each side: a copy cropped by a few percent is close to one of them, where its PDQ bits
-    no longer match the whole frame's.
+    frame, keeping `crop_scales` of each side (92 %): a copy cropped by a few percent is close to one of them,
+    where its PDQ bits no longer match the whole frame's.
 Why PDQ and these settings: benchmarks/bench_dedup.py and benchmarks/README.md.
 
 Output: one Parquet table, one row per input clip (failures included, with status and error), columns
@@ -52,12 +52,11 @@ FP_SCHEMA = pa.schema([
     ("hashes", pa.binary()),        # 32 bytes per hashed frame: PDQ's bits, most significant bit first
     ("mirrors", pa.binary()),       # the same for the horizontally mirrored frame
     ("motion", pa.binary()),        # int8 [steps, 8]: the motion signature (vmae.curation.temporal_signature)
-    ("crops", pa.binary()),         # with --crops: 32 bytes per crop window, len(CROP_AT) per hashed frame
+    ("crops", pa.binary()),         # with --crops: 32 bytes per crop window, len(CROP_AT) per scale per frame
 ])
 # Tables written before the motion signature or the crops lack them; dedup then goes without.
 OPTIONAL = {"motion", "crops"}
-CROP = 0.92           # a crop window keeps 92 % of each side of the (bar-free) frame ...
-CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # ... at these places (share of the slack)
+CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # crop windows' places (share of the slack)
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,8 @@ class FingerprintConfig:
     min_frames: int = 4       # short clips get denser frames
     max_frames: int = 16      # long clips get sparser ones
     size: int = 128           # frames are hashed from a size x size grey image
-    crops: bool = False       # also hash the CROP_AT windows of every frame
+    crops: bool = False       # also hash the CROP_AT windows of every frame ...
+    crop_scales: tuple = (0.92,)   # ... at each of these sizes (share of each side kept)
     rows_per_unit: int = 256
 
     def __post_init__(self):
@@ -74,10 +74,15 @@ class FingerprintConfig:
             raise ConfigError("fingerprint: every > 0 and 1 <= min_frames <= max_frames are needed")
         if self.rows_per_unit < 1:
             raise ConfigError("--rows-per-unit must be at least 1")
+        if not self.crop_scales or not all(0.5 <= s < 1 for s in self.crop_scales):
+            raise ConfigError(f"--crop-scales {','.join(map(str, self.crop_scales))}: each scale must lie in "
+                              "[0.5, 1), e.g. 0.92 (a window keeps 92 % of each side)")
 
     def signature(self) -> str:
-        """What the fingerprints depend on: a unit written with another signature is redone."""
-        return json.dumps({**{k: v for k, v in asdict(self).items() if k != "rows_per_unit"},
+        """What the fingerprints depend on: a unit written with another signature is redone. (The crop scales
+        only with crops: units of a set fingerprinted without them stay valid.)"""
+        unused = {"rows_per_unit"} | (set() if self.crops else {"crop_scales"})
+        return json.dumps({**{k: v for k, v in asdict(self).items() if k not in unused},
                            "motion": temporal_signature.VERSION}, sort_keys=True)
 
 
@@ -188,15 +193,16 @@ def pdq_hashes(frames: np.ndarray, box: tuple):
             np.array(quality, np.uint8))
 
 
-def crop_hashes(frames: np.ndarray, box: tuple) -> np.ndarray:
-    """[n, len(CROP_AT), 32] uint8: the PDQ hashes of the crop windows of grey frames [n, h, w] cut to box."""
+def crop_hashes(frames: np.ndarray, box: tuple, scales=(0.92,)) -> np.ndarray:
+    """[n, len(scales) * len(CROP_AT), 32] uint8: the PDQ hashes of the crop windows of grey frames [n, h, w] cut
+    to box, scale by scale."""
     frames = _cut(frames, box)
     h, w = frames.shape[1:3]
-    ch, cw = max(int(round(h * CROP)), 1), max(int(round(w * CROP)), 1)
-    out = np.zeros((len(frames), len(CROP_AT), HASH_BYTES), np.uint8)
+    windows = [(int(round((h - ch) * y)), int(round((w - cw) * x)), ch, cw) for ch, cw in
+               ((max(int(round(h * s)), 1), max(int(round(w * s)), 1)) for s in scales) for y, x in CROP_AT]
+    out = np.zeros((len(frames), len(windows), HASH_BYTES), np.uint8)
     for i, frame in enumerate(frames):
-        for k, (y, x) in enumerate(CROP_AT):
-            top, left = int(round((h - ch) * y)), int(round((w - cw) * x))
+        for k, (top, left, ch, cw) in enumerate(windows):
             out[i, k] = _bits(_pdq(frame[top:top + ch, left:left + cw])[0])
     return out
 
@@ -211,7 +217,7 @@ def fingerprint_clip(src, cfg: FingerprintConfig) -> dict:
     box = border_box(frames)
     hashes, mirrors, quality = pdq_hashes(frames, box)
     motion = temporal_signature.signature(steps, small, box, cfg.size)
-    crops = crop_hashes(frames, box).tobytes() if cfg.crops else b""
+    crops = crop_hashes(frames, box, cfg.crop_scales).tobytes() if cfg.crops else b""
     return {"duration": facts["duration"], "fps": facts["fps"], "width": facts["width"],
             "height": facts["height"], "times": times.astype(np.float32).tolist(), "quality": quality.tolist(),
             "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes(), "motion": motion.tobytes(),
