@@ -456,51 +456,56 @@ def _blobs(hashes: np.ndarray, lengths: np.ndarray, width: int = 32) -> pa.Array
     return pa.BinaryArray.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(hashes)])
 
 
-def _motion_steps(frames):
-    """Motion signature steps of clips with this many hashed frames (one per 0.5 s)."""
-    return (np.asarray(frames) * 0.5 / temporal_signature.STEP).astype(np.int64)
+def _motion_steps(frames, every: float = 0.5):
+    """Motion signature steps of clips with this many hashed frames (one per `every` seconds)."""
+    return (np.asarray(frames) * every / temporal_signature.STEP).astype(np.int64)
 
 
-def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False, smooth: int = 1):
-    """(table, hashes, lengths, motion) of n random clips of 4-16 frames (mean 14) with random motion
+def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False, smooth: int = 1,
+              small_set: bool = False):
+    """(table, hashes, lengths, motion, every) of n random clips of 4-16 frames (mean 14) with random motion
     signatures, each step the sum of `smooth` independent ones (and random crop windows' hashes with crops,
-    as `fingerprint --crops` gives). With copy_from=(hashes, lengths, motion, share): that share of the clips
-    are noisy copies (two frames trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many
-    are noisy copies of other clips of this table."""
+    as `fingerprint --crops` gives; with small_set, 64 frames of 8 s and the windows of SMALL_SET instead).
+    With copy_from=(hashes, lengths, motion, every, share): that share of the clips are noisy copies (two frames
+    trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of other clips
+    of this table."""
     rng = np.random.default_rng(seed)
     # As --every 0.5 gives UnlabeledHybrid: 16 frames for 8 s and longer, fewer for short (SSV2) clips.
-    lengths = np.where(rng.random(n) < 0.8, 16, rng.integers(4, 16, n))
+    lengths = np.full(n, SMALL_SET["max_frames"]) if small_set else np.where(rng.random(n) < 0.8, 16,
+                                                                              rng.integers(4, 16, n))
+    windows = len(CROP_AT) * (len(SMALL_SET["crop_scales"]) if small_set else 1)
+    every = SMALL_SET["every"] if small_set else 0.5
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hashes = rng.integers(0, 256, (int(lengths.sum()), 32), dtype=np.uint8)
     mirrors = rng.integers(0, 256, hashes.shape, dtype=np.uint8)
     # Motion signatures: a step every STEP seconds of the clip's lengths * 0.5 s, normalised changes as fingerprint
     # stores them (about unit spread, clipped at 3 units).
-    steps = _motion_steps(lengths)
+    steps = _motion_steps(lengths, every)
     level = temporal_signature.LEVEL
     raw = rng.normal(0, level / np.sqrt(smooth), (int(steps.sum()) + smooth - 1, temporal_signature.CHANNELS))
     motion = np.clip(sum(raw[k:len(raw) - smooth + 1 + k] for k in range(smooth)), -3 * level, 3 * level
                      ).astype(np.int8)
     motion_start = np.concatenate([[0], np.cumsum(steps)[:-1]])
 
-    def plant(dst, src, src_hashes, src_lengths, src_motion):
+    def plant(dst, src, src_hashes, src_lengths, src_motion, src_every):
         src_start = np.concatenate([[0], np.cumsum(src_lengths)[:-1]])
-        src_motion_end = np.cumsum(_motion_steps(src_lengths))
+        src_motion_end = np.cumsum(_motion_steps(src_lengths, src_every))
         for d, s in zip(dst, src):
             k = int(min(lengths[d], max(src_lengths[s] - 2, 2)))
             noise = np.packbits(rng.random((k, 256)) < NOISE_BITS, axis=1)
             end = src_start[s] + src_lengths[s]
             hashes[start[d]:start[d] + k] = src_hashes[end - k:end] ^ noise
             if src_motion is not None:  # the same trim in motion, plus noise
-                m = int(_motion_steps(k))
+                m = int(_motion_steps(k, src_every))
                 piece = src_motion[src_motion_end[s] - m:src_motion_end[s]].astype(np.float32)
                 piece += rng.normal(0, MOTION_NOISE * level, piece.shape)
                 motion[motion_start[d]:motion_start[d] + m] = np.clip(piece, -3 * level, 3 * level)
 
     if copy_from is not None:
-        ref_hashes, ref_lengths, ref_motion, share = copy_from
+        ref_hashes, ref_lengths, ref_motion, ref_every, share = copy_from
         m = int(n * share)
-        plant(np.arange(m), rng.integers(0, len(ref_lengths), m), ref_hashes, ref_lengths, ref_motion)
-        plant(np.arange(m, 2 * m), n // 2 + np.arange(m), hashes, lengths, motion)
+        plant(np.arange(m), rng.integers(0, len(ref_lengths), m), ref_hashes, ref_lengths, ref_motion, ref_every)
+        plant(np.arange(m, 2 * m), n // 2 + np.arange(m), hashes, lengths, motion, every)
     sources = rng.choice([s for s, _ in SCALE_SOURCES], n, p=[p for _, p in SCALE_SOURCES])
     frames = len(hashes)
     within = np.concatenate([np.arange(k) for k in lengths]).astype(np.float32)
@@ -511,27 +516,27 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
         pa.array(np.full(n, 320)), pa.array(np.full(n, 240)),
         _list_array(pa.array(within), lengths), _list_array(pa.array(np.full(frames, 100, np.uint8)), lengths),
         _blobs(hashes, lengths), _blobs(mirrors, lengths), _blobs(motion, steps, temporal_signature.CHANNELS),
-        _blobs(rng.integers(0, 256, (int(lengths.sum()) * len(CROP_AT), 32), dtype=np.uint8), lengths * len(CROP_AT))
+        _blobs(rng.integers(0, 256, (int(lengths.sum()) * windows, 32), dtype=np.uint8), lengths * windows)
         if crops else _blobs(np.zeros(0, np.uint8), np.zeros(n, np.int64)),
     ], schema=FP_SCHEMA)
-    return table, hashes, lengths, motion
+    return table, hashes, lengths, motion, every
 
 
-def scale_files(work: Path, n: int, refs: int, smooth: int):
+def scale_files(work: Path, n: int, refs: int, smooth: int, small_set: bool = False):
     """Write (once) the synthetic reference table and the pretraining table of n clips; return their paths."""
-    tag = f"-smooth{smooth}" if smooth > 1 else ""
+    tag = (f"-smooth{smooth}" if smooth > 1 else "") + ("-small-set" if small_set else "")
     ref_path, mix_path = work / f"eval-{refs}-crops{tag}.parquet", work / f"train-{n}-{refs}{tag}.parquet"
     if not ref_path.exists() or not mix_path.exists():
-        ref, ref_hashes, ref_lengths, ref_motion = synthetic(refs, 1, "eval", crops=True, smooth=smooth)
+        ref, *copy_from = synthetic(refs, 1, "eval", crops=True, smooth=smooth, small_set=small_set)
         pq.write_table(ref, ref_path, row_group_size=1 << 16)
-        mix, _, _, _ = synthetic(n, 2, "train", copy_from=(ref_hashes, ref_lengths, ref_motion, 0.01), smooth=smooth)
+        mix = synthetic(n, 2, "train", copy_from=(*copy_from, 0.01), smooth=smooth)[0]
         pq.write_table(mix, mix_path, row_group_size=1 << 16)
     return ref_path, mix_path
 
 
-def scale_child(work: Path, n: int, refs: int, smooth: int):
+def scale_child(work: Path, n: int, refs: int, smooth: int, small_set: bool):
     """Run in a fresh process: dedup of n synthetic clips against refs; print one JSON line."""
-    ref_path, mix_path = scale_files(Path(work), n, refs, smooth)
+    ref_path, mix_path = scale_files(Path(work), n, refs, smooth, small_set)
     t, cpu = time.perf_counter(), time.process_time()
     report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path], progress=False)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -541,15 +546,17 @@ def scale_child(work: Path, n: int, refs: int, smooth: int):
                       "planted": int(n * 0.01)}))
 
 
-def bench_scale(work: Path, sizes: list, refs: int, smooth: int):
+def bench_scale(work: Path, sizes: list, refs: int, smooth: int, small_set: bool):
     work.mkdir(parents=True, exist_ok=True)
     print(f"scale: dedup of N synthetic pretraining fingerprints (4-16 frames, mean 14; motion steps the sums of "
-          f"{smooth}) against {refs} reference ones, each in a fresh process (time includes reading the files)")
+          f"{smooth}) against {refs} reference ones" + (f" fingerprinted with {SMALL_SET}" if small_set else "")
+          + ", each in a fresh process (time includes reading the files)")
     rows = []
     for n in sizes:
-        scale_files(work, n, refs, smooth)
+        scale_files(work, n, refs, smooth, small_set)
         out = subprocess.run([sys.executable, __file__, "--scale-child", str(n), "--refs", str(refs),
-                              "--smooth", str(smooth), "--work", str(work.parent)],
+                              "--smooth", str(smooth), "--work", str(work.parent)]
+                             + (["--small-set"] if small_set else []),
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
@@ -578,11 +585,14 @@ def main():
     parser.add_argument("--smooth", type=int, default=1,
                         help="Scale: each synthetic motion step is the sum of this many independent ones (real "
                              "motion lasts longer than one 0.2 s step: 2 gives the demo clips' autocorrelation).")
+    parser.add_argument("--small-set", action="store_true",
+                        help="Scale: reference clips as SMALL_SET fingerprints them (64 frames, 36 crop windows each); "
+                             "with --refs 5300, UCF101's and HMDB51's test splits.")
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     if args.scale_child:
-        return scale_child(work / "scale", args.scale_child, args.refs, args.smooth)
+        return scale_child(work / "scale", args.scale_child, args.refs, args.smooth, args.small_set)
     fp_cfg, dd_cfg = FingerprintConfig(), DedupConfig()
     if {"quality", "candidates", "speed"} & set(args.only):
         t = time.perf_counter()
@@ -596,7 +606,7 @@ def main():
     if "speed" in args.only:
         bench_speed(list(clips["path"][: min(len(clips), 120)]), fp_cfg)
     if "scale" in args.only:
-        bench_scale(work / "scale", args.sizes, args.refs, args.smooth)
+        bench_scale(work / "scale", args.sizes, args.refs, args.smooth, args.small_set)
 
 
 if __name__ == "__main__":

@@ -168,8 +168,10 @@ def _read_crops(files: list, counts: list) -> tuple:
             raise VmaeError(f"{path}: the crops of some clips do not match their frames; fingerprint the set again")
         rows.append(size)
     rows, count = np.concatenate(rows).astype(np.int64), np.concatenate(counts).astype(np.int64)
-    crops = (np.concatenate(blobs).view(np.uint64).reshape(-1, WORDS // 2) if blobs
-             else np.zeros((0, WORDS // 2), np.uint64))
+    crops, at = np.empty((int(rows.sum()), WORDS // 2), np.uint64), 0
+    for i, data in enumerate(blobs):  # batch by batch, each freed once copied: no second copy of them all
+        crops[at:at + len(data) // HASH_BYTES] = data.view(np.uint64).reshape(-1, WORDS // 2)
+        at, blobs[i] = at + len(data) // HASH_BYTES, None
     return crops, np.where(rows > 0, np.cumsum(rows) - rows, -1), rows // np.maximum(count, 1)
 
 
@@ -322,16 +324,19 @@ def _gather(clips: Clips, ids: np.ndarray, width: int, mirrors: bool = False):
 
 def _distances(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """uint16 [n, i, j]: Hamming distances of hashes x [n, i, 4] and y [n, j, 4] (uint64)."""
-    return np.bitwise_count(x[:, :, None, :] ^ y[:, None, :, :]).sum(axis=3, dtype=np.uint16)
+    out = np.zeros((len(x), x.shape[1], y.shape[1]), np.uint16)
+    for word in range(x.shape[2]):  # a word at a time: no [n, i, j, 4] temporaries
+        out += np.bitwise_count(x[:, :, None, word] ^ y[:, None, :, word])
+    return out
 
 
 def _crop_distances(side: np.ndarray, clips: Clips, ids: np.ndarray, width: int) -> np.ndarray:
-    """uint16 [n, width, width]: the distance of each frame of `side` [n, width, 4] to the nearest crop window of
-    each frame of clips ids (which have crops)."""
+    """uint16 [n, frames, width]: the distance of each frame of `side` [n, frames, 4] to the nearest crop window of
+    each of the first `width` frames of clips ids (which have crops)."""
     windows = clips.windows[ids][:, None]
     rows = clips.crop_start[ids][:, None] + np.arange(width) * windows
     rows = np.where(np.arange(width) < clips.count[ids][:, None], rows, 0)
-    best = np.full((len(ids), width, width), NO_MATCH, np.uint16)
+    best = np.full((len(ids), side.shape[1], width), NO_MATCH, np.uint16)
     for k in range(int(windows.max())):  # a clip with fewer windows compares its last one again
         np.minimum(best, _distances(side, clips.crops[rows + np.minimum(k, windows - 1)]), out=best)
     return best
@@ -354,9 +359,10 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict, 
     out = []
     for lo in _ticked(range(0, len(a_all), VERIFY_CHUNK), tick):
         a, b = a_all[lo:lo + VERIFY_CHUNK], b_all[lo:lo + VERIFY_CHUNK]
-        width = int(max(clips.count[a].max(), clips.count[b].max()))
-        ha, ua, ia = _gather(clips, a, width)
-        ma, _, _ = _gather(clips, a, width, mirrors=True)
+        # Each side padded to its own longest clip: a dense reference set has 4x the frames of the other side.
+        width_a, width = int(clips.count[a].max()), int(clips.count[b].max())
+        ha, ua, ia = _gather(clips, a, width_a)
+        ma, _, _ = _gather(clips, a, width_a, mirrors=True)
         hb, ub, ib = _gather(clips, b, width)
         invalid = ~(ua[:, :, None] & ub[:, None, :])
         cropped = np.flatnonzero(has_crops[b])
