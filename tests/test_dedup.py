@@ -190,6 +190,8 @@ def test_more_crop_scales_find_a_copy_cropped_past_the_default_windows(clips, tm
     for bad, says in (("0.9;0.8", "numbers separated by commas"), ("0.9,1.2", "must lie in [0.5, 1)")):
         result = CliRunner().invoke(data, cli + ["--crop-scales", bad])
         assert result.exit_code != 0 and says in result.output, result.output
+    result = CliRunner().invoke(data, [a for a in cli if a != "--crops"] + ["--crop-scales", "0.9"])
+    assert result.exit_code == 2 and "add --crops" in result.output, result.output
 
 
 def _sliding_square(path, seed):

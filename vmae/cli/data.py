@@ -309,6 +309,8 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, cr
     """
     from vmae.curation.fingerprint import FingerprintConfig, fingerprint
 
+    if given({"crop_scales": crop_scales}) and not crops:
+        raise click.UsageError("--crop-scales sets the sizes of the crop windows: add --crops")
     cfg = FingerprintConfig(every=every, min_frames=min_frames, max_frames=max_frames, crops=crops,
                             crop_scales=crop_scales, rows_per_unit=rows_per_unit)
     echo_report(fingerprint(src, out, set_name, cfg, ExecutorConfig(**run), progress))
