@@ -183,18 +183,19 @@ def _ffmpeg(args, path: Path):
     tmp.rename(path)
 
 
-def generate(work: Path, distinct: int, edited: int, workers: int) -> pd.DataFrame:
-    """Clips under work/clips (kept between runs); one row per clip: key, path, origin, kind."""
+def generate(work: Path, distinct: int, edited: int, workers: int, seed: int = 0) -> pd.DataFrame:
+    """Clips under work/clips (kept between runs: another seed needs another work folder); one row per clip: key,
+    path, origin, kind."""
     clips = work / "clips"
     clips.mkdir(parents=True, exist_ok=True)
     rows = [{"key": f"d{i:04d}", "path": clips / f"d{i:04d}.mp4", "origin": i, "kind": "distinct"}
             for i in range(distinct)]
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda r: make_distinct(r["path"], 1000 + r["origin"]), rows))
+        list(pool.map(lambda r: make_distinct(r["path"], seed + 1000 + r["origin"]), rows))
         copies = [{"key": f"c{i:04d}_{k}", "path": clips / f"c{i:04d}_{k}.mp4", "origin": i, "kind": kind}
                   for i in range(edited) for k, kind in enumerate(EDITS)]
         list(pool.map(lambda r: make_copy(rows[r["origin"]]["path"], r["path"], r["kind"],
-                                          7919 * r["origin"] + EDITS.index(r["kind"])), copies))
+                                          seed + 7919 * r["origin"] + EDITS.index(r["kind"])), copies))
     return pd.DataFrame(rows + copies)
 
 
@@ -580,6 +581,8 @@ def main():
     parser.add_argument("--distinct", type=int, default=240)
     parser.add_argument("--edited", type=int, default=40, help="Distinct clips that get edited copies.")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Shifts every clip's and edit's seed: another draw of the quality set, in another --work.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 400_000, 1_350_000])
     parser.add_argument("--refs", type=int, default=100_000)
     parser.add_argument("--smooth", type=int, default=1,
@@ -596,7 +599,7 @@ def main():
     fp_cfg, dd_cfg = FingerprintConfig(), DedupConfig()
     if {"quality", "candidates", "speed"} & set(args.only):
         t = time.perf_counter()
-        clips = generate(work, args.distinct, args.edited, args.workers)
+        clips = generate(work, args.distinct, args.edited, args.workers, args.seed)
         print(f"clips: {args.distinct} distinct, {len(clips) - args.distinct} edited copies of {args.edited} "
               f"({len(EDITS)} edit kinds) in {work / 'clips'} ({time.perf_counter() - t:.0f}s)")
     if "quality" in args.only:
