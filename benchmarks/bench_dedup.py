@@ -8,7 +8,7 @@ fingerprint speed against decoding the same frames alone, and dedup time and mem
    half of the distinct clips is the reference set ("eval"); the pretraining set ("train") holds the other
    half and every copy. Prints recall per edit kind (copy found as a leak of its original), recall between
    copies of one original, and false positives among pairs of clips of different origin; then again with the
-   reference set fingerprinted as docs/data.md advises for a small evaluation set (SMALL_SET).
+   reference set fingerprinted for a small evaluation set (`fingerprint --small-set`, SMALL_SET).
    Targets: recall >= 0.95 overall, false positives <= 0.1% of distinct pairs.
 2. candidates: the same frames hashed by other perceptual hashes (imagehash pHash/dHash 64-bit, perception
    PHash 256-bit) and matched by the same rule, each at the threshold that keeps false positives within the
@@ -46,8 +46,8 @@ import pyarrow.parquet as pq
 from vmae import media
 from vmae.curation.dedup import NO_MATCH, DedupConfig, dedup, is_duplicate, match_frames
 from vmae.curation import temporal_signature
-from vmae.curation.fingerprint import CROP_AT, FP_SCHEMA, FingerprintConfig, border_box, fingerprint, pdq_hashes, \
-    pick_frames
+from vmae.curation.fingerprint import CROP_AT, FP_SCHEMA, SMALL_SET, FingerprintConfig, border_box, fingerprint, \
+    pdq_hashes, pick_frames
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
 
@@ -245,10 +245,6 @@ def print_score(name: str, s: dict):
     print("  recall per edit: " + ", ".join(f"{k} {v:.2f}" for k, v in s["recall"].items()))
 
 
-# fingerprint settings docs/data.md gives for a small evaluation set (UCF101, HMDB51)
-SMALL_SET = dict(crops=True, crop_scales=(0.86, 0.90, 0.94, 0.98), every=0.125, max_frames=64)
-
-
 def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, fp_cfg, dd_cfg) -> dict:
     refs, mix = split_sets(clips, distinct)
     write_manifest(manifest(refs, "eval"), work / "eval.parquet")
@@ -272,7 +268,7 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
     print(report.lines()[0])
     dedup(work / "train-fp.parquet", work / "dups-small-set", [work / "eval-small-set-fp.parquet"], dd_cfg,
           progress=False)
-    print_score(f"quality, the reference set fingerprinted with {SMALL_SET}",
+    print_score(f"quality, the reference set fingerprinted with --small-set {SMALL_SET}",
                 score(pd.read_parquet(work / "dups-small-set" / "pairs.parquet"), clips, distinct))
     return s
 

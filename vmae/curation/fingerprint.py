@@ -57,6 +57,9 @@ FP_SCHEMA = pa.schema([
 # Tables written before the motion signature or the crops lack them; dedup then goes without.
 OPTIONAL = {"motion", "crops"}
 CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # crop windows' places (share of the slack)
+# `fingerprint --small-set`: for a small evaluation set (UCF101, HMDB51), denser frames and windows of four sizes
+# (15x the hashes per clip; recall and cost: benchmarks/README.md, bench_dedup.py).
+SMALL_SET = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64}
 
 
 @dataclass(frozen=True)
