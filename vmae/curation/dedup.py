@@ -155,23 +155,20 @@ def _read_crops(files: list, counts: list) -> tuple:
     """(crops [rows, 4] uint64, crop_start [clips] int64, windows [clips] int64) of the ok rows of files,
     numbered as load_clips numbers them: a clip fingerprinted with --crops owns `windows` rows per frame (9 per
     crop scale), others none (crop_start -1)."""
-    rows, blobs = [], []
+    rows, with_crops = [], [path for path, _ in files if "crops" in pq.read_schema(path).names]
     for (path, _), n in zip(files, counts):
-        if "crops" not in pq.read_schema(path).names:
-            rows.append(np.zeros(len(n), np.int64))
-            continue
-        sizes = []
-        for size, data in ok_blobs(path, "crops"):
-            sizes.append(size), blobs.append(data)
+        # A first pass for the sizes alone, so that the windows are held once, in their final array.
+        sizes = [size for size, _ in ok_blobs(path, "crops")] if path in with_crops else [np.zeros(len(n), np.int64)]
         size = np.concatenate(sizes) // HASH_BYTES if sizes else np.zeros(0, np.int64)
         if ((size != 0) & ((size % np.maximum(n * len(CROP_AT), 1) != 0) | (n == 0))).any():
             raise VmaeError(f"{path}: the crops of some clips do not match their frames; fingerprint the set again")
         rows.append(size)
     rows, count = np.concatenate(rows).astype(np.int64), np.concatenate(counts).astype(np.int64)
     crops, at = np.empty((int(rows.sum()), WORDS // 2), np.uint64), 0
-    for i, data in enumerate(blobs):  # batch by batch, each freed once copied: no second copy of them all
-        crops[at:at + len(data) // HASH_BYTES] = data.view(np.uint64).reshape(-1, WORDS // 2)
-        at, blobs[i] = at + len(data) // HASH_BYTES, None
+    for path in with_crops:
+        for _, data in ok_blobs(path, "crops"):
+            crops[at:at + len(data) // HASH_BYTES] = data.view(np.uint64).reshape(-1, WORDS // 2)
+            at += len(data) // HASH_BYTES
     return crops, np.where(rows > 0, np.cumsum(rows) - rows, -1), rows // np.maximum(count, 1)
 
 

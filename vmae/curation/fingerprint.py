@@ -60,6 +60,7 @@ CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # cro
 # `fingerprint --small-set`: for a small evaluation set (UCF101, HMDB51), denser frames and windows of four sizes
 # (15x the hashes per clip; recall and cost: benchmarks/README.md, bench_dedup.py).
 SMALL_SET = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64}
+BATCH_BYTES = 64 << 20   # a binary column is read about this much at a time (--small-set's crops: 70 KB a row)
 
 
 @dataclass(frozen=True)
@@ -316,8 +317,14 @@ def _shard_items(shard_dir: Path, set_name: str) -> list:
 # ---------------------------------------------------------------- reading a table
 
 def blob_batches(path, column: str):
-    """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time."""
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=1 << 16, columns=[column]):
+    """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time (at most
+    65,536 rows and about BATCH_BYTES)."""
+    file = pq.ParquetFile(path)
+    meta = file.metadata
+    size = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
+               for c in range(meta.num_columns) if meta.row_group(g).column(c).path_in_schema == column)
+    rows = int(BATCH_BYTES * meta.num_rows // max(size, 1))
+    for batch in file.iter_batches(batch_size=max(1, min(1 << 16, rows)), columns=[column]):
         chunk = batch.column(0)
         offsets = np.frombuffer(chunk.buffers()[1], np.int32)[chunk.offset:chunk.offset + len(chunk) + 1]
         data = np.frombuffer(chunk.buffers()[2], np.uint8) if chunk.buffers()[2] is not None else np.zeros(0, np.uint8)
