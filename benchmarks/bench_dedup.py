@@ -475,7 +475,7 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hashes = rng.integers(0, 256, (int(lengths.sum()), 32), dtype=np.uint8)
     mirrors = rng.integers(0, 256, hashes.shape, dtype=np.uint8)
-    # Motion signatures: a step every STEP seconds of the clip's lengths * 0.5 s, normalised changes as fingerprint
+    # Motion signatures: a step every STEP seconds of the clip's lengths * every s, normalised changes as fingerprint
     # stores them (about unit spread, clipped at 3 units).
     steps = _motion_steps(lengths, every)
     level = temporal_signature.LEVEL

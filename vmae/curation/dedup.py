@@ -158,8 +158,8 @@ def _read_crops(files: list, counts: list) -> tuple:
     rows, with_crops = [], [path for path, _ in files if "crops" in pq.read_schema(path).names]
     for (path, _), n in zip(files, counts):
         # A first pass for the sizes alone, so that the windows are held once, in their final array.
-        sizes = [size for size, _ in ok_blobs(path, "crops")] if path in with_crops else [np.zeros(len(n), np.int64)]
-        size = np.concatenate(sizes) // HASH_BYTES if sizes else np.zeros(0, np.int64)
+        sizes = [size for size, _ in ok_blobs(path, "crops")] if path in with_crops else []
+        size = np.concatenate(sizes) // HASH_BYTES if sizes else np.zeros(len(n), np.int64)
         if ((size != 0) & ((size % np.maximum(n * len(CROP_AT), 1) != 0) | (n == 0))).any():
             raise VmaeError(f"{path}: the crops of some clips do not match their frames; fingerprint the set again")
         rows.append(size)
@@ -357,17 +357,17 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict, 
     for lo in _ticked(range(0, len(a_all), VERIFY_CHUNK), tick):
         a, b = a_all[lo:lo + VERIFY_CHUNK], b_all[lo:lo + VERIFY_CHUNK]
         # Each side padded to its own longest clip: a dense reference set has 4x the frames of the other side.
-        width_a, width = int(clips.count[a].max()), int(clips.count[b].max())
+        width_a, width_b = int(clips.count[a].max()), int(clips.count[b].max())
         ha, ua, ia = _gather(clips, a, width_a)
         ma, _, _ = _gather(clips, a, width_a, mirrors=True)
-        hb, ub, ib = _gather(clips, b, width)
+        hb, ub, ib = _gather(clips, b, width_b)
         invalid = ~(ua[:, :, None] & ub[:, None, :])
         cropped = np.flatnonzero(has_crops[b])
         results = []
         for side in (ha, ma):
             dist = _distances(side, hb)
             if len(cropped):
-                dist[cropped] = np.minimum(dist[cropped], _crop_distances(side[cropped], clips, b[cropped], width))
+                dist[cropped] = np.minimum(dist[cropped], _crop_distances(side[cropped], clips, b[cropped], width_b))
             dist[invalid] = NO_MATCH
             results.append((dist, *match_frames(dist, cfg.threshold)))
         # The orientation with more matched frames, then the smaller distance.
@@ -382,7 +382,7 @@ def verify(clips: Clips, pairs: np.ndarray, cfg: DedupConfig, signatures: dict, 
         if not dup.any():
             continue
         closest = dist[dup].reshape(int(dup.sum()), -1).argmin(axis=1)
-        fa, fb = np.divmod(closest, width)
+        fa, fb = np.divmod(closest, width_b)
         rows = np.flatnonzero(dup)
         out.append(pd.DataFrame({
             "a": a[dup], "b": b[dup], "distance": mean[dup].astype(np.float32),

@@ -197,7 +197,7 @@ def pdq_hashes(frames: np.ndarray, box: tuple):
             np.array(quality, np.uint8))
 
 
-def crop_hashes(frames: np.ndarray, box: tuple, scales=(0.92,)) -> np.ndarray:
+def crop_hashes(frames: np.ndarray, box: tuple, scales: tuple) -> np.ndarray:
     """[n, len(scales) * len(CROP_AT), 32] uint8: the PDQ hashes of the crop windows of grey frames [n, h, w] cut
     to box, scale by scale."""
     frames = _cut(frames, box)
