@@ -443,14 +443,20 @@ def _list_array(values: pa.Array, lengths: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _blobs(hashes: np.ndarray, lengths: np.ndarray, width: int = 32) -> pa.Array:
+def _blobs(hashes: np.ndarray, lengths: np.ndarray, width: int = 32) -> pa.ChunkedArray:
     """One binary value per clip: its frames' `width`-byte rows (hashes, motion steps), concatenated
-    (fingerprint's layout)."""
-    offsets = np.concatenate([[0], np.cumsum(lengths) * width]).astype(np.int64)
-    if offsets[-1] >= 2 ** 31:
-        raise ValueError("more than 2 GiB in one column: write fewer clips")
-    offsets = offsets.astype(np.int32)
-    return pa.BinaryArray.from_buffers(pa.binary(), len(lengths), [None, pa.py_buffer(offsets), pa.py_buffer(hashes)])
+    (fingerprint's layout); in chunks of under 2 GiB (a binary array's 32-bit offsets), as a fingerprint
+    table concatenated from its units holds a large crop column."""
+    ends = np.cumsum(lengths) * width
+    chunks, first = [], 0
+    while first < len(lengths) or not chunks:
+        base = int(ends[first - 1]) if first else 0
+        last = max(int(np.searchsorted(ends, base + 2 ** 31 - 1, "right")), first + 1) if len(lengths) else 0
+        offsets = np.concatenate([[0], ends[first:last] - base]).astype(np.int32)
+        data = pa.py_buffer(hashes.reshape(-1)[base:base + int(offsets[-1])])
+        chunks.append(pa.BinaryArray.from_buffers(pa.binary(), last - first, [None, pa.py_buffer(offsets), data]))
+        first = last
+    return pa.chunked_array(chunks, pa.binary())
 
 
 def _motion_steps(frames, every: float = 0.5):

@@ -61,6 +61,7 @@ CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # cro
 # (15x the hashes per clip; recall and cost: benchmarks/README.md, bench_dedup.py).
 SMALL_SET = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64}
 BATCH_BYTES = 64 << 20   # a binary column is read about this much at a time (--small-set's crops: 70 KB a row)
+READ_BUFFER = 1 << 20    # ... through a read buffer of this size
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,9 @@ def _shard_items(shard_dir: Path, set_name: str) -> list:
 def blob_batches(path, column: str):
     """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time (at most
     65,536 rows and about BATCH_BYTES)."""
-    file = pq.ParquetFile(path)
+    # Pages streamed through a small buffer: pre-buffering (pyarrow's default) holds a whole row group's column
+    # in memory, which for --small-set's crop windows is gigabytes.
+    file = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
     meta = file.metadata
     size = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
                for c in range(meta.num_columns) if meta.row_group(g).column(c).path_in_schema == column)
