@@ -8,7 +8,7 @@ fingerprint speed against decoding the same frames alone, and dedup time and mem
    half of the distinct clips is the reference set ("eval"); the pretraining set ("train") holds the other
    half and every copy. Prints recall per edit kind (copy found as a leak of its original), recall between
    copies of one original, and false positives among pairs of clips of different origin; then again with the
-   reference set fingerprinted for a small evaluation set (`fingerprint --small-set`, SMALL_SET).
+   reference set fingerprinted densely (`fingerprint --dense`, DENSE).
    Targets: recall >= 0.95 overall, false positives <= 0.1% of distinct pairs.
 2. candidates: the same frames hashed by other perceptual hashes (imagehash pHash/dHash 64-bit, perception
    PHash 256-bit) and matched by the same rule, each at the threshold that keeps false positives within the
@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from vmae import media
 from vmae.curation.dedup import NO_MATCH, DedupConfig, dedup, is_duplicate, match_frames
 from vmae.curation import temporal_signature
-from vmae.curation.fingerprint import CROP_AT, FP_SCHEMA, SMALL_SET, FingerprintConfig, border_box, fingerprint, \
+from vmae.curation.fingerprint import CROP_AT, DENSE, FP_SCHEMA, FingerprintConfig, border_box, fingerprint, \
     pdq_hashes, pick_frames
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, write_manifest
@@ -262,14 +262,14 @@ def bench_quality(work: Path, clips: pd.DataFrame, distinct: int, workers: int, 
         print("  " + line)
     s = score(pd.read_parquet(work / "dups" / "pairs.parquet"), clips, distinct)
     print_score("quality (vmae fingerprint + dedup: PDQ and motion signature)", s)
-    # The reference set fingerprinted as docs/data.md advises for a small evaluation set.
-    report = fingerprint(work / "eval.parquet", work / "eval-small-set-fp.parquet", cfg=replace(fp_cfg, **SMALL_SET),
+    # The reference set fingerprinted as docs/data.md advises for the evaluation sets (--dense).
+    report = fingerprint(work / "eval.parquet", work / "eval-dense-fp.parquet", cfg=replace(fp_cfg, **DENSE),
                          executor=ex, progress=False)
     print(report.lines()[0])
-    dedup(work / "train-fp.parquet", work / "dups-small-set", [work / "eval-small-set-fp.parquet"], dd_cfg,
+    dedup(work / "train-fp.parquet", work / "dups-dense", [work / "eval-dense-fp.parquet"], dd_cfg,
           progress=False)
-    print_score(f"quality, the reference set fingerprinted with --small-set {SMALL_SET}",
-                score(pd.read_parquet(work / "dups-small-set" / "pairs.parquet"), clips, distinct))
+    print_score(f"quality, the reference set fingerprinted with --dense {DENSE}",
+                score(pd.read_parquet(work / "dups-dense" / "pairs.parquet"), clips, distinct))
     return s
 
 
@@ -465,19 +465,18 @@ def _motion_steps(frames, every: float = 0.5):
 
 
 def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = False, smooth: int = 1,
-              small_set: bool = False):
+              dense: bool = False):
     """(table, hashes, lengths, motion, every) of n random clips of 4-16 frames (mean 14) with random motion
     signatures, each step the sum of `smooth` independent ones (and random crop windows' hashes with crops,
-    as `fingerprint --crops` gives; with small_set, 64 frames of 8 s and the windows of SMALL_SET instead).
+    as `fingerprint --crops` gives; with dense, 64 frames of 8 s and the windows of DENSE instead).
     With copy_from=(hashes, lengths, motion, every, share): that share of the clips are noisy copies (two frames
     trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of other clips
     of this table."""
     rng = np.random.default_rng(seed)
     # As --every 0.5 gives UnlabeledHybrid: 16 frames for 8 s and longer, fewer for short (SSV2) clips.
-    lengths = np.full(n, SMALL_SET["max_frames"]) if small_set else np.where(rng.random(n) < 0.8, 16,
-                                                                              rng.integers(4, 16, n))
-    windows = len(CROP_AT) * (len(SMALL_SET["crop_scales"]) if small_set else 1)
-    every = SMALL_SET["every"] if small_set else 0.5
+    lengths = np.full(n, DENSE["max_frames"]) if dense else np.where(rng.random(n) < 0.8, 16, rng.integers(4, 16, n))
+    windows = len(CROP_AT) * (len(DENSE["crop_scales"]) if dense else 1)
+    every = DENSE["every"] if dense else 0.5
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hashes = rng.integers(0, 256, (int(lengths.sum()), 32), dtype=np.uint8)
     mirrors = rng.integers(0, 256, hashes.shape, dtype=np.uint8)
@@ -525,21 +524,21 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
     return table, hashes, lengths, motion, every
 
 
-def scale_files(work: Path, n: int, refs: int, smooth: int, small_set: bool = False):
+def scale_files(work: Path, n: int, refs: int, smooth: int, dense: bool = False):
     """Write (once) the synthetic reference table and the pretraining table of n clips; return their paths."""
-    tag = (f"-smooth{smooth}" if smooth > 1 else "") + ("-small-set" if small_set else "")
+    tag = (f"-smooth{smooth}" if smooth > 1 else "") + ("-dense" if dense else "")
     ref_path, mix_path = work / f"eval-{refs}-crops{tag}.parquet", work / f"train-{n}-{refs}{tag}.parquet"
     if not ref_path.exists() or not mix_path.exists():
-        ref, *copy_from = synthetic(refs, 1, "eval", crops=True, smooth=smooth, small_set=small_set)
+        ref, *copy_from = synthetic(refs, 1, "eval", crops=True, smooth=smooth, dense=dense)
         pq.write_table(ref, ref_path, row_group_size=1 << 16)
         mix = synthetic(n, 2, "train", copy_from=(*copy_from, 0.01), smooth=smooth)[0]
         pq.write_table(mix, mix_path, row_group_size=1 << 16)
     return ref_path, mix_path
 
 
-def scale_child(work: Path, n: int, refs: int, smooth: int, small_set: bool):
+def scale_child(work: Path, n: int, refs: int, smooth: int, dense: bool):
     """Run in a fresh process: dedup of n synthetic clips against refs; print one JSON line."""
-    ref_path, mix_path = scale_files(Path(work), n, refs, smooth, small_set)
+    ref_path, mix_path = scale_files(Path(work), n, refs, smooth, dense)
     t, cpu = time.perf_counter(), time.process_time()
     report = dedup(mix_path, Path(work) / f"dups-{n}", [ref_path], progress=False)
     seconds, cpu = time.perf_counter() - t, time.process_time() - cpu
@@ -549,17 +548,17 @@ def scale_child(work: Path, n: int, refs: int, smooth: int, small_set: bool):
                       "planted": int(n * 0.01)}))
 
 
-def bench_scale(work: Path, sizes: list, refs: int, smooth: int, small_set: bool):
+def bench_scale(work: Path, sizes: list, refs: int, smooth: int, dense: bool):
     work.mkdir(parents=True, exist_ok=True)
     print(f"scale: dedup of N synthetic pretraining fingerprints (4-16 frames, mean 14; motion steps the sums of "
-          f"{smooth}) against {refs} reference ones" + (f" fingerprinted with {SMALL_SET}" if small_set else "")
+          f"{smooth}) against {refs} reference ones" + (f" fingerprinted with {DENSE}" if dense else "")
           + ", each in a fresh process (time includes reading the files)")
     rows = []
     for n in sizes:
-        scale_files(work, n, refs, smooth, small_set)
+        scale_files(work, n, refs, smooth, dense)
         out = subprocess.run([sys.executable, __file__, "--scale-child", str(n), "--refs", str(refs),
                               "--smooth", str(smooth), "--work", str(work.parent)]
-                             + (["--small-set"] if small_set else []),
+                             + (["--dense"] if dense else []),
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         rows.append(r)
@@ -590,14 +589,14 @@ def main():
     parser.add_argument("--smooth", type=int, default=1,
                         help="Scale: each synthetic motion step is the sum of this many independent ones (real "
                              "motion lasts longer than one 0.2 s step: 2 gives the demo clips' autocorrelation).")
-    parser.add_argument("--small-set", action="store_true",
-                        help="Scale: reference clips as SMALL_SET fingerprints them (64 frames, 36 crop windows each); "
-                             "with --refs 5300, UCF101's and HMDB51's test splits.")
+    parser.add_argument("--dense", action="store_true",
+                        help="Scale: reference clips as DENSE fingerprints them (64 frames, 36 crop windows each); "
+                             "--refs 5300: UCF101's and HMDB51's test splits; 67000: K710 val.")
     parser.add_argument("--scale-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     work = Path(args.work)
     if args.scale_child:
-        return scale_child(work / "scale", args.scale_child, args.refs, args.smooth, args.small_set)
+        return scale_child(work / "scale", args.scale_child, args.refs, args.smooth, args.dense)
     fp_cfg, dd_cfg = FingerprintConfig(), DedupConfig()
     if {"quality", "candidates", "speed"} & set(args.only):
         t = time.perf_counter()
@@ -611,7 +610,7 @@ def main():
     if "speed" in args.only:
         bench_speed(list(clips["path"][: min(len(clips), 120)]), fp_cfg)
     if "scale" in args.only:
-        bench_scale(work / "scale", args.sizes, args.refs, args.smooth, args.small_set)
+        bench_scale(work / "scale", args.sizes, args.refs, args.smooth, args.dense)
 
 
 if __name__ == "__main__":

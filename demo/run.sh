@@ -44,7 +44,7 @@ vmae-data mix unlabeled-hybrid --k710 "$OUT/clips-train/manifest.parquet" --ssv2
 
 step "vmae-data fingerprint / dedup (does the mixture hold copies of the val videos?)"
 vmae-data fingerprint "$OUT/hybrid.parquet" --out "$OUT/fp/hybrid.parquet" --workers 2 --no-progress
-vmae-data fingerprint "$OUT/clips-val/manifest.parquet" --out "$OUT/fp/k710-val.parquet" --set k710-val --crops --no-progress
+vmae-data fingerprint "$OUT/clips-val/manifest.parquet" --out "$OUT/fp/k710-val.parquet" --set k710-val --dense --no-progress
 vmae-data dedup --fingerprints "$OUT/fp/hybrid.parquet" --against "$OUT/fp/k710-val.parquet" --out "$OUT/dups" --plot \
     --no-progress
 

@@ -192,12 +192,12 @@ def test_more_crop_scales_find_a_copy_cropped_past_the_default_windows(clips, tm
         assert result.exit_code != 0 and says in result.output, result.output
     result = CliRunner().invoke(data, [a for a in cli if a != "--crops"] + ["--crop-scales", "0.9"])
     assert result.exit_code == 2 and "add --crops" in result.output, result.output
-    # --small-set is SMALL_SET's settings; an option given with it wins.
-    small = tmp_path / "small.parquet"
-    result = CliRunner().invoke(data, cli[:3] + [str(small), "--small-set", "--crop-scales", "0.86,0.92",
+    # --dense is DENSE's settings; an option given with it wins.
+    dense = tmp_path / "dense.parquet"
+    result = CliRunner().invoke(data, cli[:3] + [str(dense), "--dense", "--crop-scales", "0.86,0.92",
                                                  "--no-progress"])
     assert result.exit_code == 0, result.output
-    row = pq.read_table(small).to_pylist()[0]
+    row = pq.read_table(dense).to_pylist()[0]
     default_every = pq.read_table(tables[(0.86, 0.92)]).to_pylist()[0]
     assert len(row["hashes"]) // 32 == len(row["times"]) > len(default_every["times"])
     assert len(row["crops"]) == len(row["hashes"]) * len(CROP_AT) * 2

@@ -57,10 +57,10 @@ FP_SCHEMA = pa.schema([
 # Tables written before the motion signature or the crops lack them; dedup then goes without.
 OPTIONAL = {"motion", "crops"}
 CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # crop windows' places (share of the slack)
-# `fingerprint --small-set`: for a small evaluation set (UCF101, HMDB51), denser frames and windows of four sizes
-# (15x the hashes per clip; recall and cost: benchmarks/README.md, bench_dedup.py).
-SMALL_SET = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64}
-BATCH_BYTES = 64 << 20   # a binary column is read about this much at a time (--small-set's crops: 70 KB a row)
+# `fingerprint --dense`: for an evaluation set, denser frames and windows of four sizes (15x the hashes per clip;
+# recall and cost: benchmarks/README.md, bench_dedup.py).
+DENSE = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64}
+BATCH_BYTES = 64 << 20   # a binary column is read about this much at a time (--dense crops: 70 KB a row)
 READ_BUFFER = 1 << 20    # ... through a read buffer of this size
 
 
@@ -321,7 +321,7 @@ def blob_batches(path, column: str):
     """(bytes per row [rows], the rows' bytes concatenated) of a binary column, a batch of rows at a time (at most
     65,536 rows and about BATCH_BYTES)."""
     # Pages streamed through a small buffer: pre-buffering (pyarrow's default) holds a whole row group's column
-    # in memory, which for --small-set's crop windows is gigabytes.
+    # in memory, which for --dense crop windows is gigabytes.
     file = pq.ParquetFile(path, pre_buffer=False, buffer_size=READ_BUFFER)
     meta = file.metadata
     size = sum(meta.row_group(g).column(c).total_uncompressed_size for g in range(meta.num_row_groups)
