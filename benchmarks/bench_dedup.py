@@ -91,7 +91,11 @@ def scene(rng, w: int, h: int, fps: int, seconds: float, label: str) -> str:
                     f"colorchannelmixer=rr={rng.uniform(0.2, 1):.2f}:gg={rng.uniform(0.2, 1):.2f}:"
                     f"bb={rng.uniform(0.2, 1):.2f}:rb={rng.uniform(0, 0.5):.2f}")
         if kind == "gradients":
-            return (f"gradients=s={sw}x{sh}:r={fps}:n={int(rng.integers(3, 8))}:seed={rng.integers(1 << 30)}:"
+            # Its colours are random on every run whatever the seed (ffmpeg's default): drawn here, so that the
+            # clips are the same on every machine and run.
+            n = int(rng.integers(3, 8))
+            colors = ":".join(f"c{k}={_color(rng)}" for k in range(n))
+            return (f"gradients=s={sw}x{sh}:r={fps}:n={n}:{colors}:seed={rng.integers(1 << 30)}:"
                     f"speed={rng.uniform(0.005, 0.02):.3f}")
         if kind == "sierpinski":
             return (f"sierpinski=s={sw // 2}x{sh // 2}:r={fps}:seed={rng.integers(1 << 30)}:"
@@ -175,11 +179,14 @@ def make_copy(src: Path, path: Path, kind: str, seed: int) -> Path:
 
 
 def _ffmpeg(args, path: Path):
-    """Run ffmpeg with args, writing `path` under a temporary name; an existing path is kept (the cache)."""
+    """Run ffmpeg with args, writing `path` under a temporary name; an existing path is kept (the cache).
+    One thread: with more, a loaded machine now and then encoded a frame differently, and the set must be the
+    same on every run (clips are made `workers` at a time instead)."""
     if path.exists():
         return
     tmp = path.with_name("tmp-" + path.name)
-    subprocess.run(["ffmpeg", "-v", "error", "-y", *args, "-an", str(tmp)], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-filter_threads", "1", *args, "-threads", "1", "-an", str(tmp)],
+                   check=True)
     tmp.rename(path)
 
 
