@@ -92,7 +92,7 @@ def scene(rng, w: int, h: int, fps: int, seconds: float, label: str) -> str:
                     f"bb={rng.uniform(0.2, 1):.2f}:rb={rng.uniform(0, 0.5):.2f}")
         if kind == "gradients":
             # Its colours are random on every run whatever the seed (ffmpeg's default): drawn here, so that the
-            # clips are the same on every machine and run.
+            # clips are the same on every run (of one ffmpeg build: encoders differ between versions).
             n = int(rng.integers(3, 8))
             colors = ":".join(f"c{k}={_color(rng)}" for k in range(n))
             return (f"gradients=s={sw}x{sh}:r={fps}:n={n}:{colors}:seed={rng.integers(1 << 30)}:"
