@@ -454,15 +454,14 @@ def _blobs(hashes: np.ndarray, lengths: np.ndarray, width: int = 32) -> pa.Chunk
     """One binary value per clip: its frames' `width`-byte rows (hashes, motion steps), concatenated
     (fingerprint's layout); in chunks of under 2 GiB (a binary array's 32-bit offsets), as a fingerprint
     table concatenated from its units holds a large crop column."""
-    ends = np.cumsum(lengths) * width
-    chunks, first = [], 0
-    while first < len(lengths) or not chunks:
-        base = int(ends[first - 1]) if first else 0
-        last = max(int(np.searchsorted(ends, base + 2 ** 31 - 1, "right")), first + 1) if len(lengths) else 0
-        offsets = np.concatenate([[0], ends[first:last] - base]).astype(np.int32)
-        data = pa.py_buffer(hashes.reshape(-1)[base:base + int(offsets[-1])])
-        chunks.append(pa.BinaryArray.from_buffers(pa.binary(), last - first, [None, pa.py_buffer(offsets), data]))
-        first = last
+    ends = np.concatenate([[0], np.cumsum(lengths) * width]).astype(np.int64)
+    step = max(1, (2 ** 31 - 1) // max(int(lengths.max(initial=0)) * width, 1))   # clips per chunk
+    flat, chunks = hashes.reshape(-1), []
+    for lo in range(0, len(lengths), step):
+        hi = min(lo + step, len(lengths))
+        offsets = pa.py_buffer((ends[lo:hi + 1] - ends[lo]).astype(np.int32))
+        chunks.append(pa.BinaryArray.from_buffers(pa.binary(), hi - lo, [None, offsets,
+                                                                          pa.py_buffer(flat[ends[lo]:ends[hi]])]))
     return pa.chunked_array(chunks, pa.binary())
 
 
