@@ -424,7 +424,7 @@ def bench_speed(paths: list, cfg: FingerprintConfig, rounds: int = 3):
     for _, g, steps, small in grabbed:
         box = border_box(g)
         pdq_hashes(g, box)
-        temporal_signature.signature(steps, small, box, cfg.size)
+        temporal_signature.signatures(steps, small, box, cfg.size)
     hashing = time.process_time() - t
     n = len(paths)
     frames = sum(len(g[1]) for g in grabbed)
@@ -474,7 +474,8 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
               dense: bool = False):
     """(table, hashes, lengths, motion, every) of n random clips of 4-16 frames (mean 14) with random motion
     signatures, each step the sum of `smooth` independent ones (and random crop windows' hashes with crops,
-    as `fingerprint --crops` gives; with dense, 64 frames of 8 s and the windows of DENSE instead).
+    as `fingerprint --crops` gives; with dense, 64 frames of 8 s, the windows and the shifted motion signatures
+    of DENSE instead).
     With copy_from=(hashes, lengths, motion, every, share): that share of the clips are noisy copies (two frames
     trimmed, bits flipped, noise on the motion) of copy_from's clips, and as many are noisy copies of other clips
     of this table."""
@@ -483,6 +484,7 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
     lengths = np.full(n, DENSE["max_frames"]) if dense else np.where(rng.random(n) < 0.8, 16, rng.integers(4, 16, n))
     windows = len(CROP_AT) * (len(DENSE["crop_scales"]) if dense else 1)
     every = DENSE["every"] if dense else 0.5
+    shifted = DENSE["motion_phases"] - 1 if dense else 0   # the motion signature on shifted grids
     start = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     hashes = rng.integers(0, 256, (int(lengths.sum()), 32), dtype=np.uint8)
     mirrors = rng.integers(0, 256, hashes.shape, dtype=np.uint8)
@@ -526,8 +528,11 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
         _blobs(hashes, lengths), _blobs(mirrors, lengths), _blobs(motion, steps, temporal_signature.CHANNELS),
         _blobs(rng.integers(0, 256, (int(lengths.sum()) * windows, 32), dtype=np.uint8), lengths * windows)
         if crops else _blobs(np.zeros(0, np.uint8), np.zeros(n, np.int64)),
+        _blobs(rng.normal(0, level, (int(steps.sum()) * shifted, temporal_signature.CHANNELS)).clip(
+            -3 * level, 3 * level).astype(np.int8), steps * shifted, temporal_signature.CHANNELS),
     ], schema=FP_SCHEMA)
-    return table, hashes, lengths, motion, every
+    settings = json.dumps({"motion_phases": DENSE["motion_phases"]} if dense else {})
+    return table.replace_schema_metadata({"vmae.fingerprint": settings}), hashes, lengths, motion, every
 
 
 def scale_files(work: Path, n: int, refs: int, smooth: int, dense: bool = False):

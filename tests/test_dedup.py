@@ -129,7 +129,7 @@ def test_motion_signature_is_what_finds_the_cropped_trimmed_copy(sets, tmp_path)
 def test_tables_written_before_motion_and_crops_are_matched_by_pdq_alone(sets, tmp_path):
     for name in ("train", "eval"):
         table = pq.read_table(sets / f"{name}-fp.parquet")
-        pq.write_table(table.drop_columns(["motion", "crops"]), tmp_path / f"{name}-old.parquet")
+        pq.write_table(table.drop_columns(["motion", "crops", "motion_shifted"]), tmp_path / f"{name}-old.parquet")
     dedup(tmp_path / "train-old.parquet", tmp_path / "dups", [tmp_path / "eval-old.parquet"])
     found = set(pd.read_parquet(tmp_path / "dups" / "pairs.parquet")["key_a"])
     assert "copy_scale" in found and "life_crop_trim" not in found and "fractal" not in found
@@ -201,6 +201,7 @@ def test_more_crop_scales_find_a_copy_cropped_past_the_default_windows(clips, tm
     default_every = pq.read_table(tables[(0.86, 0.92)]).to_pylist()[0]
     assert len(row["hashes"]) // 32 == len(row["times"]) > len(default_every["times"])
     assert len(row["crops"]) == len(row["hashes"]) * len(CROP_AT) * 2
+    assert len(row["motion_shifted"]) == 3 * len(row["motion"]) > 0 == len(default_every["motion_shifted"])
 
 
 def _sliding_square(path, seed):
@@ -254,7 +255,7 @@ def test_motion_signature_lines_up_a_trimmed_copy_and_ignores_a_mirror():
 def test_motion_index_meets_noisy_trimmed_copies_by_the_signs_of_spans():
     rng, level, ts = np.random.default_rng(0), temporal_signature.LEVEL, temporal_signature
     a = rng.normal(0, level, (40, ts.CHANNELS)).clip(-127, 127).astype(np.int8)
-    _, _, code = ts.codes(ts.spans(a), np.array([0]), np.array([len(a)]))
+    _, _, _, code = ts.codes(ts.spans(a), np.array([0]), np.array([len(a)]))
     window = a[1:1 + ts.SPAN].astype(int).sum(axis=0)   # span 1 of the first code: its bits 8-15
     assert np.array_equal((code[0, 0] >> np.arange(8, 16, dtype=np.uint64)) & np.uint64(1), window > 0)
     for table in range(ts.TABLES):   # a key's bits come from spans that share no step
@@ -269,11 +270,32 @@ def test_motion_index_meets_noisy_trimmed_copies_by_the_signs_of_spans():
     for _ in range(20):   # copies that keep 75 % of the signs of their steps
         a, other = motion(60), motion(60)
         copy = (a[5:45] + rng.normal(0, level, (40, ts.CHANNELS))).clip(-127, 127).astype(np.int8)
-        pairs, _ = ts.candidate_pairs([(0, np.concatenate([copy, a, other]), np.array([40, 60, 60]))],
+        pairs, _ = ts.candidate_pairs([(np.arange(3), np.concatenate([copy, a, other]), np.array([40, 60, 60]))],
                                       np.array([0, 1, 0], np.int8), 512)
         met += 1 in pairs.tolist()   # clips 0 and 1: (0 << 32) | 1
         unrelated += len(pairs) - (1 in pairs.tolist())
     assert met >= 6 and unrelated == 0   # 8 here; keyed by the signs of single steps (SPAN 1): none
+
+
+def test_shifted_signatures_line_up_a_copy_trimmed_between_two_steps():
+    """motion_phases: a copy trimmed by half a step samples the original's shifted grid; the index meets it
+    through the reference's shifted signature (same clip id), whatever its first signature holds."""
+    rng, ts = np.random.default_rng(0), temporal_signature
+    times = np.arange(0, 12, 0.05)
+    thumbs = np.full((len(times), ts.THUMB * 3 // 2, ts.THUMB), 128.0)
+    for lo, hi, size in ((0, 16, 6), (16, 32, 6), (32, 36, 4), (36, 40, 4), (40, 44, 4), (44, 48, 4)):
+        thumbs[:, lo:hi] = (128 + size * rng.normal(0, 1, len(times)).cumsum())[:, None, None]
+    thumbs = thumbs.clip(0, 255).astype(np.uint8)
+    full = ts.signatures(times, thumbs, (0, 0, 0, 0), 128, phases=2)
+    copy = ts.signatures(times[2:] - times[2], thumbs[2:], (0, 0, 0, 0), 128)[0]   # trimmed by 0.1 s
+    assert full.shape == (2, len(copy), ts.CHANNELS)
+    agree = [((ts.spans(copy)[:50] > 0) == (ts.spans(phase)[:50] > 0)).mean() for phase in full]
+    assert agree[1] == 1.0 and agree[0] < 0.9
+    other = rng.normal(0, ts.LEVEL, full[0].shape).clip(-127, 127).astype(np.int8)
+    noisy = (copy + rng.normal(0, 0.5 * ts.LEVEL, copy.shape)).clip(-127, 127).astype(np.int8)
+    for signatures, ids, found in (([noisy, other], [0, 1], []), ([noisy, other, full[1]], [0, 1, 1], [1])):
+        batch = (np.array(ids), np.concatenate(signatures), np.array([len(x) for x in signatures]))
+        assert ts.candidate_pairs([batch], np.array([0, 1], np.int8), 512)[0].tolist() == found
 
 
 def test_motion_pairs_need_two_meetings_at_one_lag_or_one_close_meeting():

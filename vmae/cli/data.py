@@ -288,17 +288,20 @@ def _numbers(ctx, param, value: str) -> tuple:
                    "dedup --against: they are small, and each frame costs 9 more hashes per crop scale.")
 @click.option("--crop-scales", default="0.92", show_default=True, metavar="S,S,...", callback=_numbers,
               help="With --crops: the windows' sizes (share of each side kept), 9 windows each.")
+@click.option("--motion-phases", default=1, show_default=True,
+              help="Also store the motion signature on its grid shifted by 1/P, 2/P, ... of a step (0.2 s): for "
+                   "an evaluation set, so that a trimmed copy's grid lies near one of them.")
 @click.option("--dense", is_flag=True,
               help="For an evaluation set, where dedup's memory allows: --crops --crop-scales 0.86,0.90,0.94,0.98 "
-                   "--every 0.125 --max-frames 64 (options given as well win). Finds more cropped and trimmed "
-                   "copies, at 15x the hashes per clip: dedup against K710 val (67k clips) then needs about "
-                   "12 GiB (docs/data.md).")
+                   "--every 0.125 --max-frames 64 --motion-phases 4 (options given as well win). Finds more "
+                   "cropped and trimmed copies, at 15x the hashes per clip: dedup against K710 val (67k clips) "
+                   "then needs about 12 GiB (docs/data.md).")
 @click.option("--rows-per-unit", default=256, show_default=True, help="Clips per unit of work (and resume file).")
 @executor_options("Units run in parallel (local process pool); one decoder thread each.")
 @PROGRESS
 @handle_errors
-def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, crop_scales, dense, rows_per_unit,
-                    progress, **run):
+def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, crop_scales, motion_phases, dense,
+                    rows_per_unit, progress, **run):
     """Perceptual fingerprint of every clip of a manifest or shard folder, for `vmae-data dedup`.
 
     \b
@@ -314,7 +317,7 @@ def fingerprint_cmd(src, out, set_name, every, min_frames, max_frames, crops, cr
     from vmae.curation.fingerprint import DENSE, FingerprintConfig, fingerprint
 
     options = {"every": every, "min_frames": min_frames, "max_frames": max_frames, "crops": crops,
-               "crop_scales": crop_scales}
+               "crop_scales": crop_scales, "motion_phases": motion_phases}
     options = {**options, **DENSE, **given(options)} if dense else options
     if given({"crop_scales": crop_scales}) and not options["crops"]:
         raise click.UsageError("--crop-scales sets the sizes of the crop windows: add --crops")

@@ -39,8 +39,8 @@ from vmae import media
 from vmae.atomic import atomic_path, write_text
 from vmae.curation import temporal_signature
 from vmae.curation.buckets import same_bucket, sort_by_key
-from vmae.curation.fingerprint import CROP_AT, HASH_BYTES, blob_batches, ok_blobs, ok_rows, read_fingerprints, \
-    read_signatures, signature_batches
+from vmae.curation.fingerprint import CROP_AT, HASH_BYTES, blob_batches, motion_batches, ok_blobs, ok_rows, \
+    read_fingerprints, read_signatures
 from vmae.config import option
 from vmae.errors import ConfigError, VmaeError
 
@@ -501,7 +501,7 @@ def dedup(fingerprints, out, against=(), cfg: DedupConfig = DedupConfig(), plot:
     # The motion index first, from the signatures read a batch at a time: only its words stay in memory.
     roles = np.concatenate([np.full(int(ok_rows(pq.read_table(p, columns=["status"])).sum()), r, np.int8)
                             for p, r in files])
-    by_motion, skipped_motion = temporal_signature.candidate_pairs(signature_batches(files), roles, cfg.max_bucket,
+    by_motion, skipped_motion = temporal_signature.candidate_pairs(motion_batches(files), roles, cfg.max_bucket,
                                                                    bar.update)
     pa.default_memory_pool().release_unused()  # the batches' memory, which Arrow would keep for itself
     bar.set_description("dedup: frame index")

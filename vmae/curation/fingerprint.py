@@ -9,7 +9,8 @@ of its frames, as in Meta's video matcher vPDQ, which hashes frames one by one a
   - the mirror image's hash is kept too (PDQ's horizontal flip, from the same DCT), so a mirrored re-upload
     matches; PDQ's quality (0-100, low for flat frames) is kept so that dedup can ignore flat frames;
   - from the same decoding, frames every 0.2 s make the clip's motion signature (temporal_signature), which
-    still matches where crops and trims change PDQ's bits;
+    still matches where crops and trims change PDQ's bits; with `motion_phases` P (meant for the evaluation
+    sets), frames every 0.2 / P s give it also on grids shifted by 1/P, 2/P, ... of a step;
   - with `crops` (meant for the evaluation sets, which are small), also the hashes of CROP_AT windows of each
     frame, keeping `crop_scales` of each side (92 %): a copy cropped by a few percent is close to one of them,
     where its PDQ bits no longer match the whole frame's.
@@ -53,13 +54,16 @@ FP_SCHEMA = pa.schema([
     ("mirrors", pa.binary()),       # the same for the horizontally mirrored frame
     ("motion", pa.binary()),        # int8 [steps, 8]: the motion signature (vmae.curation.temporal_signature)
     ("crops", pa.binary()),         # with --crops: 32 bytes per crop window, len(CROP_AT) per scale per frame
+    ("motion_shifted", pa.binary()),   # with motion_phases P: int8 [(P - 1) * steps, 8], the motion signature on
+                                       # its grid shifted by 1/P, 2/P, ... of a step, one after another
 ])
-# Tables written before the motion signature or the crops lack them; dedup then goes without.
-OPTIONAL = {"motion", "crops"}
+# Tables written before the motion signature, the crops or the shifted signatures lack them; dedup goes without.
+OPTIONAL = {"motion", "crops", "motion_shifted"}
 CROP_AT = tuple((y, x) for y in (0.0, 0.5, 1.0) for x in (0.0, 0.5, 1.0))  # crop windows' places (share of the slack)
-# `fingerprint --dense`: for an evaluation set, denser frames and windows of four sizes (15x the hashes per clip;
-# recall and cost: benchmarks/README.md, bench_dedup.py).
-DENSE = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64}
+# `fingerprint --dense`: for an evaluation set, denser frames, windows of four sizes (15x the hashes per clip) and
+# the motion signature at four phases (recall and cost: benchmarks/README.md, bench_dedup.py).
+DENSE = {"crops": True, "crop_scales": (0.86, 0.90, 0.94, 0.98), "every": 0.125, "max_frames": 64,
+         "motion_phases": 4}
 BATCH_BYTES = 64 << 20   # a binary column is read about this much at a time (--dense crops: 70 KB a row)
 READ_BUFFER = 1 << 20    # ... through a read buffer of this size
 
@@ -72,6 +76,8 @@ class FingerprintConfig:
     size: int = 128           # frames are hashed from a size x size grey image
     crops: bool = False       # also hash the CROP_AT windows of every frame ...
     crop_scales: tuple = (0.92,)   # ... at each of these sizes (share of each side kept)
+    motion_phases: int = 1    # motion signatures on grids shifted by 1/P of a step (reference sets: a copy's
+                              # grid, which a trim shifts, then lies near one of them)
     rows_per_unit: int = 256
 
     def __post_init__(self):
@@ -79,14 +85,17 @@ class FingerprintConfig:
             raise ConfigError("fingerprint: every > 0 and 1 <= min_frames <= max_frames are needed")
         if self.rows_per_unit < 1:
             raise ConfigError("--rows-per-unit must be at least 1")
+        if not 1 <= self.motion_phases <= 8:
+            raise ConfigError("--motion-phases must lie in 1..8")
         if not self.crop_scales or not all(0.5 <= s < 1 for s in self.crop_scales):
             raise ConfigError(f"--crop-scales {','.join(map(str, self.crop_scales))}: each scale must lie in "
                               "[0.5, 1), e.g. 0.92 (a window keeps 92 % of each side)")
 
     def signature(self) -> str:
         """What the fingerprints depend on: a unit written with another signature is redone. (The crop scales
-        only with crops: units of a set fingerprinted without them stay valid.)"""
-        unused = {"rows_per_unit"} | (set() if self.crops else {"crop_scales"})
+        only with crops, the phases only above 1: units written before these options stay valid.)"""
+        unused = ({"rows_per_unit"} | (set() if self.crops else {"crop_scales"})
+                  | (set() if self.motion_phases > 1 else {"motion_phases"}))
         return json.dumps({**{k: v for k, v in asdict(self).items() if k not in unused},
                            "motion": temporal_signature.VERSION}, sort_keys=True)
 
@@ -216,17 +225,17 @@ def crop_hashes(frames: np.ndarray, box: tuple, scales: tuple) -> np.ndarray:
 
 def fingerprint_clip(src, cfg: FingerprintConfig) -> dict:
     """The fingerprint columns of one clip (a path or its bytes). Raises MediaError."""
-    thumbs = (temporal_signature.pick_steps, (temporal_signature.THUMB,) * 2)
+    thumbs = (partial(temporal_signature.pick_steps, phases=cfg.motion_phases), (temporal_signature.THUMB,) * 2)
     facts, times, frames, steps, small = media.grab_frames(src, partial(pick_frames, cfg=cfg), (cfg.size, cfg.size),
                                                            thumbs=thumbs)
     box = border_box(frames)
     hashes, mirrors, quality = pdq_hashes(frames, box)
-    motion = temporal_signature.signature(steps, small, box, cfg.size)
+    motion = temporal_signature.signatures(steps, small, box, cfg.size, cfg.motion_phases)
     crops = crop_hashes(frames, box, cfg.crop_scales).tobytes() if cfg.crops else b""
     return {"duration": facts["duration"], "fps": facts["fps"], "width": facts["width"],
             "height": facts["height"], "times": times.astype(np.float32).tolist(), "quality": quality.tolist(),
-            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes(), "motion": motion.tobytes(),
-            "crops": crops}
+            "hashes": hashes.tobytes(), "mirrors": mirrors.tobytes(), "motion": motion[0].tobytes(),
+            "crops": crops, "motion_shifted": motion[1:].tobytes()}
 
 
 def process_item(item: dict, cfg: FingerprintConfig) -> dict:
@@ -369,6 +378,26 @@ def signature_batches(files: list):
         for sizes, data in ok_blobs(path, "motion"):
             yield first, data.view(np.int8).reshape(-1, channels), sizes // channels
             first += len(sizes)
+
+
+def motion_batches(files: list):
+    """(clip id of each signature, flat int8 [steps, CHANNELS], steps per signature) for the motion index: every
+    clip's signature, then the shifted ones of the clips of reference tables (role 1) fingerprinted with
+    motion_phases."""
+    channels = temporal_signature.CHANNELS
+    for first, flat, count in signature_batches(files):
+        yield first + np.arange(len(count)), flat, count
+    first = 0
+    for path, role in files:
+        settings = json.loads((pq.read_schema(path).metadata or {}).get(b"vmae.fingerprint", b"{}"))
+        shifted = settings.get("motion_phases", 1) - 1
+        if role == 1 and shifted:
+            at = first
+            for sizes, data in ok_blobs(path, "motion_shifted"):
+                yield (np.repeat(at + np.arange(len(sizes)), shifted), data.view(np.int8).reshape(-1, channels),
+                       np.repeat(sizes // (channels * shifted), shifted))
+                at += len(sizes)
+        first += int(ok_rows(pq.read_table(path, columns=["status"])).sum())
 
 
 def read_signatures(files: list, wanted: np.ndarray) -> dict:

@@ -21,10 +21,12 @@ chance in so large an index). A change over 0.6 s keeps its sign under a crop or
 over 0.2 s (a cropped or trimmed copy that keeps 76 % of the step signs keeps 84 % of the span signs): one long
 exact key rarely survives, one of several short keys often does. Reference codes also enter each table with
 their K_WEAK least certain key bits flipped (a copy then needs only its strong bits right), and pretraining
-clips index every STRIDE-th step only, which bounds the index at scale. Last, a pair of clips is a candidate
-when its codes met twice at time lags within a step of each other, or once within SINGLE_BITS (`confirmed`):
-the smoother the motion, the more its codes' bits repeat each other and the more often unrelated clips meet
-by chance, but a chance meeting rarely comes twice at one lag.
+clips index every STRIDE-th step only, which bounds the index at scale. A reference clip fingerprinted with
+motion phases (`fingerprint --dense`) enters with its signatures on grids shifted by fractions of a step too:
+a trim puts a copy's grid anywhere between the original's steps, and the nearer grid keeps more of its signs.
+Last, a pair of clips is a candidate when its codes met twice at time lags within a step of each other, or
+once within SINGLE_BITS (`confirmed`): the smoother the motion, the more its codes' bits repeat each other and
+the more often unrelated clips meet by chance, but a chance meeting rarely comes twice at one lag.
 Figures and the variants tried: benchmarks/README.md (bench_dedup.py).
 """
 import numpy as np
@@ -53,11 +55,11 @@ SINGLE_BITS = 16     # a pair of clips whose codes met once is a candidate if th
                      # otherwise its codes must meet twice, at time lags within one step of each other
 
 
-def pick_steps(times: np.ndarray) -> np.ndarray:
-    """Display indices of the frames nearest a STEP grid over the clip's first MAX_SECONDS."""
+def pick_steps(times: np.ndarray, phases: int = 1) -> np.ndarray:
+    """Display indices of the frames nearest a grid of STEP / phases over the clip's first MAX_SECONDS."""
     n = len(times)
     step = float(np.median(np.diff(times))) if n > 1 else 0.0
-    grid = np.arange(0.0, min(float(times[-1]) + step, MAX_SECONDS), STEP)
+    grid = np.arange(0.0, min(float(times[-1]) + step, MAX_SECONDS), STEP / phases)
     return np.unique(np.clip(np.searchsorted(times, grid), 0, n - 1))
 
 
@@ -84,15 +86,19 @@ def frame_statistics(thumbs: np.ndarray, box: tuple, box_size: int) -> np.ndarra
     return np.nan_to_num(np.stack(out, 1))
 
 
-def signature(times: np.ndarray, thumbs: np.ndarray, box: tuple, box_size: int) -> np.ndarray:
-    """int8 [steps, CHANNELS]: the motion signature of frames at `times` (seconds) with their thumbnails."""
+def signatures(times: np.ndarray, thumbs: np.ndarray, box: tuple, box_size: int, phases: int = 1) -> np.ndarray:
+    """int8 [phases, steps, CHANNELS]: the motion signature of frames at `times` (seconds) with their thumbnails,
+    on the STEP grid from 0 s, then on that grid shifted by STEP * k / phases (k = 1 .. phases - 1)."""
     if len(times) < 3:
-        return np.zeros((0, CHANNELS), np.int8)
+        return np.zeros((phases, 0, CHANNELS), np.int8)
     stats = frame_statistics(thumbs, box, box_size)
-    grid = np.arange(0.0, float(times[-1]) + 1e-6, STEP)
-    change = np.diff(np.stack([np.interp(grid, times, stats[:, c]) for c in range(CHANNELS)], 1), axis=0)
-    scale = np.maximum(np.percentile(np.abs(change), 75, axis=0), FLOOR) if len(change) else FLOOR
-    return np.clip(np.rint(change / scale * LEVEL), -3 * LEVEL, 3 * LEVEL).astype(np.int8)
+    out = []
+    for k in range(phases):  # a shifted grid keeps the steps of the first; past the last frame it holds still
+        grid = np.arange(0.0, float(times[-1]) + 1e-6, STEP) + STEP * k / phases
+        change = np.diff(np.stack([np.interp(grid, times, stats[:, c]) for c in range(CHANNELS)], 1), axis=0)
+        scale = np.maximum(np.percentile(np.abs(change), 75, axis=0), FLOOR) if len(change) else FLOOR
+        out.append(np.clip(np.rint(change / scale * LEVEL), -3 * LEVEL, 3 * LEVEL).astype(np.int8))
+    return np.stack(out)
 
 
 # ---------------------------------------------------------------- matching
@@ -140,9 +146,10 @@ def spans(flat: np.ndarray) -> np.ndarray:
 
 
 def codes(summed: np.ndarray, start: np.ndarray, count: np.ndarray, every: int = 1, chunk: int = 1 << 16) -> tuple:
-    """(clip [m], row [m], code [m, 2] uint64) of signatures stored flat (clip i owning rows start[i]:start[i] +
-    count[i]), given as their spans(flat): at every `every`-th step where 2 * WINDOW spans fit, the signs of those
-    spans (word j // WINDOW, bit CHANNELS * (j % WINDOW) + c: span j, channel c), i.e. of summed[row + j]."""
+    """(signature [m], row [m], step [m], code [m, 2] uint64) of signatures stored flat (signature i owning rows
+    start[i]:start[i] + count[i]), given as their spans(flat): at every `every`-th step where 2 * WINDOW spans
+    fit, the signs of those spans (word j // WINDOW, bit CHANNELS * (j % WINDOW) + c: span j, channel c), i.e.
+    of summed[row + j]."""
     usable = np.maximum(np.asarray(count, np.int64) - 2 * WINDOW - SPAN + 2, 0)
     clip = np.repeat(np.arange(len(usable)), usable)
     step = np.arange(int(usable.sum())) - np.repeat(np.cumsum(usable) - usable, usable)
@@ -154,7 +161,7 @@ def codes(summed: np.ndarray, start: np.ndarray, count: np.ndarray, every: int =
         signs[:, :, :WINDOW * CHANNELS] = (summed[row[lo:lo + chunk, None] + np.arange(2 * WINDOW)] > 0).reshape(
             -1, 2, WINDOW * CHANNELS)
         code[lo:lo + chunk] = np.packbits(signs, axis=2, bitorder="little").view("<u8")[:, :, 0]
-    return clip, row, code
+    return clip, row, step[keep], code
 
 
 def key_bits(table: int) -> np.ndarray:
@@ -194,35 +201,30 @@ def _weakest(size: np.ndarray) -> list:
 def candidate_pairs(batches, role: np.ndarray, max_bucket: int, tick=lambda: None) -> tuple:
     """(unique candidate clip pairs as uint64 (a << 32 | b), a < b; buckets skipped as too large): clips with
     codes that meet in one of the TABLES tables and differ in at most CODE_BITS of their 2 * WINDOW * CHANNELS
-    bits, as often as `confirmed` asks, one of the clips on the pretraining side (role 0). batches: (first clip
-    id, flat signatures, steps per clip), as fingerprint.signature_batches yields them. Pretraining codes every
-    STRIDE-th step; reference codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in
-    every combination. tick() is called after each table (progress)."""
-    # side -> (clip ids, codes), reference codes last; and per reference code, how sure each bit's sign is
-    sides = {0: ([np.zeros(0, np.uint32)], [np.zeros((0, 2), np.uint64)]), 1: ([], [])}
+    bits, as often as `confirmed` asks, one of the clips on the pretraining side (role 0). batches: (clip id of
+    each signature, flat signatures, steps per signature), as fingerprint.motion_batches yields them (a reference
+    clip may have several: its signature on shifted grids). Pretraining codes every STRIDE-th step; reference
+    codes (role 1) every step, each also with its K_WEAK weakest key bits flipped in every combination. tick()
+    is called after each table (progress)."""
+    # side -> (clip ids, steps, codes), reference codes last; and per reference code, how sure each bit's sign is
+    sides = {0: ([np.zeros(0, np.uint32)], [np.zeros(0, np.int16)], [np.zeros((0, 2), np.uint64)]), 1: ([], [], [])}
     weak = [np.zeros((0, 2 * WINDOW * CHANNELS), np.uint8)]
-    for first, flat, count in batches:
-        ids, summed = first + np.arange(len(count)), spans(flat)
-        for side, (clips, side_codes) in sides.items():
+    for ids, flat, count in batches:
+        summed = spans(flat)
+        for side, (clips, side_steps, side_codes) in sides.items():
             mine = np.flatnonzero(role[ids] == side)
-            c, row, x = codes(summed, (np.cumsum(count) - count)[mine], count[mine], STRIDE if side == 0 else 1)
-            clips.append(ids[mine][c].astype(np.uint32)), side_codes.append(x)
+            c, row, at, x = codes(summed, (np.cumsum(count) - count)[mine], count[mine], STRIDE if side == 0 else 1)
+            clips.append(ids[mine][c].astype(np.uint32)), side_steps.append(at.astype(np.int16))
+            side_codes.append(x)
             if side == 1:  # the size of the span's change
                 weak.append(np.minimum(np.abs(summed[row[:, None] + np.arange(2 * WINDOW)]), 255)
                             .reshape(len(row), 2 * WINDOW * CHANNELS).astype(np.uint8))
-    clip, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1))
+    clip, step, code = (np.concatenate(sides[0][k] + sides[1][k]) for k in (0, 1, 2))
     weak = np.concatenate(weak)
     first_ref = len(code) - len(weak)
-    # A clip's codes lie together, one per STRIDE (pretraining) or per step (reference) from its first step.
-    first_code = np.zeros(len(role), np.int64)
-    runs = np.flatnonzero(np.r_[True, clip[1:] != clip[:-1]]) if len(clip) else np.zeros(0, np.int64)
-    first_code[clip[runs]] = runs
     variants = 2 ** K_WEAK
     if len(code) >= 2 ** 32 or variants * len(weak) >= 2 ** 32:
         raise ValueError("more than 2^32 motion codes to index: split the pretraining set and dedup the parts")
-
-    def step(i):  # the clip step at which codes i start
-        return (i - first_code[clip[i]]) * np.where(i < first_ref, STRIDE, 1)
 
     def flipped(key, flips):  # the reference keys, then a block of them per combination of weak bits
         yield key
@@ -234,7 +236,7 @@ def candidate_pairs(batches, role: np.ndarray, max_bucket: int, tick=lambda: Non
         ok = (distance <= CODE_BITS) & (clip[i] != clip[j])
         i, j, distance = i[ok], j[ok], distance[ok]
         i, j = np.where(clip[i] < clip[j], i, j), np.where(clip[i] < clip[j], j, i)
-        return np.stack([clip[i].astype(np.int64) << 32 | clip[j], step(i), step(j), distance], axis=1)
+        return np.stack([clip[i].astype(np.int64) << 32 | clip[j], step[i], step[j], distance], axis=1)
 
     found, skipped = [np.zeros((0, 4), np.int64)], 0
     for table in range(TABLES):
