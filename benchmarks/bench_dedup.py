@@ -531,8 +531,7 @@ def synthetic(n: int, seed: int, set_name: str, copy_from=None, crops: bool = Fa
         _blobs(rng.normal(0, level, (int(steps.sum()) * shifted, temporal_signature.CHANNELS)).clip(
             -3 * level, 3 * level).astype(np.int8), steps * shifted, temporal_signature.CHANNELS),
     ], schema=FP_SCHEMA)
-    settings = json.dumps({"motion_phases": DENSE["motion_phases"]} if dense else {})
-    return table.replace_schema_metadata({"vmae.fingerprint": settings}), hashes, lengths, motion, every
+    return table, hashes, lengths, motion, every
 
 
 def scale_files(work: Path, n: int, refs: int, smooth: int, dense: bool = False):

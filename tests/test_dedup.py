@@ -19,9 +19,9 @@ from vmae.cli.data import data
 from vmae.curation import temporal_signature
 from vmae.curation.buckets import meeting, same_bucket, sort_by_key
 from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
-from vmae.curation.fingerprint import (CROP_AT, FingerprintConfig, border_box, fingerprint, pdq_hashes,
-                                      pick_frames, read_signatures)
-from vmae.errors import ConfigError
+from vmae.curation.fingerprint import (CROP_AT, FingerprintConfig, border_box, fingerprint, motion_batches,
+                                      pdq_hashes, pick_frames, read_signatures)
+from vmae.errors import ConfigError, VmaeError
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, read_manifest, write_manifest
 from vmae.shards.writer import ShardConfig, write_shards
@@ -298,6 +298,29 @@ def test_shifted_signatures_line_up_a_copy_trimmed_between_two_steps():
         assert ts.candidate_pairs([batch], np.array([0, 1], np.int8), 512)[0].tolist() == found
 
 
+def test_motion_index_reads_the_shifted_signatures_of_the_reference_side_only(sets, tmp_path):
+    """fingerprint --motion-phases 3: two more signatures per clip, as long as the first; the motion index gets
+    them as signatures of the same clip ids, for the reference tables only."""
+    table = tmp_path / "eval3.parquet"
+    fingerprint(sets / "eval.parquet", table, cfg=FingerprintConfig(motion_phases=3), progress=False)
+    train = sets / "train-fp.parquet"
+    before = int((pq.read_table(train, columns=["status"]).column("status").to_numpy(zero_copy_only=False)
+                  == "ok").sum())
+    steps = [len(m) // temporal_signature.CHANNELS for m in pq.read_table(table).column("motion").to_pylist()]
+    batches = list(motion_batches([(train, 0), (table, 1)]))
+    ids, flat, count = (np.concatenate([b[k] for b in batches]) for k in range(3))
+    assert ids[-4:].tolist() == [before, before, before + 1, before + 1]
+    assert count[-4:].tolist() == [steps[0], steps[0], steps[1], steps[1]] and len(flat) == count.sum()
+    assert len(list(motion_batches([(table, 0)]))) == 1   # on the pretraining side: the first signatures only
+    broken = pq.read_table(table)
+    shifted = broken.column("motion_shifted").to_pylist()
+    broken = broken.set_column(broken.schema.get_field_index("motion_shifted"), "motion_shifted",
+                               pa.array([shifted[0][:-8]] + shifted[1:], pa.binary()))
+    pq.write_table(broken, tmp_path / "broken.parquet")
+    with pytest.raises(VmaeError, match="fingerprint the set again"):
+        list(motion_batches([(tmp_path / "broken.parquet", 1)]))
+
+
 def test_motion_pairs_need_two_meetings_at_one_lag_or_one_close_meeting():
     meetings = np.array([[1, 0, 5], [1, 2, 7],     # lag 5 twice: confirmed
                          [2, 0, 5], [2, 4, 2],     # lags 5 and -2: chance
@@ -406,6 +429,13 @@ def test_resume_after_kill(sets, tmp_path):
                                        "--rows-per-unit", "1", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert f"skipped {done} already done" in result.output
+    assert pq.read_table(out).equals(pq.read_table(sets / "train-fp.parquet"))
+    # A unit written before a column existed is redone: the units then concatenate into one table.
+    old = sorted(units.glob("unit-*.parquet"))[0]
+    pq.write_table(pq.read_table(old).drop_columns(["motion_shifted"]), old)
+    result = CliRunner().invoke(data, ["fingerprint", str(sets / "train.parquet"), "--out", str(out),
+                                       "--rows-per-unit", "1", "--no-progress"])
+    assert result.exit_code == 0 and "ran 1, skipped" in result.output, result.output
     assert pq.read_table(out).equals(pq.read_table(sets / "train-fp.parquet"))
 
 

@@ -382,22 +382,26 @@ def signature_batches(files: list):
 
 def motion_batches(files: list):
     """(clip id of each signature, flat int8 [steps, CHANNELS], steps per signature) for the motion index: every
-    clip's signature, then the shifted ones of the clips of reference tables (role 1) fingerprinted with
-    motion_phases."""
+    clip's signature, then the shifted ones (motion_shifted) of the clips of the reference tables (role 1)."""
     channels = temporal_signature.CHANNELS
     for first, flat, count in signature_batches(files):
         yield first + np.arange(len(count)), flat, count
     first = 0
     for path, role in files:
-        settings = json.loads((pq.read_schema(path).metadata or {}).get(b"vmae.fingerprint", b"{}"))
-        shifted = settings.get("motion_phases", 1) - 1
-        if role == 1 and shifted:
-            at = first
+        clips = int(ok_rows(pq.read_table(path, columns=["status"])).sum())
+        if role == 1 and "motion_shifted" in pq.read_schema(path).names:
+            steps = np.concatenate([np.zeros(0, np.int64)] + [s for s, _ in ok_blobs(path, "motion")]) // channels
+            at = 0
             for sizes, data in ok_blobs(path, "motion_shifted"):
-                yield (np.repeat(at + np.arange(len(sizes)), shifted), data.view(np.int8).reshape(-1, channels),
-                       np.repeat(sizes // (channels * shifted), shifted))
+                mine = steps[at:at + len(sizes)]
+                runs = sizes // np.maximum(mine * channels, 1)   # shifted signatures of each clip
+                if (runs * mine * channels != sizes).any():
+                    raise VmaeError(f"{path}: the shifted motion signatures of some clips do not match their "
+                                    "signature; fingerprint the set again")
+                yield (np.repeat(first + at + np.arange(len(sizes)), runs), data.view(np.int8).reshape(-1, channels),
+                       np.repeat(mine, runs))
                 at += len(sizes)
-        first += int(ok_rows(pq.read_table(path, columns=["status"])).sum())
+        first += clips
 
 
 def read_signatures(files: list, wanted: np.ndarray) -> dict:
@@ -445,13 +449,15 @@ def run_unit(unit: Unit) -> dict:
 
 
 def _done(unit: Unit) -> bool:
-    """Whether the unit's file holds exactly its keys, made with the same settings."""
+    """Whether the unit's file holds exactly its keys, made with the same settings and columns (a unit written
+    by an older version lacks a newer column: redone, so that the units concatenate)."""
     try:
-        meta = pq.read_schema(unit.path).metadata or {}
+        schema = pq.read_schema(unit.path)
         keys = pq.read_table(unit.path, columns=["key"]).column("key").to_pylist()
     except (OSError, pa.ArrowInvalid):
         return False
-    return meta.get(b"vmae.fingerprint") == unit.cfg.signature().encode() and keys == [i["key"] for i in unit.items]
+    return ((schema.metadata or {}).get(b"vmae.fingerprint") == unit.cfg.signature().encode()
+            and schema.names == FP_SCHEMA.names and keys == [i["key"] for i in unit.items])
 
 
 def read_fingerprints(path, columns=None) -> pa.Table:
