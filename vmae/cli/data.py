@@ -288,7 +288,7 @@ def _numbers(ctx, param, value: str) -> tuple:
                    "dedup --against: they are small, and each frame costs 9 more hashes per crop scale.")
 @click.option("--crop-scales", default="0.92", show_default=True, metavar="S,S,...", callback=_numbers,
               help="With --crops: the windows' sizes (share of each side kept), 9 windows each.")
-@click.option("--motion-phases", default=1, show_default=True,
+@click.option("--motion-phases", default=1, show_default=True, metavar="P",
               help="Also store the motion signature on its grid shifted by 1/P, 2/P, ... of a step (0.2 s): for "
                    "an evaluation set, so that a trimmed copy's grid lies near one of them.")
 @click.option("--dense", is_flag=True,
