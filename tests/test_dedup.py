@@ -20,7 +20,7 @@ from vmae.curation import temporal_signature
 from vmae.curation.buckets import meeting, same_bucket, sort_by_key
 from vmae.curation.dedup import DUPLICATE, EVAL_LEAK, DedupConfig, dedup, is_duplicate, read_exclusions
 from vmae.curation.fingerprint import (CROP_AT, FingerprintConfig, border_box, fingerprint, motion_batches,
-                                      pdq_hashes, pick_frames, read_signatures)
+                                      ok_rows, pdq_hashes, pick_frames, read_signatures)
 from vmae.errors import ConfigError, VmaeError
 from vmae.executors import ExecutorConfig
 from vmae.manifests import empty_manifest, read_manifest, write_manifest
@@ -304,8 +304,7 @@ def test_motion_index_reads_the_shifted_signatures_of_the_reference_side_only(se
     table = tmp_path / "eval3.parquet"
     fingerprint(sets / "eval.parquet", table, cfg=FingerprintConfig(motion_phases=3), progress=False)
     train = sets / "train-fp.parquet"
-    before = int((pq.read_table(train, columns=["status"]).column("status").to_numpy(zero_copy_only=False)
-                  == "ok").sum())
+    before = int(ok_rows(pq.read_table(train, columns=["status"])).sum())
     steps = [len(m) // temporal_signature.CHANNELS for m in pq.read_table(table).column("motion").to_pylist()]
     batches = list(motion_batches([(train, 0), (table, 1)]))
     ids, flat, count = (np.concatenate([b[k] for b in batches]) for k in range(3))

@@ -383,23 +383,23 @@ def signature_batches(files: list):
 def motion_batches(files: list):
     """(clip id of each signature, flat int8 [steps, CHANNELS], steps per signature) for the motion index: every
     clip's signature, then the shifted ones (motion_shifted) of the clips of the reference tables (role 1)."""
-    channels = temporal_signature.CHANNELS
+    channels, steps = temporal_signature.CHANNELS, [np.zeros(0, np.int64)]
     for first, flat, count in signature_batches(files):
+        steps.append(count)   # each clip's steps, by clip id: what its shifted signatures are checked against
         yield first + np.arange(len(count)), flat, count
-    first = 0
+    steps, first = np.concatenate(steps), 0
     for path, role in files:
         clips = int(ok_rows(pq.read_table(path, columns=["status"])).sum())
         if role == 1 and "motion_shifted" in pq.read_schema(path).names:
-            steps = np.concatenate([np.zeros(0, np.int64)] + [s for s, _ in ok_blobs(path, "motion")]) // channels
-            at = 0
+            at = first
             for sizes, data in ok_blobs(path, "motion_shifted"):
                 mine = steps[at:at + len(sizes)]
                 runs = sizes // np.maximum(mine * channels, 1)   # shifted signatures of each clip
                 if (runs * mine * channels != sizes).any():
                     raise VmaeError(f"{path}: the shifted motion signatures of some clips do not match their "
                                     "signature; fingerprint the set again")
-                yield (np.repeat(first + at + np.arange(len(sizes)), runs), data.view(np.int8).reshape(-1, channels),
-                       np.repeat(mine, runs))
+                ids = np.repeat(at + np.arange(len(sizes)), runs)
+                yield ids, data.view(np.int8).reshape(-1, channels), np.repeat(mine, runs)
                 at += len(sizes)
         first += clips
 
